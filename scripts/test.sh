@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh checkout: installs the project and its test tools into
+# .venv, makes sure a MariaDB/MySQL server answers (the one on 127.0.0.1:3306, or a private
+# mariadbd started here), runs ruff and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# ensure_mysql.sh prints shell assignments: MQ_TEST_MYSQL_URL=... and, when it started a
+# private server, MQ_PRIVATE_MYSQL_PIDFILE=... (stopped again when the tests end).
+eval "$(scripts/ensure_mysql.sh)"
+export MQ_TEST_MYSQL_URL
+stop_private_mysql() {
+  if [ -n "${MQ_PRIVATE_MYSQL_PIDFILE:-}" ] && [ -s "$MQ_PRIVATE_MYSQL_PIDFILE" ]; then
+    kill "$(cat "$MQ_PRIVATE_MYSQL_PIDFILE")" 2>/dev/null || true
+  fi
+}
+trap stop_private_mysql EXIT
+
+.venv/bin/ruff check mi_server mi_fifo tests benchmarks compat
+.venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"

@@ -1,0 +1,104 @@
+"""Other real clients against a real server: the `opensips` package, curl, a plain shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from opensips.mi import OpenSIPSMI, OpenSIPSMIException
+
+
+def mi_client(server, transport: str) -> OpenSIPSMI:
+    if transport == "http":
+        return OpenSIPSMI("http", url=server.url)
+    return OpenSIPSMI(
+        "fifo",
+        fifo_file=str(server.fifo_path),
+        fifo_file_fallback=str(server.fifo_path),
+        fifo_reply_dir=str(server.reply_dir),
+    )
+
+
+@pytest.mark.parametrize("transport", ["http", "fifo"])
+def test_opensips_package_execute_returns_results(server, transport):
+    mi = mi_client(server, transport)
+    assert mi.execute("mq_add", {"name": "py_q", "key": "k", "value": "v é"}) == "OK"
+    assert mi.execute("mq_get_size", ["py_q"]) == {"Queue": {"name": "py_q", "size": 1}}
+    assert mi.execute("mq_fetch", {"name": "py_q"}) == {"Item": {"key": "k", "value": "v é"}}
+
+
+@pytest.mark.parametrize("transport", ["http", "fifo"])
+@pytest.mark.parametrize(
+    "cmd, params, text",
+    [
+        ("mq_get_size", ["nosuch"], "404: No such queue"),
+        ("mq_fetch", {"name": "py_q", "limit": "x"},
+         "-32602: Invalid params (Bad type for parameter 'limit')"),
+        ("no_such_command", {}, "-32601: Method not found"),
+    ],
+)
+def test_opensips_package_raises_on_mi_errors(server, transport, cmd, params, text):
+    with pytest.raises(OpenSIPSMIException) as err:
+        mi_client(server, transport).execute(cmd, params)
+    assert str(err.value) == text
+
+
+@pytest.mark.parametrize("content_type", [["-H", "Content-Type: application/json"], []])
+def test_curl_with_and_without_json_content_type(server, content_type):
+    body = '{"jsonrpc":"2.0","method":"mq_get_size","params":["curl_q"],"id":7}'
+    run = subprocess.run(
+        ["curl", "-s", "-w", "\\n%{http_code}", *content_type, "-d", body, server.url],
+        capture_output=True, text=True, timeout=10,
+    )
+    reply, status = run.stdout.rsplit("\n", 1)
+    assert status == "200"
+    assert reply == '{"jsonrpc":"2.0","result":{"Queue":{"name":"curl_q","size":0}},"id":7}'
+
+
+SHELL_CLIENT = r"""
+set -e
+reply="$REPLY_DIR/$NAME"
+rm -f "$reply"; mkfifo -m 0666 "$reply"
+printf ':%s:%s' "$NAME" "$REQ" > "$FIFO"
+cat "$reply"
+rm -f "$reply"
+"""
+
+
+def shell_request(server, name: str, request: str) -> str:
+    env = {**os.environ, "REPLY_DIR": str(server.reply_dir), "NAME": name,
+           "REQ": request, "FIFO": str(server.fifo_path)}
+    run = subprocess.run(["bash", "-c", SHELL_CLIENT], env=env, capture_output=True,
+                         text=True, timeout=20)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_plain_shell_fifo_client_gets_the_exact_reply(server):
+    server.call("mq_add", ["sh_q", "key \"q\"", "tab\there"])
+    out = shell_request(server, "shell_reply_1",
+                        '{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"sh_q"},"id":"x"}')
+    assert out.rstrip("\n") == (
+        '{"jsonrpc":"2.0","result":{"Item":{"key":"key \\"q\\"","value":"tab\\there"}},"id":"x"}')
+
+
+def test_eight_concurrent_shell_clients_each_get_their_own_reply(server):
+    for i in range(8):
+        server.call("mq_add", ["conc_q", f"k{i}", f"v{i}"])
+
+    def one(i: int) -> dict:
+        out = shell_request(
+            server, f"conc_reply_{i}",
+            json.dumps({"jsonrpc": "2.0", "method": "mq_fetch",
+                        "params": ["conc_q"], "id": i}))
+        return json.loads(out)
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(one, range(8)))
+    assert [r["id"] for r in replies] == list(range(8))
+    keys = sorted(r["result"]["Item"]["key"] for r in replies)
+    assert keys == [f"k{i}" for i in range(8)]
+    assert server.call("mq_get_size", ["conc_q"])["result"]["Queue"]["size"] == 0
