@@ -11,9 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# ensure_mysql.sh prints shell assignments: MQ_TEST_MYSQL_URL=... and, when it started a
-# private server, MQ_PRIVATE_MYSQL_PIDFILE=... (stopped again when the tests end).
-eval "$(scripts/ensure_mysql.sh)"
+# ensure_mysql.sh prints the URL on line 1 and, when it started a private mariadbd,
+# `pidfile=<path>` on line 2 (that server is stopped again when the tests end).
+mysql_info=$(scripts/ensure_mysql.sh)
+MQ_TEST_MYSQL_URL=$(printf '%s\n' "$mysql_info" | sed -n 1p)
+MQ_PRIVATE_MYSQL_PIDFILE=$(printf '%s\n' "$mysql_info" | sed -n 's/^pidfile=//p')
 export MQ_TEST_MYSQL_URL
 stop_private_mysql() {
   if [ -n "${MQ_PRIVATE_MYSQL_PIDFILE:-}" ] && [ -s "$MQ_PRIVATE_MYSQL_PIDFILE" ]; then

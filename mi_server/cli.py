@@ -1,0 +1,86 @@
+"""The `mi-server` command line (CONFIG.md "Command line").
+
+    mi-server -c FILE                  run in the foreground until SIGTERM/SIGINT
+    mi-server -c FILE --check          validate; exit 0 (valid) or 1 (one line per problem)
+    mi-server -c FILE --create-tables  create the missing tables of dbmode queues
+    mi-server --version | --help
+
+`-c` is required: a server that silently picks up some file is hard to reason about; the
+README's start command names examples/default.yaml explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mi_server import SERVER_NAME, __version__
+from mi_server.config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mi-server",
+        description="The OpenSIPS Management Interface for the mqueue module "
+                    "(JSON-RPC over HTTP and a FIFO) over shared-memory queues.")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="the YAML configuration file (required)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true",
+                        help="validate the configuration and exit (0 valid, 1 invalid)")
+    action.add_argument("--create-tables", action="store_true",
+                        help="create the missing database tables of dbmode queues and exit")
+    parser.add_argument("--version", action="version", version=f"{SERVER_NAME} {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if not args.config:
+        parser.print_usage(sys.stderr)
+        print("mi-server: error: -c/--config FILE is required "
+              "(e.g. mi-server -c examples/default.yaml)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    if args.check:
+        print(f"{args.config}: configuration OK ({len(cfg.queues)} queue(s))")
+        return EXIT_OK
+    if args.create_tables:
+        return create_tables(cfg)
+    from mi_server.runtime import run_server  # imported late: --check needs no runtime
+
+    return run_server(cfg, [sys.argv[0], *args_list])
+
+
+def create_tables(cfg: Config) -> int:
+    """Create the table of every queue with a dbmode; print what was done."""
+    from mi_server.storage import StorageError, open_storage
+
+    queues = [q for q in cfg.queues if q.dbmode != 0]
+    if not queues or cfg.db_url is None:
+        print("no queue has a dbmode: nothing to create")
+        return EXIT_OK
+    storage = open_storage(cfg.db_url)
+    status = EXIT_OK
+    try:
+        for queue in queues:
+            try:
+                created = storage.create_table(queue.name)
+            except StorageError as exc:
+                print(f"mi-server: {exc}", file=sys.stderr)
+                status = EXIT_INVALID
+                continue
+            print(f"table '{queue.name}': {'created' if created else 'exists'}")
+    finally:
+        storage.close()
+    return status

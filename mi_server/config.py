@@ -1,0 +1,460 @@
+"""Read the YAML configuration (CONFIG.md) into a validated Config.
+
+Every user mistake becomes one line of ConfigError.problems naming the file, the key or
+queue, and what is wrong; all problems are collected so one `--check` run shows them all.
+Queues may be OpenSIPS modparam strings or mappings; both go through modparam.build_spec.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mi_server.engine.spec import QueueSpec
+from mi_server.modparam import ModparamError, build_spec, split_modparam
+from mi_server.storage.names import InvalidTableName, check_table_name
+from mi_server.storage.url import BadDbUrl, SqliteUrl, parse_db_url
+
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TOP_LEVEL_KEYS = ("db_url", "shm_size", "mqueue", "http", "fifo", "consumers", "log_level",
+                  "pid_file")
+_SIZE_RE = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)\s*\Z")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_HTTP_ROOT_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\Z")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one clear line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8888
+    root: str = "mi"
+    workers: int = 2
+    max_request: int = 65536
+    auth: tuple[str, str] | None = None
+
+
+@dataclass
+class FifoConfig:
+    path: Path = Path("/tmp/opensips_fifo")
+    mode: int = 0o660
+    user: str | None = None
+    group: str | None = None
+    reply_dir: Path = Path("/tmp/")
+    max_request: int = 65536
+    idle_timeout: float = 1.0
+
+
+@dataclass
+class ConsumerConfig:
+    queue: str
+    handler: str  # "pkg.module:function" or a command line
+    processes: int = 1
+    interval: float = 0.1
+    batch: int = 100
+
+
+@dataclass
+class Config:
+    source: Path | None
+    db_url: str | None = None
+    shm_size: int = DEFAULT_SHM_SIZE
+    queues: list[QueueSpec] = field(default_factory=list)
+    http: HttpConfig | None = None
+    fifo: FifoConfig | None = None
+    consumers: list[ConsumerConfig] = field(default_factory=list)
+    log_level: str = "info"
+    pid_file: Path | None = None
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes for "64M", "512K", "1G", "65536" or an int; ValueError for anything else."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"negative size: {text}")
+        return text
+    if isinstance(text, str):
+        m = _SIZE_RE.match(text)
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    raise ValueError(f"not a size: {text!r} (a number with an optional K, M or G suffix)")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([f"{path}: cannot read: {reason}"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(path, exc)]) from None
+    if data is None:
+        data = {}  # an empty file is a valid (empty) configuration
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys, "
+                           f"not {_kind(data)}"])
+    return parse_config(data, str(path), path.resolve().parent, source_path=path)
+
+
+def parse_config(data: Mapping, source: str, base_dir: Path,
+                 source_path: Path | None = None) -> Config:
+    """Validate an already-parsed mapping; `source` names it in messages, relative paths
+    are taken against `base_dir`; `source_path` becomes Config.source."""
+    return _Parser(source, Path(base_dir)).parse(data, source_path)
+
+
+class _Parser:
+    """Collects problems while building a Config, so all of them are reported at once."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, where: str, what: str) -> None:
+        self.problems.append(f"{self.source}: {where}: {what}")
+
+    def parse(self, data: Mapping, source_path: Path | None) -> Config:
+        cfg = Config(source=source_path)
+        for key in data:
+            if key not in TOP_LEVEL_KEYS:
+                self.problem(repr(key) if not isinstance(key, str) else key,
+                             f"unknown key (expected one of: {', '.join(TOP_LEVEL_KEYS)})")
+        cfg.db_url = self.db_url(data.get("db_url"))
+        if data.get("shm_size") is not None:
+            cfg.shm_size = self.size("shm_size", data["shm_size"], minimum=1)
+        cfg.queues = self.queues(data.get("mqueue"), has_db=cfg.db_url is not None)
+        cfg.http = self.section("http", data.get("http"), self.http)
+        cfg.fifo = self.section("fifo", data.get("fifo"), self.fifo)
+        cfg.consumers = self.consumers(data.get("consumers"), {q.name for q in cfg.queues})
+        cfg.log_level = self.log_level(data.get("log_level", "info"))
+        cfg.pid_file = self.path("pid_file", data.get("pid_file"), relative_to_base=True)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return cfg
+
+    # -- top-level values -------------------------------------------------------------
+
+    def db_url(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = parse_db_url(value)
+        except BadDbUrl as exc:
+            self.problem("db_url", str(exc))
+            return None
+        if isinstance(parsed, SqliteUrl):
+            # Relative SQLite paths are relative to the configuration file (CONFIG.md).
+            path = parsed.path if parsed.path.is_absolute() else self.base_dir / parsed.path
+            return f"sqlite://{path}"
+        return value
+
+    def queues(self, value: Any, has_db: bool) -> list[QueueSpec]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem("mqueue", f"must be a list of queue definitions, not {_kind(value)}")
+            return []
+        specs: list[QueueSpec] = []
+        seen: set[str] = set()
+        for index, item in enumerate(value, 1):
+            spec = self.queue(index, item)
+            if spec is None:
+                continue
+            where = f"queue '{spec.name}'"
+            if spec.name in seen:
+                self.problem(where, "mqueue redefined (the name is already used)")
+                continue
+            seen.add(spec.name)
+            if spec.dbmode != 0:
+                if not has_db:
+                    self.problem(where, f"dbmode={spec.dbmode} needs db_url")
+                try:
+                    check_table_name(spec.name)
+                except InvalidTableName as exc:
+                    self.problem(where, f"dbmode={spec.dbmode}: {exc}")
+            specs.append(spec)
+        return specs
+
+    def queue(self, index: int, item: Any) -> QueueSpec | None:
+        try:
+            if isinstance(item, str):
+                attrs: Mapping[str, object] = split_modparam(item)
+            elif isinstance(item, Mapping):
+                attrs = item
+            else:
+                self.problem(f"mqueue entry {index}",
+                             f"must be a modparam string or a mapping, not {_kind(item)}")
+                return None
+            return build_spec(attrs)
+        except ModparamError as exc:
+            where = self.queue_where(index, item)
+            for line in exc.problems:
+                self.problem(where, line)
+            return None
+
+    @staticmethod
+    def queue_where(index: int, item: Any) -> str:
+        name = None
+        if isinstance(item, Mapping):
+            name = item.get("name")
+        elif isinstance(item, str):
+            try:
+                name = split_modparam(item).get("name")
+            except ModparamError:
+                name = None
+        if isinstance(name, (str, int)) and not isinstance(name, bool) and name != "":
+            return f"queue '{name}'"
+        return f"mqueue entry {index} ({item!r})"
+
+    def log_level(self, value: Any) -> str:
+        if isinstance(value, str) and value.lower() in LOG_LEVELS:
+            return value.lower()
+        self.problem("log_level", f"bad level {value!r} (expected one of: {', '.join(LOG_LEVELS)})")
+        return "info"
+
+    # -- sections ---------------------------------------------------------------------
+
+    def section(self, name: str, value: Any, build: Callable[[Mapping], Any]) -> Any:
+        """None when omitted or `enabled: false`; otherwise the built section."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.problem(name, f"must be a mapping, not {_kind(value)}")
+            return None
+        enabled = value.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.problem(f"{name}.enabled", f"must be true or false, not {enabled!r}")
+            return None
+        if not enabled:
+            return None
+        return build(value)
+
+    def http(self, m: Mapping) -> HttpConfig:
+        cfg = HttpConfig()
+        self.known_keys("http", m, ("enabled", "listen", "root", "workers", "max_request",
+                                    "auth"))
+        if "listen" in m:
+            parsed = self.listen(m["listen"])
+            if parsed:
+                cfg.host, cfg.port = parsed
+        if "root" in m:
+            root = m["root"]
+            stripped = root.strip("/") if isinstance(root, str) else None
+            if not stripped or not _HTTP_ROOT_RE.match(stripped):
+                self.problem("http.root", f"bad URL path {root!r} (e.g. mi)")
+            else:
+                cfg.root = stripped
+        if "workers" in m:
+            cfg.workers = self.integer("http.workers", m["workers"], minimum=1)
+        if "max_request" in m:
+            cfg.max_request = self.size("http.max_request", m["max_request"], minimum=1)
+        if m.get("auth") is not None:
+            cfg.auth = self.auth(m["auth"])
+        return cfg
+
+    def listen(self, value: Any) -> tuple[str, int] | None:
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) \
+            else None
+        host, sep, port_text = (text or "").rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [::1]:8888
+        port = int(port_text) if port_text.isdigit() else -1
+        ok = bool(sep) and 1 <= port <= 65535 and bool(host)
+        if ok:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                ok = host == "localhost" or bool(re.fullmatch(r"[A-Za-z0-9.-]+", host))
+        if not ok:
+            self.problem("http.listen",
+                         f"bad address {value!r} (expected host:port, e.g. 127.0.0.1:8888)")
+            return None
+        return host, port
+
+    def auth(self, value: Any) -> tuple[str, str] | None:
+        if not isinstance(value, Mapping):
+            self.problem("http.auth", "must be a mapping {username: ..., password: ...}")
+            return None
+        self.known_keys("http.auth", value, ("username", "password"))
+        user, password = value.get("username"), value.get("password")
+        if not isinstance(user, str) or not user or ":" in user:
+            self.problem("http.auth.username", f"must be a non-empty string without ':', "
+                                               f"not {user!r}")
+            return None
+        if not isinstance(password, str):
+            self.problem("http.auth.password", f"must be a string, not {password!r}")
+            return None
+        return user, password
+
+    def fifo(self, m: Mapping) -> FifoConfig:
+        cfg = FifoConfig()
+        self.known_keys("fifo", m, ("enabled", "path", "mode", "user", "group", "reply_dir",
+                                    "max_request", "idle_timeout"))
+        cfg.path = self.path("fifo.path", m.get("path"), required=False) or cfg.path
+        if "mode" in m:
+            cfg.mode = self.mode(m["mode"])
+        for key in ("user", "group"):
+            value = m.get(key)
+            if value is not None and not (isinstance(value, (str, int))
+                                          and not isinstance(value, bool) and value != ""):
+                self.problem(f"fifo.{key}", f"must be a name or a number, not {value!r}")
+            elif value is not None:
+                setattr(cfg, key, str(value))
+        cfg.reply_dir = self.path("fifo.reply_dir", m.get("reply_dir")) or cfg.reply_dir
+        if "max_request" in m:
+            cfg.max_request = self.size("fifo.max_request", m["max_request"], minimum=1)
+        if "idle_timeout" in m:
+            cfg.idle_timeout = self.number("fifo.idle_timeout", m["idle_timeout"],
+                                           positive=True)
+        return cfg
+
+    def mode(self, value: Any) -> int:
+        # "0660" (a string) is octal; YAML 1.1 already reads a bare 0660 as octal 432.
+        # Only permission bits make sense for a FIFO, which also catches a bare 660
+        # (decimal 660 is 0o1224): the user meant "0660".
+        if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{1,4}", value):
+            mode = int(value.replace("o", ""), 8)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            mode = value
+        else:
+            mode = -1
+        if not 0 <= mode <= 0o777:
+            self.problem("fifo.mode", f"bad mode {value!r} (an octal string such as \"0660\")")
+            return 0o660
+        return mode
+
+    def consumers(self, value: Any, queue_names: set[str]) -> list[ConsumerConfig]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem("consumers", f"must be a list, not {_kind(value)}")
+            return []
+        result = []
+        for index, item in enumerate(value, 1):
+            where = f"consumers entry {index}"
+            if not isinstance(item, Mapping):
+                self.problem(where, f"must be a mapping, not {_kind(item)}")
+                continue
+            before = len(self.problems)
+            self.known_keys(where, item, ("queue", "processes", "interval", "batch",
+                                          "handler"))
+            queue, handler = item.get("queue"), item.get("handler")
+            if not isinstance(queue, str) or queue not in queue_names:
+                self.problem(f"{where}: queue", f"{queue!r} is not a defined mqueue")
+            if not isinstance(handler, str) or not handler.strip():
+                self.problem(f"{where}: handler",
+                             "required: \"pkg.module:function\" or a command line")
+            consumer = ConsumerConfig(queue=str(queue), handler=str(handler))
+            if "processes" in item:
+                consumer.processes = self.integer(f"{where}: processes", item["processes"],
+                                                  minimum=1)
+            if "interval" in item:
+                consumer.interval = self.number(f"{where}: interval", item["interval"],
+                                                positive=False)
+            if "batch" in item:
+                consumer.batch = self.integer(f"{where}: batch", item["batch"], minimum=1)
+            if len(self.problems) == before:
+                result.append(consumer)
+        return result
+
+    # -- value helpers ----------------------------------------------------------------
+
+    def known_keys(self, where: str, m: Mapping, allowed: tuple[str, ...]) -> None:
+        for key in m:
+            if key not in allowed:
+                self.problem(f"{where}.{key}" if "entry" not in where else f"{where}: {key}",
+                             f"unknown key (expected one of: {', '.join(allowed)})")
+
+    def integer(self, where: str, value: Any, minimum: int) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return value
+        self.problem(where, f"must be an integer >= {minimum}, not {value!r}")
+        return minimum
+
+    def number(self, where: str, value: Any, positive: bool) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                value > 0 or (not positive and value == 0)):
+            return float(value)
+        self.problem(where, f"must be a number {'> 0' if positive else '>= 0'}, "
+                            f"not {value!r}")
+        return 1.0
+
+    def size(self, where: str, value: Any, minimum: int) -> int:
+        try:
+            result = parse_size(value)
+        except ValueError as exc:
+            self.problem(where, str(exc))
+            return minimum
+        if result < minimum:
+            self.problem(where, f"must be at least {minimum} bytes, not {value!r}")
+        return result
+
+    def path(self, where: str, value: Any, required: bool = False,
+             relative_to_base: bool = False) -> Path | None:
+        if value is None:
+            if required:
+                self.problem(where, "required")
+            return None
+        if not isinstance(value, str) or not value:
+            self.problem(where, f"must be a non-empty path, not {value!r}")
+            return None
+        path = Path(value)
+        if relative_to_base and not path.is_absolute():
+            path = self.base_dir / path
+        return path
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # unhashable key: let the base class report it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is not None:
+        return f"{path}: line {mark.line + 1}, column {mark.column + 1}: YAML error: {problem}"
+    return f"{path}: YAML error: {problem}"
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", dict: "a mapping", str: "a string"}.get(
+        type(value), type(value).__name__)

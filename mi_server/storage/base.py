@@ -1,0 +1,154 @@
+"""Load and save of dbmode queues, written once over a small per-dialect interface.
+
+Each operation opens its own connection and closes it: the server loads at start and saves
+at stop, possibly days apart, and a connection kept that long would have timed out.
+Queue names reach SQL only through `check_table_name` and the dialect's identifier quoting;
+keys and values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mi_server.storage.errors import StorageError
+from mi_server.storage.fallback import fallback_path, read_items
+from mi_server.storage.names import check_table_name
+
+
+class Storage:
+    """One database; subclasses say how to connect and how their SQL is spelled."""
+
+    placeholder = "?"
+    db_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, fallback_dir: Path) -> None:
+        self.fallback_dir = Path(fallback_dir)
+
+    # -- dialect hooks ----------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _quote(self, name: str) -> str:
+        raise NotImplementedError
+
+    def _begin(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    def _create_sql(self, table: str) -> str:
+        raise NotImplementedError
+
+    def _exists_sql(self) -> str:
+        raise NotImplementedError
+
+    select_suffix = ""  # e.g. MySQL's FOR UPDATE
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    # -- the Storage API (ARCHITECTURE.md §6) -----------------------------------------
+
+    def create_table(self, queue: str) -> bool:
+        """Create the queue's table; True when it was missing."""
+        table = check_table_name(queue)
+        with self._transaction(table, "create table") as cur:
+            if self._exists(cur, table):
+                return False
+            cur.execute(self._create_sql(table))
+            return True
+
+    def table_exists(self, queue: str) -> bool:
+        table = check_table_name(queue)
+        with self._transaction(table, "look up table") as cur:
+            return self._exists(cur, table)
+
+    def load(self, queue: str, add: Callable[[str, str], None]) -> int:
+        """Feed the table's rows (by id), then the fallback file's items, through `add`;
+        delete what was loaded. One transaction: on any failure the table is unchanged
+        and the fallback file stays. Returns the number of items passed to `add`."""
+        table = check_table_name(queue)
+        spare = fallback_path(self.fallback_dir, queue)
+        q = self._quote
+        with self._transaction(table, "load") as cur:
+            if not self._exists(cur, table):
+                raise StorageError(f"{self.describe()}: table {table!r} does not exist "
+                                   "(create it: mi-server -c FILE --create-tables)")
+            cur.execute(f"SELECT {q('id')}, {q('key')}, {q('val')} FROM {q(table)} "
+                        f"ORDER BY {q('id')}{self.select_suffix}")
+            rows = cur.fetchall()
+            for row_id, key, val in rows:
+                if key is None or val is None:
+                    column = "key" if key is None else "val"
+                    raise StorageError(f"{self.describe()}: table {table!r}, row id {row_id}: "
+                                       f"{column} is NULL")
+                add(_text(key), _text(val))
+            if rows:
+                cur.execute(f"DELETE FROM {q(table)} WHERE {q('id')} <= {self.placeholder}",
+                            (rows[-1][0],))
+            extra = read_items(spare)
+            for key, val in extra:
+                add(key, val)
+        if extra:
+            # Only once the rows' deletion is committed: a failure above keeps the file.
+            spare.unlink(missing_ok=True)
+        return len(rows) + len(extra)
+
+    def save(self, queue: str, items: list[tuple[str, str]]) -> None:
+        """Append `items` (oldest first) in one transaction."""
+        table = check_table_name(queue)
+        q = self._quote
+        with self._transaction(table, "save") as cur:
+            if not self._exists(cur, table):
+                raise StorageError(f"{self.describe()}: table {table!r} does not exist")
+            if items:
+                cur.executemany(
+                    f"INSERT INTO {q(table)} ({q('key')}, {q('val')}) "
+                    f"VALUES ({self.placeholder}, {self.placeholder})",
+                    [(k, v) for k, v in items])
+
+    def close(self) -> None:
+        """Nothing stays open between operations; kept for the contract."""
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _exists(self, cur: Any, table: str) -> bool:
+        cur.execute(self._exists_sql(), (table,))
+        return cur.fetchone() is not None
+
+    @contextmanager
+    def _transaction(self, table: str, what: str) -> Iterator[Any]:
+        """A cursor inside BEGIN..COMMIT; rollback on any exception. Database errors
+        become StorageError naming the table; others (the add callback's) pass as they are."""
+        try:
+            conn = self._connect()
+        except (*self.db_errors, OSError) as exc:
+            raise StorageError(f"{self.describe()}: {what} {table!r}: cannot connect: "
+                               f"{exc}") from exc
+        try:
+            cur = conn.cursor()
+            self._begin(cur)
+            try:
+                yield cur
+                conn.commit()
+            except BaseException:
+                _quietly(conn.rollback)
+                raise
+        except (*self.db_errors, UnicodeError) as exc:
+            raise StorageError(f"{self.describe()}: {what} {table!r}: {exc}") from exc
+        finally:
+            _quietly(conn.close)
+
+
+def _text(value: str | bytes) -> str:
+    # A table made with binary columns hands back bytes; ours hands back str.
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - cleanup after a failure must not hide the failure
+        pass

@@ -1,0 +1,94 @@
+"""The command line, run as users run it: a real `python -m mi_server` subprocess."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from mi_server import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mi_server", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_of_a_valid_file_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text("mqueue: ['name=q;size=3', {name: r}]\n")
+    result = run("-c", str(path), "--check")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_check_of_an_invalid_file_exits_1_with_one_line_per_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("mqueue: ['name=q;size=x', 'name=q']\nhttp: {listen: nowhere}\n")
+    result = run("--config", str(path), "--check")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}: queue 'q': size: not an integer: 'x'",
+        f"{path}: http.listen: bad address 'nowhere' (expected host:port, e.g. 127.0.0.1:8888)",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_check_reports_yaml_syntax_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("mqueue:\n  - name=q\n  bad: [\n")
+    result = run("-c", str(path), "--check")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{path}: line 3,") and "YAML error" in line
+
+
+def test_check_of_a_missing_file_exits_1(tmp_path: Path) -> None:
+    result = run("-c", str(tmp_path / "nope.yaml"), "--check")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{tmp_path}/nope.yaml: cannot read: No such file or directory"
+
+
+def test_config_is_required() -> None:
+    result = run("--check")
+    assert result.returncode == 2
+    assert "-c/--config FILE is required" in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.strip() == f"mqueue-mi {__version__}"
+    helped = run("--help")
+    assert helped.returncode == 0
+    assert "--check" in helped.stdout and "--create-tables" in helped.stdout
+
+
+def test_create_tables_creates_only_missing_dbmode_tables(tmp_path: Path) -> None:
+    path = tmp_path / "db.yaml"
+    path.write_text("db_url: sqlite://data/q.db\n"
+                    "mqueue: ['name=plain', 'name=kept;dbmode=1', {name: out, dbmode: 2}]\n")
+    first = run("-c", str(path), "--create-tables")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == ["table 'kept': created", "table 'out': created"]
+    second = run("-c", str(path), "--create-tables")
+    assert second.stdout.splitlines() == ["table 'kept': exists", "table 'out': exists"]
+    with sqlite3.connect(tmp_path / "data" / "q.db") as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"kept", "out"} <= names and "plain" not in names
+
+
+def test_create_tables_reports_an_unreachable_database(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    path = tmp_path / "db.yaml"
+    path.write_text(f"db_url: mysql://root@127.0.0.1:{closed_port}/test\n"
+                    "mqueue: ['name=kept;dbmode=1']\n")
+    result = run("-c", str(path), "--create-tables")
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr and "'kept'" in result.stderr
+    assert "Traceback" not in result.stderr
