@@ -1,0 +1,92 @@
+"""The mqueue module's MI commands (OpenSIPS 3.6 modules/mqueue) plus our `mq_add`.
+
+Results and errors are those of spec/MQUEUE.md and spec/CONFIG.md; keys and values are
+emitted literally (no printf formatting, no loss of empty items).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonrpcserver.result import Error, Result, Success
+
+from mi_server.mi.context import MIContext
+from mi_server.mi.errors import bad_type
+from mi_server.mi.params import get_int, get_str
+
+NO_SUCH_QUEUE = (404, "No such queue")
+EMPTY_QUEUE = (404, "Empty queue")
+OUT_OF_MEMORY = (500, "Out of memory")
+
+HELP_GET_SIZES = "Params: none ; Get the size of all memory queues."
+HELP_GET_SIZE = "Params: mqueue; Get the size of a memory queue."
+HELP_FETCH = (
+    "Params: mqueue [limit]; Fetch one (or a max limit of) key-value pair from a memory queue."
+)
+HELP_ADD = "Params: mqueue key value; Add a key-value pair to a memory queue."
+
+
+_engine_exc: tuple[type[Exception], type[Exception]] | None = None
+
+
+def _engine_errors() -> tuple[type[Exception], type[Exception]]:
+    """(UnknownQueue, ArenaFull), imported on first use so the MI core (and `which`, `help`)
+    loads without the engine package."""
+    global _engine_exc
+    if _engine_exc is None:
+        from mi_server.engine import ArenaFull, UnknownQueue
+
+        _engine_exc = (UnknownQueue, ArenaFull)
+    return _engine_exc
+
+
+def mq_get_size(ctx: MIContext, params: dict[str, Any]) -> Result:
+    name = get_str(params, "name")
+    unknown, _ = _engine_errors()
+    try:
+        size = ctx.engine.size(name)
+    except unknown:
+        return Error(*NO_SUCH_QUEUE)
+    return Success({"Queue": {"name": name, "size": size}})
+
+
+def mq_get_sizes(ctx: MIContext, params: dict[str, Any]) -> Result:
+    # engine.sizes() already gives reverse definition order, as OpenSIPS lists them.
+    return Success({"Queue": [{"name": n, "size": s} for n, s in ctx.engine.sizes()]})
+
+
+def mq_fetch(ctx: MIContext, params: dict[str, Any]) -> Result:
+    name = get_str(params, "name")
+    unknown, _ = _engine_errors()
+    if "limit" in params:
+        # Check order (OpenSIPS): name type, then limit, then the queue.
+        limit = get_int(params, "limit")
+        if limit < 1:
+            # Ours: always this error (OpenSIPS's depends on leftover error state).
+            raise bad_type("limit")
+        try:
+            items = ctx.engine.fetch_many(name, limit)
+        except unknown:
+            return Error(*NO_SUCH_QUEUE)
+        return Success([{"key": k, "value": v} for k, v in items])
+    try:
+        item = ctx.engine.fetch(name)
+    except unknown:
+        return Error(*NO_SUCH_QUEUE)
+    if item is None:
+        return Error(*EMPTY_QUEUE)
+    return Success({"Item": {"key": item[0], "value": item[1]}})
+
+
+def mq_add(ctx: MIContext, params: dict[str, Any]) -> Result:
+    name = get_str(params, "name")
+    key = get_str(params, "key")
+    value = get_str(params, "value")
+    unknown, full = _engine_errors()
+    try:
+        ctx.engine.add(name, key, value)
+    except unknown:
+        return Error(*NO_SUCH_QUEUE)
+    except full:
+        return Error(*OUT_OF_MEMORY)
+    return Success("OK")

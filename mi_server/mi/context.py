@@ -1,0 +1,38 @@
+"""What MI commands may touch: the engine plus a few facts about the running server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the engine is imported lazily so the MI core loads without it
+    from mi_server.engine import Arena
+
+
+@dataclass
+class ProcessInfo:
+    """One line of `ps`: OpenSIPS's process table entry."""
+
+    id: int
+    pid: int
+    type: str
+
+
+def _no_processes() -> list[ProcessInfo]:
+    return []
+
+
+def _no_stop() -> None:
+    return None
+
+
+@dataclass
+class MIContext:
+    """Everything a command needs; built once per serving process by the runtime."""
+
+    engine: Arena | Any
+    started: float  # time.time() at server start
+    argv: list[str] = field(default_factory=list)
+    processes: Callable[[], list[ProcessInfo]] = _no_processes  # for `ps`
+    stop: Callable[[], None] = _no_stop  # for `kill`: asks the supervisor to stop

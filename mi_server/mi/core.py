@@ -1,0 +1,192 @@
+"""The JSON-RPC 2.0 core: request bytes -> reply bytes (None when nothing is to be sent).
+
+Pure: no I/O, no knowledge of HTTP or FIFOs. The steps follow OpenSIPS 3.6 mi/mi.c in its
+check order: parse, invalid request, method, params (recipe match), call, print.
+
+Why our own pipeline and not jsonrpcserver.dispatch: its dispatcher cannot express the
+OpenSIPS rules (case-insensitive top-level members with the first duplicate winning, the
+request id echoed on -32600, "Invalid Request" spelling, no `data` on -32601/-32700,
+recipe matching instead of Python signature binding, 32-bit id clamping) and costs
+~25-75 us per request. We keep jsonrpcserver's result values (Success/Error, JsonRpcError)
+as the contract between this core and the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from jsonrpcserver.exceptions import JsonRpcError
+from jsonrpcserver.result import Error, Result
+from jsonrpcserver.sentinels import NODATA
+from oslash.either import Left
+
+from mi_server.mi import errors as E
+from mi_server.mi.context import MIContext
+from mi_server.mi.jsonvalues import JObject, ParseError, encode, int32, is_number, parse, to_bytes
+from mi_server.mi.registry import Command, Registry
+
+log = logging.getLogger(__name__)
+
+_NO_ID = object()  # the request has no `id` member: a notification
+_ID_NULL = "null"
+_MEMBERS = ("jsonrpc", "method", "params", "id")
+
+
+def error_text(code: int, message: str, data: Any, id_text: str) -> str:
+    """A compact error reply; `data` only when there is detail."""
+    if data is NODATA or data is None:
+        return (
+            f'{{"jsonrpc":"2.0","error":{{"code":{code},"message":{encode(message)}}},'
+            f'"id":{id_text}}}'
+        )
+    return (
+        f'{{"jsonrpc":"2.0","error":{{"code":{code},"message":{encode(message)},'
+        f'"data":{encode(data)}}},"id":{id_text}}}'
+    )
+
+
+_PARSE_ERROR = error_text(*E.PARSE_ERROR, NODATA, _ID_NULL)
+_INVALID_REQUEST_NULL = error_text(*E.INVALID_REQUEST, NODATA, _ID_NULL)
+
+
+def _id_text(id_value: Any) -> str:
+    """The id as echoed: strings as given, numbers as cJSON's 32-bit valueint, else null."""
+    if type(id_value) is str:
+        return encode(id_value)
+    if is_number(id_value):
+        return str(int32(id_value))
+    return _ID_NULL
+
+
+def _members(obj: JObject) -> dict[str, Any]:
+    """The four top-level members, names matched case-insensitively, first duplicate wins
+    (cJSON_GetObjectItem walks the members in order with strcasecmp)."""
+    found: dict[str, Any] = {}
+    for name, value in obj.pairs:
+        # ASCII-only folding, like strcasecmp: 'İd'.lower() must not become 'id'.
+        key = name.lower() if name.isascii() else name
+        if key in _MEMBERS and key not in found:
+            found[key] = value
+    return found
+
+
+def match_recipe(
+    cmd: Command, params: list | JObject | None
+) -> tuple[tuple[str, ...] | None, str]:
+    """OpenSIPS get_cmd_recipe(): the recipe these params fit, or (None, error detail)."""
+    detail = E.DET_NO_PARAMS
+    found: tuple[str, ...] | None = None
+    if params is None:
+        for recipe in cmd.recipes:
+            if not recipe:
+                return recipe, ""
+        return None, detail
+    positional = type(params) is list
+    count = len(params) if positional else len(params.pairs)  # duplicates count (cJSON)
+    names = None if positional else {name for name, _ in params.pairs}
+    for recipe in cmd.recipes:
+        if not recipe or len(recipe) != count:
+            continue
+        if positional:
+            if found is not None:
+                return None, E.DET_AMBIGUOUS
+            found = recipe
+        else:
+            detail = E.DET_MATCH_PARAMS
+            if all(p in names for p in recipe):  # exact, case-sensitive names (strcmp)
+                return recipe, ""
+    return (found, "") if found is not None else (None, detail)
+
+
+def _bind(recipe: tuple[str, ...], params: list | JObject | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if type(params) is list:
+        return dict(zip(recipe, params, strict=True))  # counts matched already
+    bound: dict[str, Any] = {}
+    for name, value in params.pairs:
+        bound.setdefault(name, value)  # a matched recipe has each name exactly once
+    return bound
+
+
+class MICore:
+    """JSON-RPC request bytes -> reply bytes over one command registry and context."""
+
+    def __init__(self, registry: Registry, ctx: MIContext) -> None:
+        self.registry = registry
+        self.ctx = ctx
+
+    def handle(self, request: bytes) -> bytes | None:
+        """The compact JSON reply for `request`; None for a notification (send nothing)."""
+        try:
+            try:
+                doc = parse(request)
+            except ParseError:
+                return _PARSE_ERROR.encode()
+            if type(doc) is list:
+                text = self._batch(doc)
+            else:
+                text = self._one(doc)
+            return None if text is None else to_bytes(text)
+        except Exception:  # a bug in the core itself: still answer, never crash a worker
+            log.exception("MI core failed on a request")
+            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
+
+    def _batch(self, docs: list) -> str | None:
+        # Ours: a JSON-RPC 2.0 batch (OpenSIPS answers one -32600 to any top-level array).
+        if not docs:
+            return _INVALID_REQUEST_NULL
+        replies = [r for r in map(self._one, docs) if r is not None]
+        return f"[{','.join(replies)}]" if replies else None
+
+    def _one(self, doc: Any) -> str | None:
+        if type(doc) is not JObject:  # a scalar or (inside a batch) a nested array
+            return _INVALID_REQUEST_NULL
+        m = _members(doc)
+        id_value = m.get("id", _NO_ID)
+        method = m.get("method")
+        params = m.get("params")
+        version = m.get("jsonrpc")
+        invalid = (
+            type(version) is not str
+            or version != "2.0"
+            or type(method) is not str
+            or ("params" in m and type(params) is not list and type(params) is not JObject)
+        )
+        if id_value is _NO_ID:
+            id_text = None  # notification
+        elif id_value is None or type(id_value) is str or is_number(id_value):
+            id_text = _id_text(id_value)
+        else:
+            invalid = True
+            id_text = _ID_NULL  # OpenSIPS cannot print such an id; ours answers with null
+        if invalid:
+            return _INVALID_REQUEST_NULL if id_text is None else error_text(
+                *E.INVALID_REQUEST, NODATA, id_text
+            )
+        cmd = self.registry.get(method)
+        if cmd is None:
+            return None if id_text is None else error_text(*E.METHOD_NOT_FOUND, NODATA, id_text)
+        if params is not None and not (params.pairs if type(params) is JObject else params):
+            params = None  # [] and {} count as absent
+        recipe, detail = match_recipe(cmd, params)
+        if recipe is None:
+            return None if id_text is None else error_text(*E.INVALID_PARAMS, detail, id_text)
+        result = self._call(cmd, _bind(recipe, params))
+        if id_text is None:
+            return None  # the command has run; a notification gets no reply
+        if isinstance(result, Left):
+            err = result._error
+            return error_text(err.code, err.message, err.data, id_text)
+        return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
+
+    def _call(self, cmd: Command, params: dict[str, Any]) -> Result:
+        try:
+            return cmd.handler(self.ctx, params)
+        except JsonRpcError as exc:
+            return Error(exc.code, exc.message, exc.data)
+        except Exception:
+            # OpenSIPS answers a failed handler (NULL reply) with this; -32603 is never used.
+            log.exception("MI command %s failed", cmd.name)
+            return Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
