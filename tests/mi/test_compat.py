@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from arena_core import arena_core
 
 from compat.transcripts import load_all
 from mi_server.engine import QueueSpec
+from tests.mi.arena_core import arena_core
 
 CASES = load_all()
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from arena_core import arena_core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mi_server.engine import QueueSpec
 from mi_server.mi.commands import REGISTRY
+from tests.mi.arena_core import arena_core
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -8,11 +8,11 @@ import os
 import time
 
 import pytest
-from arena_core import arena_core
 
 from mi_server.engine import QueueSpec
 from mi_server.mi import ProcessInfo
 from mi_server.mi.commands import REGISTRY
+from tests.mi.arena_core import arena_core
 
 
 def call(core, method, params=None, id_=1):
