@@ -1,0 +1,252 @@
+"""The FIFO listener process: create the FIFO, read its byte stream, answer each request.
+
+One process serves the FIFO (as OpenSIPS' mi_fifo does).  It holds the FIFO open
+read-write, so it never sees end-of-file and the empty open/close probes opensips-cli makes
+cost nothing.  Bytes go through the sans-io `Framer`; for each request the reply FIFO is
+opened first and the command runs only if that worked (`replyfifo`).  Every second it checks
+that the path is still its own FIFO and re-creates it if someone deleted or replaced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import select
+import signal
+import stat
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from mi_fifo.framer import FrameEvent, Framer, Garbage, Oversize, ParseError, Request
+from mi_fifo.replies import PARSE_ERROR_REPLY, SERVER_ERROR_REPLY, TOO_LARGE_REPLY
+from mi_fifo.replyfifo import ReplyError, open_reply, write_reply
+
+log = logging.getLogger("mi_fifo")
+
+CHECK_INTERVAL = 1.0   # seconds between "is the path still our FIFO?" checks
+READ_SIZE = 65536      # one pipe's worth per read
+
+Handle = Callable[[bytes], "bytes | None"]
+
+
+class FifoSettings(Protocol):
+    """What this package reads from `mi_server.config.FifoConfig`."""
+    path: Any
+    mode: int
+    user: str | None
+    group: str | None
+    reply_dir: Any
+    max_request: int
+    idle_timeout: float
+
+
+class FifoError(Exception):
+    """The FIFO cannot be created; the message names the path and the reason."""
+
+
+def _owner(cfg: FifoSettings) -> tuple[int, int]:
+    """uid/gid for chown from names or numbers; -1 leaves one unchanged."""
+    uid = gid = -1
+    try:
+        if cfg.user:
+            uid = int(cfg.user) if str(cfg.user).isdigit() else pwd.getpwnam(cfg.user).pw_uid
+        if cfg.group:
+            gid = int(cfg.group) if str(cfg.group).isdigit() else grp.getgrnam(cfg.group).gr_gid
+    except KeyError as e:
+        raise FifoError(f"fifo: no such user or group {e.args[0]!r}") from None
+    return uid, gid
+
+
+def create_fifo(cfg: FifoSettings) -> None:
+    """Make a fresh FIFO at cfg.path with cfg.mode (umask-independent) and owner.
+
+    Whatever else is at the path (file, socket, symlink, stale FIFO) is replaced; a directory
+    is not, and a missing parent directory is an error rather than something we create."""
+    path = os.fspath(cfg.path)
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise FifoError(f"fifo.path {path}: directory {parent} does not exist")
+    uid, gid = _owner(cfg)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise FifoError(f"fifo.path {path}: {e.strerror}") from None
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            raise FifoError(f"fifo.path {path} is a directory; not replacing it")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    try:
+        os.mkfifo(path, 0o600)
+        os.chmod(path, cfg.mode)  # mkfifo's mode is cut by the umask; chmod is not
+        if uid != -1 or gid != -1:
+            os.chown(path, uid, gid)
+    except OSError as e:
+        raise FifoError(f"fifo.path {path}: cannot create the FIFO: {e.strerror}") from None
+
+
+def remove_fifo(cfg: FifoSettings) -> None:
+    """Remove the FIFO at cfg.path (only a FIFO: never a file someone put there)."""
+    path = os.fspath(cfg.path)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISFIFO(os.lstat(path).st_mode):
+            os.unlink(path)
+
+
+class _Listener:
+    """The serving loop's state: the open FIFO, its identity and the framer."""
+
+    def __init__(self, cfg: FifoSettings, handle: Handle) -> None:
+        self.cfg = cfg
+        self.handle = handle
+        self.path = os.fspath(cfg.path)
+        self.framer = Framer(cfg.max_request, cfg.idle_timeout)
+        self.fd = -1
+        self.ident: tuple[int, int] | None = None
+
+    def open(self, fresh: bool = False) -> None:
+        """Open the FIFO (creating it if the path holds no FIFO, or always when `fresh`)."""
+        try:
+            ours = stat.S_ISFIFO(os.lstat(self.path).st_mode)
+        except FileNotFoundError:
+            ours = False
+        if fresh or not ours:
+            create_fifo(self.cfg)
+        fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        self.fd, self.ident = fd, (st.st_dev, st.st_ino)
+
+    def still_ours(self) -> bool:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == self.ident
+
+    def reopen(self) -> None:
+        """The path was deleted or replaced: serve what is left, then a fresh FIFO.
+
+        On failure the old fd stays open and the next check tries again."""
+        log.warning("FIFO %s was deleted or replaced; re-creating it", self.path)
+        self.read_available()
+        old = self.fd
+        self.open(fresh=True)
+        os.close(old)
+
+    def read_available(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self.dispatch(self.framer.feed(data, time.monotonic()))
+            if len(data) < READ_SIZE:
+                return
+
+    def dispatch(self, events: list[FrameEvent]) -> None:
+        for ev in events:
+            try:
+                if isinstance(ev, Request):
+                    self.answer(ev.reply_name, lambda body=ev.body: self.handle(body))
+                elif isinstance(ev, ParseError):
+                    log.info("FIFO request to %r: JSON parse error", ev.reply_name)
+                    self.answer(ev.reply_name, lambda: PARSE_ERROR_REPLY)
+                elif isinstance(ev, Oversize):
+                    log.warning("FIFO request to %r over %d bytes refused",
+                                ev.reply_name, self.cfg.max_request)
+                    self.answer(ev.reply_name, lambda: TOO_LARGE_REPLY)
+                elif isinstance(ev, Garbage):
+                    log.warning("FIFO: dropped %d bytes (%s)", ev.nbytes, ev.reason)
+            except Exception:  # one bad request must never stop the listener
+                log.exception("FIFO: failed to serve %r", ev)
+
+    def answer(self, name: str, run: Callable[[], bytes | None]) -> None:
+        """Open the reply FIFO, and only then run the command and write its reply."""
+        if not name:
+            self.run_safely(run)  # `::{...}`: run, nobody to answer
+            return
+        try:
+            fd = open_reply(self.cfg.reply_dir, name)
+        except ReplyError as e:
+            log.warning("FIFO: %s; request not run", e)
+            return
+        reply = self.run_safely(run)
+        if reply is None:  # a notification: close with nothing written
+            os.close(fd)
+            return
+        try:
+            # one line: opensips-cli reads the reply with readline()
+            write_reply(fd, reply + b"\n")
+        except ReplyError as e:
+            log.warning("FIFO reply to %r: %s", name, e)
+
+    @staticmethod
+    def run_safely(run: Callable[[], bytes | None]) -> bytes | None:
+        try:
+            return run()
+        except Exception:
+            log.exception("FIFO: the MI core raised")
+            return SERVER_ERROR_REPLY
+
+
+def run_listener(cfg: FifoSettings, handle: Handle) -> None:
+    """Serve the FIFO until SIGTERM or SIGINT, then return (the FIFO is left in place)."""
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    # the signal handler only sets a flag; the wakeup pipe makes poll() return at once
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    lst = _Listener(cfg, handle)
+    lst.open()
+    log.info("FIFO listener serving %s (replies in %s)", lst.path, cfg.reply_dir)
+    try:
+        poller = select.poll()
+        poller.register(wake_r, select.POLLIN)
+        poller.register(lst.fd, select.POLLIN)
+        next_check = time.monotonic() + CHECK_INTERVAL
+        while not stopping:
+            now = time.monotonic()
+            wait = next_check - now
+            deadline = lst.framer.deadline()
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            ready = poller.poll(max(0.0, wait) * 1000)
+            for fd, _ in ready:
+                if fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                elif fd == lst.fd and not stopping:
+                    lst.read_available()
+            now = time.monotonic()
+            lst.dispatch(lst.framer.poll(now))
+            if now >= next_check:
+                next_check = now + CHECK_INTERVAL
+                if not lst.still_ours():
+                    poller.unregister(lst.fd)
+                    try:
+                        lst.reopen()
+                    except (OSError, FifoError) as e:
+                        log.error("FIFO %s cannot be re-created (will retry): %s", lst.path, e)
+                    poller.register(lst.fd, select.POLLIN)
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for s, h in old.items():
+            signal.signal(s, h)
+        if lst.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(lst.fd)
+        os.close(wake_r)
+        os.close(wake_w)

@@ -1,0 +1,106 @@
+"""A real FIFO listener in a forked process over the real MI core and a real engine Arena,
+plus a minimal raw client (own reply FIFO, read until the server closes it)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mi_fifo.listener import create_fifo, run_listener
+from mi_server.config import FifoConfig
+from mi_server.engine import Arena, QueueSpec
+from mi_server.mi import MIContext, build_core
+
+
+def _serve(cfg: FifoConfig, arena_name: str) -> None:
+    arena = Arena.attach(arena_name)
+    core = build_core(MIContext(engine=arena, started=time.time()))
+    run_listener(cfg, core.handle)
+
+
+@dataclass
+class FifoServer:
+    cfg: FifoConfig
+    arena: Arena
+    proc: multiprocessing.process.BaseProcess
+
+    @property
+    def fifo(self) -> Path:
+        return Path(self.cfg.path)
+
+    @property
+    def reply_dir(self) -> Path:
+        return Path(self.cfg.reply_dir)
+
+    def stop(self) -> int | None:
+        if self.proc.is_alive():
+            os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.join(10)
+        return self.proc.exitcode
+
+    def size(self, q: str = "q") -> int:
+        return self.arena.size(q)
+
+
+def start(tmp: Path, **kw) -> FifoServer:
+    replies = tmp / "r"
+    replies.mkdir(exist_ok=True)
+    cfg = FifoConfig(path=tmp / "mi_fifo", reply_dir=replies, **kw)
+    arena = Arena.create(f"mqfifo_{os.getpid()}_{tmp.name}", 1 << 20,
+                         [QueueSpec("q"), QueueSpec("big")])
+    create_fifo(cfg)
+    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(cfg, arena.name))
+    proc.start()
+    return FifoServer(cfg, arena, proc)
+
+
+def rpc(method: str, params, id_=1) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": id_},
+                      separators=(",", ":")).encode()
+
+
+def send(server: FifoServer, data: bytes) -> None:
+    fd = os.open(server.fifo, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_all(rfd: int, timeout: float) -> bytes | None:
+    """Read until the writer closes; None when nothing complete came within `timeout`."""
+    chunks: list[bytes] = []
+    poller = select.poll()
+    poller.register(rfd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        # Linux reports no HUP on a FIFO that never had a writer, so this waits for one
+        if not poller.poll(left * 1000):
+            continue
+        data = os.read(rfd, 65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def call(server: FifoServer, name: str, body: bytes, timeout: float = 10.0,
+         raw: bytes | None = None) -> bytes | None:
+    """One request with a fresh reply FIFO opened for reading before sending."""
+    path = server.reply_dir / name
+    os.mkfifo(path, 0o600)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        send(server, raw if raw is not None else b":%s:%s" % (name.encode(), body))
+        return read_all(rfd, timeout)
+    finally:
+        os.close(rfd)
+        os.unlink(path)

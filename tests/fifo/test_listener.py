@@ -1,0 +1,222 @@
+"""The FIFO listener in a real process, on real FIFOs, over the real MI core and engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from opensips.mi import OpenSIPSMI
+
+from mi_fifo.replies import PARSE_ERROR_REPLY, TOO_LARGE_REPLY
+from tests.fifo.fifoserver import call, read_all, rpc, send, start
+
+ADD = rpc("mq_add", ["q", "k", "v"])
+
+
+@pytest.fixture
+def server(short_tmp):
+    srv = start(short_tmp, max_request=8192)
+    yield srv
+    assert srv.stop() == 0
+    srv.arena.unlink()
+
+
+def size_via_fifo(server) -> bytes:
+    return call(server, "sz", rpc("mq_get_size", ["q"]))
+
+
+def test_raw_client_gets_one_line_reply(server):
+    assert call(server, "r1", rpc("which", {})).startswith(b'{"jsonrpc":"2.0","result":["')
+    assert call(server, "r2", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    assert server.size() == 1
+
+
+SHELL = r"""
+set -e
+reply="$REPLY_DIR/$NAME"
+rm -f "$reply"; mkfifo -m 0666 "$reply"
+printf ':%s:%s' "$NAME" "$REQ" > "$FIFO"
+cat "$reply"
+rm -f "$reply"
+"""
+
+
+def test_plain_shell_client_byte_for_byte(server):
+    server.arena.add("q", 'key "q"', "tab\there")
+    env = {**os.environ, "REPLY_DIR": str(server.reply_dir), "NAME": "shell_1",
+           "FIFO": str(server.fifo),
+           "REQ": '{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"q"},"id":"x"}'}
+    run = subprocess.run(["bash", "-c", SHELL], env=env, capture_output=True, timeout=20)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == (b'{"jsonrpc":"2.0","result":{"Item":{"key":"key \\"q\\"",'
+                          b'"value":"tab\\there"}},"id":"x"}\n')
+
+
+def test_opensips_package_execute(server):
+    mi = OpenSIPSMI("fifo", fifo_file=str(server.fifo), fifo_file_fallback=str(server.fifo),
+                    fifo_reply_dir=str(server.reply_dir))
+    assert mi.execute("mq_add", {"name": "q", "key": "a", "value": "b"}) == "OK"
+    assert mi.execute("mq_get_size", ["q"]) == {"Queue": {"name": "q", "size": 1}}
+
+
+def _hostile(reply_dir: Path, kind: str) -> tuple[str, Path | None]:
+    """A reply name and the FIFO a careless server would write to (None: nothing there)."""
+    if kind == "dotdot":
+        target = reply_dir.parent / "x"
+        os.mkfifo(target)
+        return "../x", target
+    if kind == "slash":
+        (reply_dir / "a").mkdir()
+        os.mkfifo(reply_dir / "a" / "b")
+        return "a/b", reply_dir / "a" / "b"
+    if kind == "dot":
+        os.mkfifo(reply_dir / "a.b")
+        return "a.b", reply_dir / "a.b"
+    if kind == "symlink":
+        os.mkfifo(reply_dir / "real")
+        os.symlink(reply_dir / "real", reply_dir / "link")
+        return "link", reply_dir / "real"
+    if kind == "regular":
+        (reply_dir / "plain").write_bytes(b"")
+        return "plain", None
+    if kind == "hardlink":
+        os.mkfifo(reply_dir / "one")
+        os.link(reply_dir / "one", reply_dir / "two")
+        return "two", reply_dir / "one"
+    if kind == "toolong":
+        name = "n" * (129 - len(str(reply_dir)))
+        os.mkfifo(reply_dir / name)
+        return name, reply_dir / name
+    if kind == "missing":
+        return "nosuch", None
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "slash", "dot", "symlink", "regular", "hardlink",
+                                  "toolong", "missing"])
+def test_hostile_reply_target_gets_no_reply_and_is_not_run(server, kind):
+    name, target = _hostile(server.reply_dir, kind)
+    rfd = os.open(target, os.O_RDONLY | os.O_NONBLOCK) if target else None
+    try:
+        send(server, b":%s:%s" % (name.encode(), ADD))
+        # served in order: once this answers, the hostile request has been dealt with
+        assert size_via_fifo(server).startswith(b'{"jsonrpc":"2.0","result":{"Queue"')
+        assert server.size() == 0
+        if rfd is not None:
+            assert os.read(rfd, 100) == b""  # no reply bytes reached the target
+    finally:
+        if rfd is not None:
+            os.close(rfd)
+    if kind == "regular":
+        assert (server.reply_dir / "plain").read_bytes() == b""
+
+
+def test_reply_fifo_without_reader_means_the_command_is_not_run(server):
+    os.mkfifo(server.reply_dir / "deaf")
+    send(server, b":deaf:" + ADD)
+    assert size_via_fifo(server).startswith(b'{"jsonrpc"')
+    assert server.size() == 0
+
+
+def test_empty_name_runs_without_reply(server):
+    send(server, b"::" + ADD)
+    size_via_fifo(server)
+    assert server.size() == 1
+
+
+def test_two_requests_in_one_write(server):
+    a, b = server.reply_dir / "ta", server.reply_dir / "tb"
+    os.mkfifo(a)
+    os.mkfifo(b)
+    ra = os.open(a, os.O_RDONLY | os.O_NONBLOCK)
+    rb = os.open(b, os.O_RDONLY | os.O_NONBLOCK)
+    send(server, b":ta:" + rpc("which", {}, 1) + b":tb:" + rpc("mq_get_size", ["q"], 2))
+    assert read_all(ra, 10).startswith(b'{"jsonrpc":"2.0","result":["uptime"')
+    assert read_all(rb, 10) == (
+        b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":2}\n')
+    os.close(ra)
+    os.close(rb)
+
+
+def test_split_write_is_one_request(server):
+    path = server.reply_dir / "split"
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    data = b":split:" + ADD
+    send(server, data[:20])
+    send(server, data[20:])
+    assert read_all(rfd, 10) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    os.close(rfd)
+
+
+def test_parse_error_is_answered(server):
+    assert call(server, "bad", b'{"jsonrpc":"2.0",}') == PARSE_ERROR_REPLY + b"\n"
+
+
+def test_unfinished_json_is_answered_after_idle_timeout(server):
+    assert call(server, "unf", b'{"jsonrpc":"2.0",') == PARSE_ERROR_REPLY + b"\n"
+
+
+def test_oversize_request_is_refused(server):
+    big = rpc("mq_add", ["q", "k", "v" * 10000])
+    assert call(server, "huge", big) == TOO_LARGE_REPLY + b"\n"
+    assert server.size() == 0
+
+
+def test_garbage_then_valid_request_is_answered(server):
+    garbage = b'{"jsonrpc":"2.0","method":"mq_get_size",\n\x00\xff junk ::: [[[ "'
+    reply = call(server, "afterjunk", b"", raw=garbage + b":afterjunk:" + ADD)
+    assert reply == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+
+
+def test_eight_concurrent_clients_each_get_their_own_reply(server):
+    def one(i: int) -> bytes:
+        return call(server, f"c{i}", rpc("mq_get_size", ["q"], i))
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(one, range(8)))
+    for i, r in enumerate(replies):
+        assert r == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":%d}\n' % i
+
+
+def test_deleted_fifo_is_recreated(server):
+    os.unlink(server.fifo)
+    for _ in range(500):
+        if server.fifo.exists():
+            break
+        threading.Event().wait(0.01)
+    assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+
+
+def test_replaced_fifo_is_recreated(server):
+    os.unlink(server.fifo)
+    server.fifo.write_text("not a fifo")
+    for _ in range(500):
+        if server.fifo.is_fifo():
+            break
+        threading.Event().wait(0.01)
+    assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+
+
+def test_hung_clients_do_not_block_the_next_one(server):
+    # one never opens its reply FIFO, one opens it and never reads
+    os.mkfifo(server.reply_dir / "hung1")
+    os.mkfifo(server.reply_dir / "hung2")
+    never_reads = os.open(server.reply_dir / "hung2", os.O_RDONLY | os.O_NONBLOCK)
+    send(server, b":hung1:" + rpc("which", {}))
+    send(server, b":hung2:" + rpc("which", {}))
+    assert call(server, "next", ADD, timeout=10) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    os.close(never_reads)
+
+
+def test_sigterm_stops_the_listener(short_tmp):
+    srv = start(short_tmp)
+    try:
+        assert call(srv, "x", ADD) is not None
+    finally:
+        assert srv.stop() == 0
+        srv.arena.unlink()
