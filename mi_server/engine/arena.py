@@ -1,0 +1,638 @@
+"""The shared-memory queue engine: queues in one mmap'ed file under /dev/shm, used directly
+by every process that creates or attaches it.
+
+Concurrency: one arena-wide flock (see lock.py). Crash safety: every metadata word an
+operation overwrites is first recorded as (word index, old value) in the undo log in the
+header; the operation commits by setting the log count to 0. Whoever takes the lock and
+finds a non-zero count rolls the dead holder's operation back (restoring in reverse order,
+then zeroing the count; doing it twice is harmless). Payload bytes and the header words of
+a block that was free when the operation started need no logging: until the operation
+commits nothing reachable points at them. An operation allocates at most one block, and
+before it frees any, so it never writes unlogged into a block it freed itself.
+
+Hot paths (unkeyed add and fetch) are written out inline with word access through
+memoryview.cast('Q'): a Python call per word write would cost more than the flock pair.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from .errors import ArenaFull, UnknownQueue
+from .layout import (
+    H_BKT,
+    H_BMASK,
+    H_BUMP,
+    H_FREE,
+    H_HEAP_END,
+    H_LARGE,
+    H_LOG,
+    H_LOGCNT,
+    H_MAGIC,
+    H_NQ,
+    H_QTAB,
+    I_BWORDS,
+    I_HASH,
+    I_HNEXT,
+    I_LENS,
+    I_NEXT,
+    I_PAYLOAD,
+    I_PREV,
+    ITEM_HEADER_BYTES,
+    M32,
+    MAGIC,
+    MAX_CLASS,
+    Q_ADDED,
+    Q_BASELINE,
+    Q_DROP_MODE,
+    Q_DROP_SIZE,
+    Q_FETCHED,
+    Q_HEAD,
+    Q_LIMIT,
+    Q_MODE,
+    Q_SEED,
+    Q_TAIL,
+    Q_WORDS,
+    layout,
+    read_specs,
+)
+from .lock import flock, reopen, track
+from .spec import QueueSpec
+from .stats import QueueStats
+
+SHM_DIR = "/dev/shm"
+_ENC = "utf-8"
+_ERR = "surrogatepass"  # any JSON string, lone surrogates included, round-trips
+
+
+def shm_path(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"bad arena name {name!r}: one path component under {SHM_DIR}")
+    return os.path.join(SHM_DIR, name)
+
+
+_HEADER = struct.Struct("<6Q")  # an item block's header words, I_NEXT .. I_BWORDS
+_COUNTERS = (Q_ADDED, Q_FETCHED, Q_DROP_SIZE, Q_DROP_MODE)  # QueueStats order
+
+# The hot paths use these word indices as literals (a global lookup per use would cost
+# more than the write itself); fail at import if the layout ever moves them.
+_HOT_LITERALS = (
+    (H_LOG, 16), (H_LOGCNT, 13), (H_BUMP, 7), (H_HEAP_END, 9), (H_FREE, 272), (H_LARGE, 12),
+    (MAX_CLASS, 4096), (Q_HEAD, 0), (Q_TAIL, 1), (Q_ADDED, 2), (Q_FETCHED, 3),
+    (Q_DROP_SIZE, 4), (Q_DROP_MODE, 5), (I_NEXT, 0), (I_PREV, 1), (I_LENS, 3),
+    (I_BWORDS, 5), (I_PAYLOAD, 6), (ITEM_HEADER_BYTES, 48),
+)
+assert all(a == b for a, b in _HOT_LITERALS), "layout changed: update the hot paths"
+
+
+def queue_length(w: memoryview, base: int) -> int:
+    """Items queued: every successful add minus every way out."""
+    return w[base + Q_ADDED] - w[base + Q_FETCHED] - w[base + Q_DROP_SIZE] - w[base + Q_DROP_MODE]
+
+
+def block_words(key_len: int, value_len: int) -> int:
+    """Words of the block holding an item: header + key + value, rounded up to 16 bytes."""
+    return ((ITEM_HEADER_BYTES + key_len + value_len + 15) >> 4) << 1
+
+
+# ---- logged primitives (slow paths; the hot paths inline the same steps) ----------------
+
+
+def logged_write(w: memoryview, idx: int, val: int) -> None:
+    """Record (idx, old value) in the undo log, then overwrite the word."""
+    n = w[H_LOGCNT]
+    w[H_LOG + n] = idx
+    w[H_LOG + n + 1] = w[idx]
+    w[H_LOGCNT] = n + 2
+    w[idx] = val
+
+
+def rollback(w: memoryview) -> None:
+    """Undo an operation that did not commit (its process died or it raised)."""
+    n = w[H_LOGCNT]
+    for i in range(n - 2, -1, -2):
+        w[w[H_LOG + i]] = w[H_LOG + i + 1]
+    w[H_LOGCNT] = 0
+
+
+def free_list_head(w: memoryview, p: int) -> int:
+    c = w[p + I_BWORDS] >> 1
+    return H_FREE + c if c < MAX_CLASS else H_LARGE
+
+
+def alloc(w: memoryview, nwords: int) -> int:
+    """A block of at least nwords words (logged); its I_NEXT is left for the caller."""
+    c = nwords >> 1
+    if c < MAX_CLASS:
+        p = w[H_FREE + c]
+        if p:
+            logged_write(w, H_FREE + c, w[p + I_NEXT])
+            return p
+    bump = w[H_BUMP]
+    if bump + nwords <= w[H_HEAP_END]:
+        logged_write(w, H_BUMP, bump + nwords)
+        w[bump + I_BWORDS] = nwords  # above the old bump: free space, no log needed
+        return bump
+    # Nearly full: take a whole bigger block rather than fail (no splitting, no coalescing).
+    for cc in range(c + 1, MAX_CLASS):
+        p = w[H_FREE + cc]
+        if p:
+            logged_write(w, H_FREE + cc, w[p + I_NEXT])
+            return p
+    prev, p = H_LARGE, w[H_LARGE]
+    while p:
+        if w[p + I_BWORDS] >= nwords:
+            logged_write(w, prev, w[p + I_NEXT])
+            return p
+        prev, p = p + I_NEXT, w[p + I_NEXT]
+    raise ArenaFull(f"no room in the arena for an item of {nwords * 8} bytes")
+
+
+def free(w: memoryview, p: int) -> None:
+    fh = free_list_head(w, p)
+    logged_write(w, p + I_NEXT, w[fh])
+    logged_write(w, fh, p)
+
+
+class Arena:
+    """Queues in a shared-memory file; see docs/ARCHITECTURE.md section 2.
+
+    One Arena object per process (a forked child may keep using its parent's: the lock fd
+    is re-opened in the child). Not for concurrent use by several threads of one process:
+    they would share one flock; attach one Arena per thread instead.
+    """
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def __init__(self, name: str, path: str, fd: int, mm: mmap.mmap) -> None:
+        self.name = name
+        self._path = path
+        self._fd = fd
+        self._mm = mm
+        self._w = memoryview(mm).cast("Q")
+        w = self._w
+        if w[H_MAGIC] != MAGIC:
+            self._w.release()
+            raise ValueError(f"{path} is not a ready mqueue arena")
+        self._specs = read_specs(mm, w)
+        qtab = w[H_QTAB]
+        # name -> (record base, index, size limit, addmode, crc seed); immutable after create
+        self._queues: dict[str, tuple[int, int, int, int, int]] = {}
+        for i, spec in enumerate(self._specs):
+            base = qtab + i * Q_WORDS
+            limit, mode, seed = w[base + Q_LIMIT], w[base + Q_MODE], w[base + Q_SEED]
+            self._queues[spec.name] = (base, i, limit, mode, seed)
+        self._bkt = w[H_BKT]
+        self._bmask = w[H_BMASK]
+        # "$mqk/$mqv": the last item fetched by this process, per queue (as OpenSIPS)
+        self._last: dict[str, tuple[str, str]] = {}
+        track(self)
+
+    @classmethod
+    def create(cls, name: str, size: int, queues: Sequence[QueueSpec]) -> Arena:
+        """Create /dev/shm/<name> (it must not exist) holding `queues`, `size` bytes."""
+        names = [q.name for q in queues]
+        if len(set(names)) != len(names):
+            raise ValueError("queue defined twice")
+        path = shm_path(name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            words = memoryview(mm).cast("Q")
+            try:
+                layout(words, mm, size, queues)
+            finally:
+                words.release()
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        return cls(name, path, fd, mm)
+
+    @classmethod
+    def attach(cls, name: str) -> Arena:
+        """Use an existing arena by name, from any process on the host."""
+        path = shm_path(name)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            return cls(name, path, fd, mm)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        """Unmap in this process (the file and other processes are untouched)."""
+        if self._fd < 0:
+            return
+        self._w.release()
+        self._mm.close()
+        os.close(self._fd)
+        self._fd = -1
+
+    def unlink(self) -> None:
+        """Remove the shm file; processes that still map it keep working."""
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+    def _after_fork_in_child(self) -> None:
+        if self._fd >= 0:
+            self._fd = reopen(self._fd, self._path)
+        self._last = {}  # "the last item fetched by this process"
+
+    def specs(self) -> list[QueueSpec]:
+        return list(self._specs)
+
+    # ---- locking for the slow paths ---------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[memoryview]:
+        """The lock held, a dead holder's operation rolled back; commit on exit."""
+        fd, w = self._fd, self._w
+        flock(fd, 2)  # LOCK_EX
+        try:
+            if w[H_LOGCNT]:
+                rollback(w)
+            yield w
+            if w[H_LOGCNT]:  # commit (fetch_many and reset_stats may have committed already)
+                w[H_LOGCNT] = 0
+        except BaseException:
+            if w[H_LOGCNT]:
+                rollback(w)
+            raise
+        finally:
+            flock(fd, 8)  # LOCK_UN
+
+    def _queue(self, q: str) -> tuple[int, int, int, int, int]:
+        try:
+            return self._queues[q]
+        except KeyError:
+            raise UnknownQueue(q) from None
+
+    # ---- add ----------------------------------------------------------------------------
+
+    def add(self, q: str, key: str, value: str) -> None:
+        """Queue (key, value) per the queue's addmode and size. UnknownQueue / ArenaFull."""
+        try:
+            base, qidx, limit, mode, seed = self._queues[q]
+        except KeyError:
+            raise UnknownQueue(q) from None
+        kb = key.encode(_ENC, _ERR)
+        vb = value.encode(_ENC, _ERR)
+        if mode:
+            self._add_keyed(base, qidx, limit, mode, seed, kb, vb)
+            return
+        # Hot path, written out with literal word indices (see _HOT_LITERALS): 16.. undo
+        # log, 13 log count, 7 bump, 9 heap end, 272+c free lists; queue +1 tail, +2 added.
+        kl = len(kb)
+        vl = len(vb)
+        nwords = ((48 + kl + vl + 15) >> 4) << 1
+        fd = self._fd
+        w = self._w
+        flock(fd, 2)
+        try:
+            if w[13]:
+                rollback(w)
+            c = nwords >> 1
+            p = w[272 + c] if c < 4096 else 0
+            t = w[base + 1]
+            a = w[base + 2]
+            if p:  # a free block of exactly this class
+                nf = w[p]
+                w[16] = 272 + c
+                w[17] = p
+                w[18] = p  # the block's free-list link, overwritten by the header below
+                w[19] = nf
+                w[20] = t if t else base  # old tail's next, or the empty queue's head
+                w[21] = 0
+                w[22] = base + 1
+                w[23] = t
+                w[24] = base + 2
+                w[25] = a
+                w[13] = 10
+                w[272 + c] = nf
+            else:
+                p = w[7]
+                if p + nwords > w[9]:  # heap exhausted: bigger blocks or ArenaFull
+                    self._append(w, base, qidx, limit, 0, kb, vb)
+                    w[13] = 0
+                    return
+                w[16] = 7
+                w[17] = p
+                w[18] = t if t else base
+                w[19] = 0
+                w[20] = base + 1
+                w[21] = t
+                w[22] = base + 2
+                w[23] = a
+                w[13] = 8
+                w[7] = p + nwords
+            o = p << 3
+            self._mm[o : o + 48 + kl + vl] = (
+                _HEADER.pack(0, t, 0, kl | vl << 32, qidx << 32, nwords) + kb + vb
+            )
+            w[t if t else base] = p
+            w[base + 1] = p
+            w[base + 2] = a + 1
+            if limit and a + 1 - w[base + 3] - w[base + 4] - w[base + 5] > limit:
+                self._evict(w, base, limit, False)
+            w[13] = 0
+        except BaseException:
+            if w[13]:
+                rollback(w)
+            raise
+        finally:
+            flock(fd, 8)
+
+    def _add_keyed(
+        self, base: int, qidx: int, limit: int, mode: int, seed: int, kb: bytes, vb: bytes
+    ) -> None:
+        """addmode 1 (keep oldest) / 2 (keep newest): the hash index finds the same key."""
+        hh = zlib.crc32(kb, seed) | qidx << 32
+        with self._locked() as w:
+            old = self._find(w, hh, kb)
+            if old and mode == 1:
+                logged_write(w, base + Q_ADDED, w[base + Q_ADDED] + 1)
+                logged_write(w, base + Q_DROP_MODE, w[base + Q_DROP_MODE] + 1)
+                return
+            self._append(w, base, qidx, limit, hh, kb, vb, old)
+
+    def _append(
+        self, w: memoryview, base: int, qidx: int, limit: int, hh: int, kb: bytes,
+        vb: bytes, replace: int = 0,
+    ) -> None:
+        """The general add, every word logged: allocate, fill, (unlink `replace`), link at
+        the tail, index (hh != 0 means keyed), evict. Allocation comes first so the new
+        block can never be the one `replace` frees."""
+        kl, vl = len(kb), len(vb)
+        p = alloc(w, block_words(kl, vl))
+        logged_write(w, p + I_NEXT, 0)
+        w[p + I_LENS] = kl | vl << 32
+        w[p + I_HASH] = hh if hh else qidx << 32
+        o = (p + I_PAYLOAD) << 3
+        self._mm[o : o + kl + vl] = kb + vb
+        if replace:
+            self._unlink(w, base, replace, True)
+            logged_write(w, base + Q_DROP_MODE, w[base + Q_DROP_MODE] + 1)
+        t = w[base + Q_TAIL]
+        w[p + I_PREV] = t
+        if hh:
+            bidx = self._bkt + (hh & self._bmask)
+            w[p + I_HNEXT] = w[bidx]
+            logged_write(w, bidx, p)
+        logged_write(w, t + I_NEXT if t else base + Q_HEAD, p)
+        logged_write(w, base + Q_TAIL, p)
+        logged_write(w, base + Q_ADDED, w[base + Q_ADDED] + 1)
+        if limit and queue_length(w, base) > limit:
+            self._evict(w, base, limit, bool(hh))
+
+    def _find(self, w: memoryview, hh: int, kb: bytes) -> int:
+        """The queued item of this queue with key kb, or 0 (hh = crc | queue index << 32)."""
+        kl = len(kb)
+        mm = self._mm
+        x = w[self._bkt + (hh & self._bmask)]
+        while x:
+            if w[x + I_HASH] == hh and w[x + I_LENS] & M32 == kl:
+                o = (x + I_PAYLOAD) << 3
+                if mm[o : o + kl] == kb:
+                    return x
+            x = w[x + I_HNEXT]
+        return 0
+
+    def _unhash(self, w: memoryview, p: int) -> None:
+        prev = self._bkt + (w[p + I_HASH] & self._bmask)
+        x = w[prev]
+        while x != p:
+            prev = x + I_HNEXT
+            x = w[prev]
+        logged_write(w, prev, w[p + I_HNEXT])
+
+    def _unlink(self, w: memoryview, base: int, p: int, keyed: bool) -> None:
+        """Take item p out of its queue (and the index) and free its block; logged."""
+        nx, pv = w[p + I_NEXT], w[p + I_PREV]
+        logged_write(w, pv + I_NEXT if pv else base + Q_HEAD, nx)
+        logged_write(w, nx + I_PREV if nx else base + Q_TAIL, pv)
+        if keyed:
+            self._unhash(w, p)
+        free(w, p)
+
+    def _evict(self, w: memoryview, base: int, limit: int, keyed: bool) -> None:
+        while queue_length(w, base) > limit:
+            self._unlink(w, base, w[base + Q_HEAD], keyed)
+            logged_write(w, base + Q_DROP_SIZE, w[base + Q_DROP_SIZE] + 1)
+
+    # ---- fetch --------------------------------------------------------------------------
+
+    def _read_item(self, p: int) -> tuple[str, str]:
+        lens = self._w[p + I_LENS]
+        kl = lens & M32
+        o = (p + I_PAYLOAD) << 3
+        mm = self._mm
+        return (
+            mm[o : o + kl].decode(_ENC, _ERR),
+            mm[o + kl : o + kl + (lens >> 32)].decode(_ENC, _ERR),
+        )
+
+    def _pop(self, w: memoryview, base: int, keyed: bool) -> tuple[str, str] | None:
+        """Remove the head item (logged, not committed); None when empty."""
+        p = w[base + Q_HEAD]
+        if not p:
+            return None
+        item = self._read_item(p)
+        self._unlink(w, base, p, keyed)
+        logged_write(w, base + Q_FETCHED, w[base + Q_FETCHED] + 1)
+        return item
+
+    def fetch(self, q: str) -> tuple[str, str] | None:
+        """Remove and return the oldest (key, value); None when empty. UnknownQueue."""
+        try:
+            base, _qidx, _limit, mode, _seed = self._queues[q]
+        except KeyError:
+            raise UnknownQueue(q) from None
+        if mode:
+            with self._locked() as w:
+                return self._pop(w, base, True)
+        # Hot path with literal word indices (see add): queue +0 head, +1 tail, +3 fetched;
+        # item +0 next, +1 prev, +3 lengths, +5 block words, +6 payload; 12 large list.
+        fd = self._fd
+        w = self._w
+        flock(fd, 2)
+        try:
+            if w[13]:
+                rollback(w)
+            p = w[base]
+            if not p:
+                return None
+            lens = w[p + 3]
+            kl = lens & 0xFFFFFFFF
+            o = (p + 6) << 3
+            mm = self._mm
+            kb = mm[o : o + kl]
+            vb = mm[o + kl : o + kl + (lens >> 32)]
+            nx = w[p]
+            c = w[p + 5] >> 1
+            fh = 272 + c if c < 4096 else 12
+            f = w[base + 3]
+            fold = w[fh]
+            w[16] = base
+            w[17] = p
+            w[18] = nx + 1 if nx else base + 1  # next item's prev, or the tail: both were p
+            w[19] = p
+            w[20] = base + 3
+            w[21] = f
+            w[22] = p  # the freed block's first word becomes its free-list link
+            w[23] = nx
+            w[24] = fh
+            w[25] = fold
+            w[13] = 10
+            w[base] = nx
+            w[nx + 1 if nx else base + 1] = 0
+            w[base + 3] = f + 1
+            w[p] = fold
+            w[fh] = p
+            w[13] = 0
+        except BaseException:
+            if w[13]:
+                rollback(w)
+            raise
+        finally:
+            flock(fd, 8)
+        return kb.decode(_ENC, _ERR), vb.decode(_ENC, _ERR)
+
+    def fetch_many(self, q: str, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` items, oldest first, in one locked step. UnknownQueue.
+
+        Each item commits on its own, so a crash mid-way loses only what was already
+        taken by the dead process (as if it had fetched them one by one)."""
+        base, _qidx, _limit, mode, _seed = self._queue(q)
+        out: list[tuple[str, str]] = []
+        with self._locked() as w:
+            while len(out) < limit:
+                item = self._pop(w, base, bool(mode))
+                if item is None:
+                    break
+                w[H_LOGCNT] = 0  # commit this item
+                out.append(item)
+        return out
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def size(self, q: str) -> int:
+        base = self._queue(q)[0]
+        with self._locked() as w:
+            return queue_length(w, base)
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """(name, size) for every queue, in REVERSE definition order (as OpenSIPS lists)."""
+        with self._locked() as w:
+            return [(name, queue_length(w, v[0])) for name, v in reversed(self._queues.items())]
+
+    def snapshot(self, q: str) -> list[tuple[str, str]]:
+        """Every queued (key, value), oldest first; nothing removed."""
+        base = self._queue(q)[0]
+        out = []
+        with self._locked() as w:
+            p = w[base + Q_HEAD]
+            while p:
+                out.append(self._read_item(p))
+                p = w[p + I_NEXT]
+        return out
+
+    def stats(self) -> dict[str, QueueStats]:
+        with self._locked() as w:
+            return {
+                name: QueueStats(
+                    queue_length(w, b),
+                    *(w[b + c] - w[b + Q_BASELINE + i] for i, c in enumerate(_COUNTERS)),
+                )
+                for name, (b, *_rest) in self._queues.items()
+            }
+
+    def reset_stats(self, q: str | None = None) -> None:
+        """Zero added/fetched/dropped_* of one queue or all (size is the queue itself):
+        the counters keep running, their baselines move to the current values."""
+        bases = [self._queue(q)[0]] if q is not None else [v[0] for v in self._queues.values()]
+        with self._locked() as w:
+            for b in bases:
+                for i, c in enumerate(_COUNTERS):
+                    logged_write(w, b + Q_BASELINE + i, w[b + c])
+                w[H_LOGCNT] = 0  # commit per queue: the log holds a bounded number of words
+
+    def check_invariants(self) -> None:
+        """Walk the whole arena under the lock; raise ArenaCorrupt listing what is wrong."""
+        from .invariants import check_invariants
+
+        check_invariants(self)
+
+    # ---- script-level API (OpenSIPS return codes, MQUEUE.md) ---------------------------
+
+    def mq_add(self, q: str, key: str, value: str) -> bool:
+        try:
+            self.add(q, key, value)
+        except UnknownQueue:
+            return False
+        except ArenaFull:
+            import logging
+
+            logging.getLogger("mqueue.engine").error(
+                "no more shared memory for an item of queue %r (%d+%d bytes)",
+                q, len(key), len(value),
+            )
+            return False
+        return True
+
+    def mq_fetch(self, q: str) -> int:
+        """1 and this process's last item set / -1 unknown queue / -2 empty."""
+        try:
+            item = self.fetch(q)
+        except UnknownQueue:
+            return -1
+        if item is None:
+            return -2
+        self._last[q] = item
+        return 1
+
+    def mqk(self, q: str) -> str | None:
+        """Key of the last item this process fetched from q (None before any / after free)."""
+        item = self._last.get(q)
+        return item[0] if item is not None else None
+
+    def mqv(self, q: str) -> str | None:
+        item = self._last.get(q)
+        return item[1] if item is not None else None
+
+    def mq_pv_free(self, q: str) -> None:
+        self._last.pop(q, None)
+
+    def mq_size(self, q: str) -> int:
+        """n > 0 / -1 empty / -2 unknown."""
+        try:
+            n = self.size(q)
+        except UnknownQueue:
+            return -2
+        return n if n > 0 else -1
+
+    def pv_mq_size(self, q: str) -> int:
+        """$mq_size: 0 for an empty queue; UnknownQueue for an unknown one."""
+        return self.size(q)
+
+    # ---- introspection used by benchmarks and checks ----------------------------------
+
+    def used_bytes(self) -> int:
+        """Heap bytes taken from the bump pointer (live items + free blocks)."""
+        from .layout import H_HEAP_START
+
+        with self._locked() as w:
+            return (w[H_BUMP] - w[H_HEAP_START]) * 8
+
+    def queue_count(self) -> int:
+        return self._w[H_NQ]

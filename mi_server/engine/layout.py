@@ -1,0 +1,120 @@
+"""Where everything lives in the arena file: word indices of the header, queue records,
+hash buckets and item blocks, and the code that lays out a fresh arena.
+
+Everything is addressed in 8-byte words (memoryview.cast('Q')); a pointer is a word index
+and 0 means null (word 0 is the magic, so no item can live there). Blocks are multiples
+of 16 bytes (2 words) and never move.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from .spec import QueueSpec
+
+MAGIC = 0x3145554555514D4D  # "MMQUEUE1" little-endian; written last at creation
+VERSION = 1
+
+# header words
+H_MAGIC = 0
+H_VERSION = 1
+H_SIZE = 2  # arena size in bytes
+H_NQ = 3  # number of queues
+H_QTAB = 4  # word index of the queue table
+H_BKT = 5  # word index of the hash bucket table
+H_BMASK = 6  # number of buckets - 1 (power of two)
+H_BUMP = 7  # next never-used heap word (bump allocator)
+H_HEAP_START = 8
+H_HEAP_END = 9  # one past the last usable heap word
+H_SPECS = 10  # byte offset of the JSON queue definitions
+H_SPECS_LEN = 11
+H_LARGE = 12  # free list of blocks too big for a size class (first fit)
+H_LOGCNT = 13  # words used in the undo log; != 0 means an operation did not commit
+H_LOG = 16  # undo log: (word index, old value) pairs
+LOG_WORDS = 256  # 128 entries; the longest operation logs about 30
+H_FREE = H_LOG + LOG_WORDS  # free-list heads by size class (class c = blocks of 16*c bytes)
+MAX_CLASS = 4096  # classes cover blocks below 64 KiB; bigger ones go to H_LARGE
+HEADER_WORDS = H_FREE + MAX_CLASS
+
+# queue record words (relative to the record's base). The counters are all-time totals;
+# the queue's length is derived (added - fetched - dropped_size - dropped_addmode), so an add
+# or a fetch logs one counter word, not two. reset_stats moves the baselines instead.
+Q_HEAD = 0
+Q_TAIL = 1
+Q_ADDED = 2
+Q_FETCHED = 3
+Q_DROP_SIZE = 4
+Q_DROP_MODE = 5
+Q_LIMIT = 6  # size limit; 0 = unlimited
+Q_MODE = 7  # effective addmode
+Q_SEED = 8  # crc32 seed for keys of this queue
+Q_BASELINE = 9  # 4 words: the counters' values at the last reset_stats
+Q_WORDS = 13
+
+# item block words (relative to the block's first word); payload = key bytes + value bytes
+I_NEXT = 0  # toward the tail; in a free block: the next free block
+I_PREV = 1  # toward the head
+I_HNEXT = 2  # next item in the same hash bucket (keyed queues only)
+I_LENS = 3  # key length | value length << 32
+I_HASH = 4  # crc32(key, seed) | queue index << 32
+I_BWORDS = 5  # block size in words (kept in free blocks too)
+I_PAYLOAD = 6
+ITEM_HEADER_BYTES = I_PAYLOAD * 8  # 48; with the 16-byte rounding, <= 63 bytes overhead
+
+M32 = 0xFFFFFFFF
+
+
+def bucket_count(arena_size: int, keyed: bool) -> int:
+    """A power of two >= one bucket per 128 arena bytes (each item takes >= 64), so chains
+    stay short (load factor <= 2) at any fill; 1 when no queue is keyed."""
+    if not keyed:
+        return 1
+    n = 1
+    while n * 128 < arena_size:
+        n <<= 1
+    return n
+
+
+def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec]) -> None:
+    """Write a fresh arena's header, definitions, queue table and empty heap into `words`
+    (a zeroed 'Q' view of the mapping `buf`). The magic is written last, so an attacher
+    never sees a half-built arena."""
+    import zlib
+
+    specs = json.dumps([[q.name, q.size, q.addmode, q.dbmode] for q in queues]).encode()
+    keyed = any(q.effective_addmode in (1, 2) for q in queues)
+    nbkt = bucket_count(size, keyed)
+    specs_off = HEADER_WORDS * 8
+    qtab = (specs_off + len(specs) + 15) // 16 * 2
+    bkt = qtab + Q_WORDS * len(queues)
+    bkt += bkt & 1
+    heap = bkt + nbkt
+    heap += heap & 1
+    end = size // 16 * 2
+    if end - heap < 64:
+        raise ValueError(f"arena size {size} too small: the layout alone needs {heap * 8} bytes")
+    buf[specs_off : specs_off + len(specs)] = specs
+    for i, q in enumerate(queues):
+        base = qtab + i * Q_WORDS
+        words[base + Q_LIMIT] = max(q.size, 0)
+        words[base + Q_MODE] = q.effective_addmode
+        words[base + Q_SEED] = zlib.crc32(i.to_bytes(4, "little"))
+    words[H_VERSION] = VERSION
+    words[H_SIZE] = size
+    words[H_NQ] = len(queues)
+    words[H_QTAB] = qtab
+    words[H_BKT] = bkt
+    words[H_BMASK] = nbkt - 1
+    words[H_BUMP] = heap
+    words[H_HEAP_START] = heap
+    words[H_HEAP_END] = end
+    words[H_SPECS] = specs_off
+    words[H_SPECS_LEN] = len(specs)
+    words[H_MAGIC] = MAGIC
+
+
+def read_specs(buf, words: memoryview) -> list[QueueSpec]:
+    off, n = words[H_SPECS], words[H_SPECS_LEN]
+    return [QueueSpec(name, size, addmode, dbmode) for name, size, addmode, dbmode in
+            json.loads(bytes(buf[off : off + n]))]

@@ -1,0 +1,30 @@
+"""Fault injection for crash tests: a stand-in for the arena's word view that counts
+metadata word writes and kills the process (os._exit, no cleanup) at the N-th one.
+
+Payload bytes go through the mmap, not the word view, so every write counted here is a
+metadata word (undo log entries, the log count, links, counters, allocator words).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class DieAtWrite:
+    """Wraps a memoryview.cast('Q'); `die_at` <= 0 never dies (just counts)."""
+
+    EXIT_CODE = 77
+
+    def __init__(self, words: memoryview, die_at: int = 0) -> None:
+        self._words = words
+        self._die_at = die_at
+        self.writes = 0
+
+    def __getitem__(self, index: int) -> int:
+        return self._words[index]
+
+    def __setitem__(self, index: int, value: int) -> None:
+        self._words[index] = value
+        self.writes += 1
+        if self.writes == self._die_at:
+            os._exit(self.EXIT_CODE)
