@@ -1,0 +1,485 @@
+"""One pre-forked HTTP/1.1 worker: an epoll loop over non-blocking sockets.
+
+Every worker process accepts from the same listening socket (see listen.bind) and serves
+its connections itself: keep-alive, pipelining (answers in order), `Expect: 100-continue`,
+idle/slow-client timeouts, and a graceful stop on SIGTERM/SIGINT. httptools (llhttp, C)
+parses; the WSGI app from app.make_wsgi_app decides every response, including the early
+413 for an oversized body, so the HTTP behaviour has one definition. Chosen over
+gunicorn by measurement (benchmarks/http_serving_options.py): same app, 1/7 (keep-alive)
+to 1/3 (Connection: close) of gunicorn's server CPU per request.
+
+What is deliberately the transport's own: a malformed request gets a fixed 400 and the
+connection is closed; bodies over the limit are never buffered beyond limit + 1 bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import select
+import signal
+import socket
+import sys
+import time
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from .app import Handle, HttpSettings, WSGIApplication, make_wsgi_app
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = 5.0  # keep-alive connection waiting for its next request
+REQUEST_TIMEOUT = 10.0  # a request (or a reply) that stops moving half-way
+DRAIN_TIMEOUT = 10.0  # on stop: longest wait for in-flight requests
+LINGER_TIMEOUT = 2.0  # after an error reply: read and drop the rest before closing
+MAX_HEAD = 16384  # request line + headers
+RECV_SIZE = 65536
+SWEEP_EVERY = 0.5
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_EPOLLERR = select.EPOLLERR | select.EPOLLHUP
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
+    b"Connection: close\r\n\r\nBad Request"
+)
+_SERVER_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 21\r\nConnection: close\r\n\r\nInternal Server Error"
+)
+_EMPTY_INPUT = io.BytesIO(b"")
+_SPECIAL = {"CONTENT_TYPE", "CONTENT_LENGTH"}
+_header_keys: dict[bytes, str | None] = {}  # raw header name -> environ key (bounded cache)
+
+
+def _environ_key(name: bytes) -> str | None:
+    key = _header_keys.get(name)
+    if key is None and name not in _header_keys:
+        # A name with "_" could pose as another header once "-" becomes "_"
+        # (Content_Length vs Content-Length): drop it, as gunicorn does.
+        if b"_" not in name:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            if key not in _SPECIAL:
+                key = "HTTP_" + key
+        if len(_header_keys) < 512:
+            _header_keys[name] = key
+    return key
+
+
+class _Stop(Exception):
+    """Raised from a parser callback: stop parsing this connection's bytes."""
+
+
+class Connection:
+    """One client connection: httptools callbacks collect complete requests in order."""
+
+    __slots__ = (
+        "sock", "fd", "peer", "parser", "worker", "mask", "out", "requests", "closing",
+        "broken", "linger_until", "last", "in_message", "in_head", "head_bytes", "url",
+        "headers", "body", "body_len", "environ", "chunked",
+    )
+
+    def __init__(self, sock: socket.socket, peer: Any, worker: Worker) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.worker = worker
+        self.parser = httptools.HttpRequestParser(self)
+        self.mask = 0  # epoll interest; 0 = not registered yet
+        self.out = b""  # reply bytes the socket has not taken yet
+        self.requests: list[Any] = []  # (environ, keep_alive) or _CONTINUE, in order
+        self.closing = False  # close once the queued replies are sent
+        self.broken = False  # malformed input seen: answer 400 after the queued replies
+        self.linger_until = 0.0
+        self.last = worker.now
+        self.in_message = False
+        self.in_head = False
+        self.head_bytes = 0
+
+    # -- httptools callbacks ------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_message = self.in_head = True
+        self.head_bytes = 0
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.body_len = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        environ = self.environ = self.worker.environ(self)
+        declared = environ.get("CONTENT_LENGTH")
+        encoding = environ.get("HTTP_TRANSFER_ENCODING", "")
+        self.chunked = declared is None and "chunked" in encoding.lower()
+        if self.chunked:
+            environ.pop("HTTP_TRANSFER_ENCODING")  # the app gets the de-chunked body
+        elif declared and int(declared) > self.worker.limit:
+            # Too large by its own account: let the app answer now, from the header
+            # alone (413, or whatever it checks first), and read no body at all.
+            environ["wsgi.input"] = _EMPTY_INPUT
+            self.requests.append((environ, False))
+            raise _Stop
+        if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
+            if self.parser.get_http_version() == "1.1":
+                self.requests.append(_CONTINUE)
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+        self.body_len += len(data)
+        if self.body_len > self.worker.limit:  # only chunked bodies get here
+            environ = self.environ
+            environ["wsgi.input"] = io.BytesIO(b"".join(self.body)[: self.worker.limit + 1])
+            environ["wsgi.input_terminated"] = True
+            self.requests.append((environ, False))
+            raise _Stop
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        environ = self.environ
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if self.chunked:
+            environ["CONTENT_LENGTH"] = str(len(body))
+        self.requests.append((environ, self.parser.should_keep_alive()))
+
+    def idle(self) -> bool:
+        return not (self.in_message or self.out or self.requests)
+
+
+class Worker:
+    """The loop of one worker process; run_worker builds one and calls serve()."""
+
+    def __init__(self, sock: socket.socket, app: WSGIApplication, cfg: HttpSettings,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.listener = sock
+        self.app = app
+        self.limit = cfg.max_request
+        self.idle_timeout = idle_timeout
+        self.conns: dict[int, Connection] = {}
+        self.ep = select.epoll()
+        self.now = time.monotonic()
+        self.stop_requested = False
+        self.stopping = False
+        self.date_second = 0
+        self.date_line = ""
+        host, port = sock.getsockname()[:2]
+        self.base_environ = {
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            "SERVER_NAME": host, "SERVER_PORT": str(port), "SCRIPT_NAME": "",
+        }
+        self._status = ""
+        self._headers: list[tuple[str, str]] = []
+
+    # -- requests -> environ -> app -> bytes --------------------------------------------
+    def environ(self, conn: Connection) -> dict[str, Any]:
+        url = conn.url
+        if url[:1] != b"/":  # absolute form (http://host/mi) or "*"
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path or b"", parsed.query or b""
+        else:
+            path, _, query = url.partition(b"?")
+        text = path.decode("latin-1")
+        if "%" in text:
+            text = unquote_to_bytes(text).decode("latin-1")
+        environ = self.base_environ.copy()
+        environ["REQUEST_METHOD"] = conn.parser.get_method().decode("latin-1")
+        environ["PATH_INFO"] = text
+        environ["QUERY_STRING"] = query.decode("latin-1")
+        environ["SERVER_PROTOCOL"] = "HTTP/" + conn.parser.get_http_version()
+        environ["REMOTE_ADDR"] = conn.peer[0] if isinstance(conn.peer, tuple) else ""
+        for name, value in conn.headers:
+            key = _environ_key(name)
+            if key is None:
+                continue
+            if key in environ:
+                environ[key] += "," + value.decode("latin-1")
+            else:
+                environ[key] = value.decode("latin-1")
+        return environ
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> None:
+        self._status = status
+        self._headers = headers
+
+    def respond(self, environ: dict[str, Any], keep_alive: bool) -> tuple[bytes, bool]:
+        """Run the app for one request: the reply bytes, and whether to keep the connection."""
+        result = self.app(environ, self.start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        # A stop signal that arrived while the command ran: this reply is the last one.
+        keep_alive = keep_alive and not self.stop_requested
+        parts = ["HTTP/1.1 ", self._status, "\r\n"]
+        has_length = False
+        for key, value in self._headers:
+            parts += (key, ": ", value, "\r\n")
+            if len(key) == 14 and key.lower() == "content-length":
+                has_length = True
+        if not has_length:
+            parts += ("Content-Length: ", str(len(body)), "\r\n")
+        second = int(time.time())
+        if second != self.date_second:
+            self.date_second = second
+            self.date_line = "Date: " + formatdate(second, usegmt=True) + "\r\n"
+        parts.append(self.date_line)
+        if not keep_alive:
+            parts.append("Connection: close\r\n")
+        elif environ["SERVER_PROTOCOL"] == "HTTP/1.0":
+            parts.append("Connection: keep-alive\r\n")
+        parts.append("\r\n")
+        head = "".join(parts).encode("latin-1")
+        return (head if environ["REQUEST_METHOD"] == "HEAD" else head + body), keep_alive
+
+    def replies(self, conn: Connection) -> bytes:
+        """The replies to the complete requests queued on conn, in order."""
+        items, conn.requests = conn.requests, []
+        out = []
+        last = len(items) - 1
+        for i, item in enumerate(items):
+            if item is _CONTINUE:
+                out.append(item)
+                continue
+            environ, keep_alive = item
+            if conn.closing and i == last:
+                keep_alive = False  # stopping, or nothing more can be read
+            try:
+                reply, keep_alive = self.respond(environ, keep_alive)
+                out.append(reply)
+            except Exception:
+                log.exception("HTTP request failed")
+                out.append(_SERVER_ERROR)
+                keep_alive = False
+            if not keep_alive:
+                conn.closing = True
+                conn.broken = False  # the close already ends the exchange
+                break
+        if conn.broken:
+            out.append(_BAD_REQUEST)
+            conn.closing = True
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    # -- socket events ------------------------------------------------------------------
+    def accept(self) -> None:
+        for _ in range(16):  # a few per wake-up, so one busy worker does not take them all
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: keep serving what we have
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, peer, self)
+            self.conns[conn.fd] = conn
+            # The request has usually arrived with the connection: read it now and
+            # skip one epoll round trip (for Connection: close clients, the only one).
+            self.read(conn)
+            if conn.fd in self.conns and conn.mask == 0:
+                self.watch(conn, _EPOLLIN)
+
+    def read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close(conn)
+            return
+        if not data:
+            self.close(conn)
+            return
+        conn.last = self.now
+        if conn.linger_until:
+            return  # after an error reply: input is read only to be dropped
+        try:
+            conn.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            conn.closing = True  # _Stop: an early refusal is queued
+        except httptools.HttpParserUpgrade:
+            conn.closing = True  # no protocol switch here: answer, then close
+        except httptools.HttpParserError:
+            conn.broken = True
+        if conn.in_head:
+            conn.head_bytes += len(data)
+            if conn.head_bytes > MAX_HEAD:
+                conn.broken = True
+        if conn.requests or conn.broken:
+            self.send(conn, self.replies(conn))
+
+    def send(self, conn: Connection, data: bytes) -> None:
+        if conn.out:
+            conn.out += data
+        else:
+            try:
+                sent = conn.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close(conn)
+                return
+            conn.out = data[sent:] if sent < len(data) else b""
+        self.after_send(conn)
+
+    def write(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close(conn)
+            return
+        conn.out = conn.out[sent:]
+        conn.last = self.now
+        self.after_send(conn)
+
+    def after_send(self, conn: Connection) -> None:
+        if conn.out:
+            # Stop reading while a reply is pending: a client that pipelines without
+            # reading its replies cannot make us buffer without bound.
+            self.watch(conn, _EPOLLOUT)
+        elif conn.closing:
+            if conn.broken or conn.in_message:
+                self.linger(conn)  # unread input: a plain close could reset the reply away
+            else:
+                self.close(conn)
+        elif self.stopping and conn.idle():
+            self.close(conn)
+        elif conn.mask:
+            self.watch(conn, _EPOLLIN)
+
+    def linger(self, conn: Connection) -> None:
+        """Half-close after the final reply and drop further input for a short while."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(conn)
+            return
+        conn.linger_until = self.now + LINGER_TIMEOUT
+        conn.closing = conn.broken = conn.in_message = False
+        self.watch(conn, _EPOLLIN)
+
+    def watch(self, conn: Connection, mask: int) -> None:
+        if conn.mask == mask:
+            return
+        if conn.mask:
+            self.ep.modify(conn.fd, mask)
+        else:
+            self.ep.register(conn.fd, mask)
+        conn.mask = mask
+
+    def close(self, conn: Connection) -> None:
+        if self.conns.pop(conn.fd, None) is None:
+            return
+        if conn.mask:
+            self.ep.unregister(conn.fd)
+        conn.sock.close()
+
+    # -- the loop -----------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Close connections idle too long, stuck half-way, or done lingering."""
+        now = self.now
+        for conn in list(self.conns.values()):
+            if conn.linger_until:
+                if now > conn.linger_until:
+                    self.close(conn)
+            elif conn.in_message or conn.out:
+                if now - conn.last > REQUEST_TIMEOUT:
+                    self.close(conn)
+            elif now - conn.last > self.idle_timeout or self.stopping:
+                self.close(conn)
+
+    def begin_stop(self) -> None:
+        """Stop accepting; idle connections close now, busy ones after their reply."""
+        self.stopping = True
+        self.ep.unregister(self.listener.fileno())
+        for conn in list(self.conns.values()):
+            conn.closing = True
+            if conn.idle() and not conn.linger_until:
+                self.close(conn)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def serve(self) -> None:
+        ep, conns = self.ep, self.conns
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        listen_fd = self.listener.fileno()
+        # EPOLLEXCLUSIVE: one worker is woken per new connection, not all of them.
+        ep.register(listen_fd, _EPOLLIN | select.EPOLLEXCLUSIVE)
+        ep.register(wake_r.fileno(), _EPOLLIN)
+        # The wake-up fd makes epoll return at once when a signal arrives.
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {s: signal.signal(s, self.on_signal) for s in STOP_SIGNALS}
+        # A parent may fork us with these blocked (prefork.fork_workers does) so that a
+        # signal sent before this point waits for the handlers instead of killing us.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        wake_fd = wake_r.fileno()
+        next_sweep = time.monotonic() + SWEEP_EVERY
+        deadline = 0.0
+        try:
+            while True:
+                if self.stop_requested and not self.stopping:
+                    self.begin_stop()
+                    deadline = time.monotonic() + DRAIN_TIMEOUT
+                if self.stopping and (not conns or time.monotonic() > deadline):
+                    break
+                events = ep.poll(SWEEP_EVERY)
+                self.now = now = time.monotonic()
+                for fd, ev in events:
+                    if fd == listen_fd:
+                        if not self.stopping:
+                            self.accept()
+                    elif fd == wake_fd:
+                        try:
+                            wake_r.recv(64)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        conn = conns.get(fd)
+                        if conn is None:
+                            continue
+                        if ev & _EPOLLOUT:
+                            self.write(conn)
+                        elif ev & (_EPOLLIN | _EPOLLERR):
+                            self.read(conn)
+                if now >= next_sweep:
+                    next_sweep = now + SWEEP_EVERY
+                    self.sweep()
+        finally:
+            for conn in list(conns.values()):
+                self.close(conn)
+            signal.set_wakeup_fd(old_wakeup)
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+            ep.close()
+            wake_r.close()
+            wake_w.close()
+
+
+def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
+               idle_timeout: float = IDLE_TIMEOUT) -> None:
+    """Serve MI requests on the shared listening socket until SIGTERM/SIGINT.
+
+    On the signal: stop accepting, answer the requests already in progress (with
+    `Connection: close`), close idle keep-alive connections, and return.
+    """
+    Worker(sock, make_wsgi_app(handle, cfg), cfg, idle_timeout).serve()

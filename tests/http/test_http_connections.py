@@ -1,0 +1,182 @@
+"""HTTP/1.1 connection handling of the worker loop, over raw sockets and http.client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+from tests.http.rawhttp import closed_by_peer, post, read_reply
+
+
+def size_request(request_id: str) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": "mq_get_size", "params": ["q1"],
+                       "id": request_id}).encode()
+
+
+def test_keep_alive_serves_two_requests_on_one_connection(serve):
+    s = serve()
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    conn.request("POST", "/mi", body=size_request("a"))
+    first = conn.getresponse()
+    assert json.loads(first.read())["id"] == "a"
+    sock = conn.sock
+    conn.request("POST", "/mi", body=size_request("b"))
+    second = conn.getresponse()
+    assert json.loads(second.read())["id"] == "b"
+    assert conn.sock is sock and first.getheader("Connection") is None
+    conn.close()
+
+
+def test_connection_close_is_honoured(serve):
+    s = serve()
+    sock = s.connect()
+    sock.sendall(post("/mi", size_request("a"), "Connection: close"))
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 200 and reply.headers["connection"] == "close"
+    assert closed_by_peer(sock)
+
+
+def test_http_1_0_closes_unless_keep_alive_is_asked(serve):
+    s = serve()
+    sock = s.connect()
+    sock.sendall(post("/mi", size_request("a"), version="1.0"))
+    assert read_reply(sock, bytearray()).headers["connection"] == "close"
+    assert closed_by_peer(sock)
+
+    sock = s.connect()
+    buf = bytearray()
+    for rid in ("a", "b"):
+        sock.sendall(post("/mi", size_request(rid), "Connection: keep-alive", version="1.0"))
+        reply = read_reply(sock, buf)
+        assert reply.headers["connection"] == "keep-alive"
+        assert json.loads(reply.body)["id"] == rid
+
+
+def test_pipelined_requests_are_answered_in_order(serve):
+    s = serve()
+    sock = s.connect()
+    ids = [str(i) for i in range(5)]
+    sock.sendall(b"".join(post("/mi", size_request(i)) for i in ids))
+    buf = bytearray()
+    assert [json.loads(read_reply(sock, buf).body)["id"] for _ in ids] == ids
+
+
+def test_pipelined_requests_after_connection_close_are_not_answered(serve):
+    s = serve()
+    sock = s.connect()
+    first = post("/mi", size_request("a"), "Connection: close")
+    sock.sendall(first + post("/mi", size_request("b")))
+    buf = bytearray()
+    assert json.loads(read_reply(sock, buf).body)["id"] == "a"
+    assert closed_by_peer(sock) and buf == b""
+
+
+def test_every_reply_has_content_length(serve):
+    s = serve()
+    sock = s.connect()
+    notification = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"]}'
+    sock.sendall(post("/mi", size_request("a")) + post("/mi", notification) + post("/mi", b"")
+                 + b"GET /mi HTTP/1.1\r\nHost: x\r\n\r\n" + post("/x", b"{}"))
+    buf = bytearray()
+    statuses = []
+    for _ in range(5):
+        reply = read_reply(sock, buf)  # reads exactly Content-Length bytes
+        assert reply.headers["content-length"] == str(len(reply.body))
+        statuses.append(reply.status)
+    assert statuses == [200, 202, 400, 405, 400]
+
+
+def test_malformed_http_is_400_and_closed(serve):
+    s = serve()
+    sock = s.connect()
+    sock.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 400 and reply.headers["connection"] == "close"
+    assert closed_by_peer(sock)
+
+
+def test_oversized_head_is_400(serve):
+    s = serve()
+    sock = s.connect()
+    sock.sendall(b"POST /mi HTTP/1.1\r\nX-Long: " + b"a" * 70000)
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 400
+    assert closed_by_peer(sock)
+
+
+def chunked(body: bytes, piece: int = 10) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i:i + piece]), body[i:i + piece])
+             for i in range(0, len(body), piece)]
+    return (b"POST /mi HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(parts) + b"0\r\n\r\n")
+
+
+def test_chunked_body_is_served(serve):
+    s = serve()
+    sock = s.connect()
+    sock.sendall(chunked(size_request("c")))
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 200 and json.loads(reply.body)["id"] == "c"
+
+
+def test_chunked_body_over_the_limit_is_413(serve):
+    s = serve(max_request=100)
+    sock = s.connect()
+    sock.sendall(chunked(b"x" * 150)[:-5])  # not even finished: refused once over 100 bytes
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 413 and reply.headers["connection"] == "close"
+    assert closed_by_peer(sock)
+
+
+def test_expect_100_continue_is_answered_before_the_body(serve):
+    s = serve()
+    sock = s.connect()
+    body = size_request("e")
+    request = post("/mi", body, "Expect: 100-continue")
+    sock.sendall(request[: -len(body)])
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(100)
+    assert bytes(buf) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body)
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 200 and json.loads(reply.body)["id"] == "e"
+
+
+def test_expect_100_continue_over_the_limit_gets_413_not_continue(serve):
+    s = serve(max_request=10)
+    sock = s.connect()
+    sock.sendall(post("/mi", b"x" * 50, "Expect: 100-continue")[:-50])
+    assert read_reply(sock, bytearray()).status == 413
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_timeout(serve):
+    s = serve(idle_timeout=0.3)
+    sock = s.connect()
+    sock.sendall(post("/mi", size_request("a")))
+    assert read_reply(sock, bytearray()).status == 200
+    assert closed_by_peer(sock)  # within the socket's 10 s timeout
+
+
+def test_a_stalled_client_does_not_block_the_worker(serve):
+    s = serve(workers=1)
+    stalled = s.connect()
+    stalled.sendall(b"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Le")  # and nothing more
+    other = s.connect()
+    other.sendall(post("/mi", size_request("o")))
+    assert json.loads(read_reply(other, bytearray()).body)["id"] == "o"
+    # the stalled one still completes when it goes on
+    body = size_request("s")
+    stalled.sendall(b"ngth: %d\r\n\r\n%s" % (len(body), body))
+    assert json.loads(read_reply(stalled, bytearray()).body)["id"] == "s"
+
+
+def test_a_client_that_does_not_read_does_not_block_the_worker(serve):
+    s = serve(workers=1)
+    greedy = s.connect()
+    greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    greedy.sendall(b"".join(post("/mi", size_request(str(i))) for i in range(3000)))
+    other = s.connect()
+    other.sendall(post("/mi", size_request("o")))
+    assert json.loads(read_reply(other, bytearray()).body)["id"] == "o"
