@@ -99,7 +99,8 @@ class ServerProcess:
     def post(self, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            conn.request("POST", "/mi", body, {"Content-Type": "application/json", **(headers or {})})
+            sent = {"Content-Type": "application/json", **(headers or {})}
+            conn.request("POST", "/mi", body, sent)
             resp = conn.getresponse()
             return resp.status, resp.read()
         finally:

@@ -43,7 +43,7 @@ def test_opensips_package_execute_returns_results(server, transport):
 def test_opensips_package_raises_on_mi_errors(server, transport, cmd, params, text):
     with pytest.raises(OpenSIPSMIException) as err:
         mi_client(server, transport).execute(cmd, params)
-    assert str(err.value) == text
+    assert str(err.value) == f"Error executing command: {text}"
 
 
 @pytest.mark.parametrize("content_type", [["-H", "Content-Type: application/json"], []])

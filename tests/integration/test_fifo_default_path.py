@@ -27,7 +27,8 @@ YAML
 "$PY" -m mi_server -c /tmp/cfg.yaml 2>/tmp/server.log &
 srv=$!
 for _ in $(seq 100); do [ -p /tmp/opensips_fifo ] && break; sleep 0.05; done
-"$CLI" -o communication_type=fifo -x mi mq_get_sizes > /tmp/out.txt 2>/tmp/err.txt || echo "cli exit $?" >> /tmp/err.txt
+"$CLI" -o communication_type=fifo -x mi mq_get_sizes > /tmp/out.txt 2>/tmp/err.txt \
+  || echo "cli exit $?" >> /tmp/err.txt
 kill -TERM $srv; wait $srv || echo "server exit $?" >> /tmp/err.txt
 [ ! -e /tmp/opensips_fifo ] || echo "fifo left behind" >> /tmp/err.txt
 cat /tmp/out.txt; cat /tmp/err.txt /tmp/server.log >&2

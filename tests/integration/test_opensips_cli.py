@@ -102,7 +102,8 @@ def test_errors_exit_255_with_the_mi_error(server, transport, args, message):
     run = cli(server, transport, *args)
     assert run.returncode == 255
     assert run.stdout == ""
-    assert f"command '{args[0]}' returned: {message}" in ANSI.sub("", run.stderr)
+    expected = f"ERROR: command '{args[0]}' returned: Error executing command: {message}\n"
+    assert ANSI.sub("", run.stderr) == expected
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

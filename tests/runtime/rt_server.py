@@ -1,0 +1,272 @@
+"""Run the real server (`python -m mi_server -c cfg.yaml`) as a subprocess and talk to it.
+
+Every server gets a private directory (config, FIFO, reply FIFOs, pid file, stderr log)
+and a free port; nothing is shared with the user's /tmp/opensips_fifo or port 8888.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+_reply_names = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MIError(Exception):
+    def __init__(self, error: dict) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.error = error
+
+
+class Server:
+    """One server instance; `start()` waits until every process answers in `ps`."""
+
+    def __init__(self, directory: Path, port: int, *, queues: list[Any] | None = None,
+                 workers: int = 2, fifo: bool = True, db_url: str | None = None,
+                 consumers: list[dict] | None = None, pid_file: bool = True,
+                 env: dict[str, str] | None = None, extra: dict[str, Any] | None = None
+                 ) -> None:
+        self.dir = Path(directory)
+        self.port = port
+        self.workers = workers
+        self.fifo_path = self.dir / "mi_fifo" if fifo else None
+        self.pid_file = self.dir / "server.pid" if pid_file else None
+        self.config_path = self.dir / "server.yaml"
+        self.stderr_path = self.dir / "stderr.log"
+        self.consumers = consumers or []
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen | None = None
+        config: dict[str, Any] = {
+            "mqueue": queues if queues is not None else ["name=q1", "name=q2"],
+            "http": {"listen": f"127.0.0.1:{port}", "workers": workers},
+            "log_level": "info",
+        }
+        if fifo:
+            config["fifo"] = {"path": str(self.fifo_path), "reply_dir": str(self.dir)}
+        if db_url:
+            config["db_url"] = db_url
+        if consumers:
+            config["consumers"] = consumers
+        if pid_file:
+            config["pid_file"] = str(self.pid_file)
+        config.update(extra or {})
+        self.config = config
+
+    # ---- life ------------------------------------------------------------------------
+
+    def expected_processes(self) -> int:
+        n = 1 + self.workers + (1 if self.fifo_path else 0)
+        return n + sum(c.get("processes", 1) for c in self.consumers)
+
+    def launch(self) -> subprocess.Popen:
+        """Start the process without waiting for it to be ready."""
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mi_server", "-c", str(self.config_path)],
+                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=err,
+            )
+        return self.proc
+
+    def start(self) -> Server:
+        self.launch()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.stderr()}")
+            try:
+                if len(self.ps()) == self.expected_processes():
+                    return self
+            except (OSError, http.client.HTTPException, MIError, ValueError):
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"server not ready in {START_TIMEOUT} s: {self.stderr()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` and wait (bounded) for the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"server did not stop in {STOP_TIMEOUT} s") from None
+
+    def kill(self) -> None:
+        """Last resort for a test that failed: kill the whole process tree."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        children = children_of(self.proc.pid)
+        self.proc.kill()
+        self.proc.wait()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # ---- MI --------------------------------------------------------------------------
+
+    def request(self, method: str, params: Any = None, timeout: float = 10.0) -> dict:
+        body = {"jsonrpc": "2.0", "method": method, "id": 1}
+        if params is not None:
+            body["params"] = params
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("POST", "/mi", json.dumps(body).encode(),
+                         {"Content-Type": "application/json", "Connection": "close"})
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status}: {data!r}")
+        return json.loads(data)
+
+    def mi(self, method: str, params: Any = None) -> Any:
+        """The `result` of an HTTP MI call; MIError for an `error` reply."""
+        reply = self.request(method, params)
+        if "error" in reply:
+            raise MIError(reply["error"])
+        return reply["result"]
+
+    def fifo_mi(self, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+        """The `result` of a FIFO MI call, the way opensips-cli makes one."""
+        assert self.fifo_path is not None
+        name = f"r{os.getpid()}_{next(_reply_names)}"
+        reply_path = self.dir / name
+        os.mkfifo(reply_path, 0o666)
+        try:
+            rfd = os.open(reply_path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                body = {"jsonrpc": "2.0", "method": method, "id": "1",
+                        "params": params if params is not None else {}}
+                wfd = os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK)
+                try:
+                    os.write(wfd, f":{name}:{json.dumps(body)}".encode())
+                finally:
+                    os.close(wfd)
+                data = _read_line(rfd, timeout)
+            finally:
+                os.close(rfd)
+        finally:
+            reply_path.unlink()
+        reply = json.loads(data)
+        if "error" in reply:
+            raise MIError(reply["error"])
+        return reply["result"]
+
+    def ps(self) -> list[dict]:
+        return self.mi("ps")["Processes"]
+
+    def pids_by_type(self) -> dict[str, int]:
+        return {p["Type"]: p["PID"] for p in self.ps()}
+
+    def add(self, queue: str, key: str, value: str) -> None:
+        assert self.mi("mq_add", {"name": queue, "key": key, "value": value}) == "OK"
+
+    def fetch_all(self, queue: str) -> list[tuple[str, str]]:
+        items = self.mi("mq_fetch", {"name": queue, "limit": 1_000_000})
+        return [(i["key"], i["value"]) for i in items]
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
+
+
+def _read_line(fd: int, timeout: float) -> bytes:
+    """Read one reply line from a FIFO; bounded by `timeout` seconds."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no FIFO reply in {timeout} s (got {data!r})")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if data:
+                break  # the writer closed after a reply without a newline
+            time.sleep(0.01)  # a writer came and went without data; keep waiting
+            continue
+        data += chunk
+    return data
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc (no psutil needed)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, http.client.HTTPException, MIError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not alive for our purposes.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
