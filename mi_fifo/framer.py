@@ -36,7 +36,7 @@ _WS = re.compile(rb"[ \t\r\n]*")
 _NAME = re.compile(rb"[^:\x00-\x1f\x7f]{0,%d}" % (NAME_MAX + 1))
 _START = re.compile(rb":[^:\x00-\x1f\x7f]{0,%d}:[ \t\r\n]{0,%d}[{\[]" % (NAME_MAX, RESYNC_WS_MAX))
 _FORBIDDEN = re.compile(rb"[./\\]")
-_DECODER = json.JSONDecoder()
+_DECODER = json.JSONDecoder(strict=False)  # as the MI core: raw control chars in strings
 _COLON = 0x3A
 _JSON_OPENERS = (0x7B, 0x5B)
 

@@ -22,7 +22,8 @@ _VALUE, _ARR_FIRST, _OBJ_FIRST, _OBJ_KEY, _COLON, _AFTER, _STR, _NUM, _LIT = ran
 _N_MINUS, _N_ZERO, _N_INT, _N_DOT, _N_FRAC, _N_E, _N_ESIGN, _N_EXP = range(8)
 
 _WS_RUN = re.compile(rb"[ \t\r\n]*")
-_STR_RUN = re.compile(rb'[^"\\\x00-\x1f]*')
+# Raw control characters inside strings are accepted, as the MI core (and cJSON) accept them.
+_STR_RUN = re.compile(rb'[^"\\]*')
 _DIGITS = re.compile(rb"[0-9]*")
 _WS = frozenset(b" \t\r\n")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -91,9 +92,6 @@ class JsonScan:
                 elif c == 0x5C:
                     self._esc = True
                     i += 1
-                else:  # a raw control character: json (strict) refuses it
-                    status = BAD
-                    break
                 continue
             if mode == _NUM:
                 ok, i, mode, status = self._number(buf, i, c, stack)

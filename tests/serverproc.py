@@ -41,6 +41,10 @@ class ServerProcess:
         return self.workdir / "mi_fifo"
 
     @property
+    def fifo(self) -> Path:  # the name tests/fifo/fifoserver.call expects
+        return self.fifo_path
+
+    @property
     def reply_dir(self) -> Path:
         return self.workdir
 

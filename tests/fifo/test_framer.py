@@ -72,7 +72,9 @@ CASES = [
     ("leading zero is invalid", b":r:[01]", [("parse", "r")]),
     ("bad escape is invalid", b':r:["\\x"]', [("parse", "r")]),
     ("unicode escape", b':r:["\\u00e9"]', [("req", "r", b'["\\u00e9"]')]),
-    ("raw control char in a string is invalid", b':r:["a\x01"]', [("parse", "r")]),
+    # as the MI core and cJSON: raw control characters inside strings are accepted
+    ("raw control chars in a string are framed", b':r:["a\x01\t\n"]',
+     [("req", "r", b'["a\x01\t\n"]')]),
 ]
 
 

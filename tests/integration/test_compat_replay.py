@@ -1,0 +1,119 @@
+"""Replays every compat/ transcript over a real HTTP socket and a real FIFO, against a real
+server process, byte for byte.
+
+Cases that define the same queues share one server; before each case the queues are
+drained, the statistics reset and the case's items added through `mq_add`, so each case
+starts from the state its transcript describes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from itertools import count
+from pathlib import Path
+
+import pytest
+
+from compat.transcripts import load_all
+from tests.fifo.fifoserver import call as fifo_call
+from tests.serverproc import ServerProcess
+
+CASES = load_all()
+_reply_names = count()
+
+
+def _queues_key(case) -> str:
+    return json.dumps(case.queues, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def servers():
+    """One running server per distinct queue set, started on first use."""
+    running: dict[str, ServerProcess] = {}
+
+    def get(case) -> ServerProcess:
+        key = _queues_key(case)
+        if key not in running:
+            workdir = Path(tempfile.mkdtemp(prefix="mqc", dir="/tmp"))
+            srv = ServerProcess(workdir=workdir, queues=case.queues, http_workers=1,
+                                extra={"fifo": {"path": str(workdir / "mi_fifo"),
+                                                "reply_dir": f"{workdir}/",
+                                                "idle_timeout": 0.2}})
+            running[key] = srv.start()
+        return running[key]
+
+    yield get
+    for srv in running.values():
+        rc = srv.stop()
+        log = srv.read_log()
+        shutil.rmtree(srv.workdir, ignore_errors=True)
+        assert rc == 0, log
+
+
+def prepare(srv: ServerProcess, case) -> None:
+    for q in case.queues:
+        srv.call("mq_fetch", {"name": q["name"], "limit": 2**31 - 1})
+    srv.call("reset_all_statistics", {})
+    for name, key, value in case.items:
+        assert srv.call("mq_add", [name, key, value])["result"] == "OK"
+
+
+def check(case, n, step, got: bytes | None) -> None:
+    want = step.reply if step.reply is not None else step.reply_pattern.pattern
+    assert step.matches(got), (
+        f"{case.source} step {n}\n  sent {step.request!r}\n  got  {got!r}\n  want {want!r}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_transcript_over_http(servers, case):
+    srv = servers(case)
+    prepare(srv, case)
+    for n, step in enumerate(case.steps, 1):
+        status, body = srv.post(step.request)
+        assert status == step.status, (case.name, n, body)
+        if step.status == 202:
+            assert body == b""
+        else:
+            check(case, n, step, body)
+
+
+def frames_as_one_fifo_request(request: bytes) -> bool:
+    """The FIFO frames `:name:` + an object or array; other JSON texts are -32700 there."""
+    return request.lstrip()[:1] in (b"{", b"[")
+
+
+def fifo_framed_prefix(request: bytes) -> bytes | None:
+    """On the FIFO byte stream a complete JSON value ends the request: bytes after it are the
+    start of the next request (here: garbage), not part of this one as over HTTP. Returns
+    the framed value when the request has such trailing bytes."""
+    text = request.decode("latin-1")
+    start = len(text) - len(text.lstrip())
+    try:
+        end = json.JSONDecoder(strict=False).raw_decode(text, start)[1]
+    except ValueError:
+        return None
+    return request[:end] if text[end:].strip() else None
+
+
+FIFO_PARSE_ERROR = b'{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}'
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_transcript_over_fifo(servers, case):
+    srv = servers(case)
+    prepare(srv, case)
+    for n, step in enumerate(case.steps, 1):
+        name = f"compat_{next(_reply_names)}"
+        got = fifo_call(srv, name, step.request)
+        assert got is not None, f"{case.name} step {n}: no reply within the timeout"
+        prefix = fifo_framed_prefix(step.request)
+        if not frames_as_one_fifo_request(step.request):
+            assert got.rstrip(b"\n") == FIFO_PARSE_ERROR
+        elif prefix is not None:
+            assert got.rstrip(b"\n") == srv.post(prefix)[1]
+        elif step.status == 202:
+            assert got == b""
+        else:
+            check(case, n, step, got.rstrip(b"\n"))
