@@ -10,6 +10,7 @@ from typing import Any
 
 from jsonrpcserver.result import Error, Result, Success
 
+from mi_server.engine import ArenaFull, UnknownQueue
 from mi_server.mi.context import MIContext
 from mi_server.mi.errors import bad_type
 from mi_server.mi.params import get_int, get_str
@@ -26,26 +27,11 @@ HELP_FETCH = (
 HELP_ADD = "Params: mqueue key value; Add a key-value pair to a memory queue."
 
 
-_engine_exc: tuple[type[Exception], type[Exception]] | None = None
-
-
-def _engine_errors() -> tuple[type[Exception], type[Exception]]:
-    """(UnknownQueue, ArenaFull), imported on first use so the MI core (and `which`, `help`)
-    loads without the engine package."""
-    global _engine_exc
-    if _engine_exc is None:
-        from mi_server.engine import ArenaFull, UnknownQueue
-
-        _engine_exc = (UnknownQueue, ArenaFull)
-    return _engine_exc
-
-
 def mq_get_size(ctx: MIContext, params: dict[str, Any]) -> Result:
     name = get_str(params, "name")
-    unknown, _ = _engine_errors()
     try:
         size = ctx.engine.size(name)
-    except unknown:
+    except UnknownQueue:
         return Error(*NO_SUCH_QUEUE)
     return Success({"Queue": {"name": name, "size": size}})
 
@@ -57,7 +43,6 @@ def mq_get_sizes(ctx: MIContext, params: dict[str, Any]) -> Result:
 
 def mq_fetch(ctx: MIContext, params: dict[str, Any]) -> Result:
     name = get_str(params, "name")
-    unknown, _ = _engine_errors()
     if "limit" in params:
         # Check order (OpenSIPS): name type, then limit, then the queue.
         limit = get_int(params, "limit")
@@ -66,12 +51,12 @@ def mq_fetch(ctx: MIContext, params: dict[str, Any]) -> Result:
             raise bad_type("limit")
         try:
             items = ctx.engine.fetch_many(name, limit)
-        except unknown:
+        except UnknownQueue:
             return Error(*NO_SUCH_QUEUE)
         return Success([{"key": k, "value": v} for k, v in items])
     try:
         item = ctx.engine.fetch(name)
-    except unknown:
+    except UnknownQueue:
         return Error(*NO_SUCH_QUEUE)
     if item is None:
         return Error(*EMPTY_QUEUE)
@@ -82,11 +67,10 @@ def mq_add(ctx: MIContext, params: dict[str, Any]) -> Result:
     name = get_str(params, "name")
     key = get_str(params, "key")
     value = get_str(params, "value")
-    unknown, full = _engine_errors()
     try:
         ctx.engine.add(name, key, value)
-    except unknown:
+    except UnknownQueue:
         return Error(*NO_SUCH_QUEUE)
-    except full:
+    except ArenaFull:
         return Error(*OUT_OF_MEMORY)
     return Success("OK")
