@@ -1,0 +1,112 @@
+"""MI over the FIFO: our server vs the Kamailio 5.6 peer, same client, interleaved.
+
+One command: starts both servers (ours from a temp config with a private FIFO and reply
+directory; the peer with ../shared/peers/kamailio/start.sh), prefills them, runs every case
+REPS times in the order ours, kamailio, ours, kamailio..., prints one table, stops both
+(also on Ctrl-C / errors).
+
+Client: the peer's bench_client.py `--transport fifo`; ours with `--fifo-dialect opensips`
+(`:reply_name:{json}`), Kamailio with `--fifo-dialect kamailio` (`"reply_name"` member).
+Cases: fetch / get_size of q1, a fresh reply FIFO per request (mkfifo + unlink, what
+opensips-cli and shell scripts do) and `--reuse-reply-fifo`, 1 and 4 client processes.
+See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    Results,
+    Servers,
+    apply_quick,
+    client_counts,
+    common_args,
+    run_bench_client,
+    shared_dir,
+)
+
+OPS = ("fetch", "get_size")
+MODES = ("fresh", "reuse")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_args(ap)
+    ap.add_argument("-n", type=int, default=5_000,
+                    help="requests per run (default %(default)s)")
+    ap.add_argument("--warmup", type=int, default=20,
+                    help="untimed requests per client before each run (default %(default)s)")
+    ap.add_argument("--modes", default="fresh,reuse",
+                    help="reply FIFO modes, comma separated (default %(default)s)")
+    args = ap.parse_args(argv)
+    apply_quick(args)
+    if args.quick:
+        args.n, args.warmup = 300, 5
+    return args
+
+
+def run_case(shared, srv, mode, op, c, args):
+    method = getattr(srv, "m_" + op)
+    if op == "fetch":
+        srv.refill("q1", max(args.prefill, args.n + c * args.warmup + 10))
+    flags = ["--transport", "fifo", "--fifo", srv.fifo, "--reply-dir", srv.reply_dir,
+             "--fifo-dialect", srv.fifo_dialect, "--method", method,
+             "--params", json.dumps(["q1"]), "-n", str(args.n), "-c", str(c),
+             "--warmup", str(args.warmup), "--server-pidfile", srv.pidfile]
+    if mode == "reuse":
+        flags.append("--reuse-reply-fifo")
+    return run_bench_client(shared, flags)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    shared = shared_dir(args.shared)
+    cases = [(f"fifo {mode} {op} c{c}", mode, op, c)
+             for mode in args.modes.split(",") if mode
+             for c in client_counts(args) for op in OPS]
+    if args.only:
+        cases = [k for k in cases if args.only in k[0]]
+    res = Results(args.json_out)
+    t0 = time.monotonic()
+    try:
+        with Servers(args, fifo=True) as sv:
+            for rep in range(1, args.reps + 1):
+                print(f"# repetition {rep}/{args.reps}", flush=True)
+                for name, mode, op, c in cases:
+                    for srv in sv.active:
+                        s = run_case(shared, srv, mode, op, c, args)
+                        res.add(name, srv.label, rep, s)
+                        res.line(name, srv.label, s)
+    except KeyboardInterrupt:
+        print("# interrupted; both servers stopped", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        print(f"error: {e}\n# both servers stopped", file=sys.stderr)
+        return 2
+    notes = [
+        f"{args.reps} interleaved run(s) per case (ours, kamailio, ours, ...); n={args.n} "
+        f"per run, warm-up {args.warmup} per client; Kamailio serves its FIFO from one "
+        "process (jsonrpcs), ours from its FIFO listener process.",
+        "`fresh`: a new reply FIFO per request (mkfifo, open, write the request, read to "
+        "EOF, unlink); `reuse`: one reply FIFO per client process (--reuse-reply-fifo).",
+        "CPU us/req = user+sys of the whole server process tree during the run "
+        "(warm-up included) / requests. Every number includes the client sharing the "
+        "same cores.",
+        "ratio columns: ours / kamailio (req/s: >1 means ours is faster; CPU: <1 means ours "
+        "uses less).",
+        f"total time {time.monotonic() - t0:.0f} s",
+    ]
+    return res.finish("MI over the FIFO: ours vs Kamailio 5.6", notes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
