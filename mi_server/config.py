@@ -24,7 +24,8 @@ from mi_server.storage.url import BadDbUrl, SqliteUrl, parse_db_url
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TOP_LEVEL_KEYS = ("db_url", "shm_size", "mqueue", "http", "fifo", "consumers", "log_level",
-                  "pid_file")
+                  "log_target", "pid_file", "state_dir")
+LOG_TARGETS = ("stderr", "syslog")
 _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)\s*\Z")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _HTTP_ROOT_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\Z")
@@ -78,7 +79,9 @@ class Config:
     fifo: FifoConfig | None = None
     consumers: list[ConsumerConfig] = field(default_factory=list)
     log_level: str = "info"
+    log_target: str = "stderr"  # or "syslog" (the local syslog daemon)
     pid_file: Path | None = None
+    state_dir: Path | None = None  # fallback files of failed saves; default: see runtime
 
 
 def parse_size(text: str | int) -> int:
@@ -148,7 +151,9 @@ class _Parser:
         cfg.fifo = self.section("fifo", data.get("fifo"), self.fifo)
         cfg.consumers = self.consumers(data.get("consumers"), {q.name for q in cfg.queues})
         cfg.log_level = self.log_level(data.get("log_level", "info"))
+        cfg.log_target = self.log_target(data.get("log_target", "stderr"))
         cfg.pid_file = self.path("pid_file", data.get("pid_file"), relative_to_base=True)
+        cfg.state_dir = self.path("state_dir", data.get("state_dir"), relative_to_base=True)
         if self.problems:
             raise ConfigError(self.problems)
         return cfg
@@ -232,6 +237,13 @@ class _Parser:
             return value.lower()
         self.problem("log_level", f"bad level {value!r} (expected one of: {', '.join(LOG_LEVELS)})")
         return "info"
+
+    def log_target(self, value: Any) -> str:
+        if value in LOG_TARGETS:
+            return value
+        self.problem("log_target",
+                     f"bad target {value!r} (expected one of: {', '.join(LOG_TARGETS)})")
+        return "stderr"
 
     # -- sections ---------------------------------------------------------------------
 

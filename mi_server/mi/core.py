@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _NO_ID = object()  # the request has no `id` member: a notification
 _ID_NULL = "null"
 _MEMBERS = ("jsonrpc", "method", "params", "id")
+_MEMBER_SET = frozenset(_MEMBERS)
 
 
 def error_text(code: int, message: str, data: Any, id_text: str) -> str:
@@ -62,8 +63,16 @@ def _id_text(id_value: Any) -> str:
 def _members(obj: JObject) -> dict[str, Any]:
     """The four top-level members, names matched case-insensitively, first duplicate wins
     (cJSON_GetObjectItem walks the members in order with strcasecmp)."""
-    found: dict[str, Any] = {}
-    for name, value in obj.pairs:
+    pairs = obj.pairs
+    # Fast path for what clients send: only the lower-case member names, each once.  Then
+    # no case folding or first-duplicate rule can change anything, and a C-built dict is
+    # the answer.  Anything else (an extra, duplicate or differently cased name) takes the
+    # exact walk below.
+    found = dict(pairs)
+    if len(found) == len(pairs) and found.keys() <= _MEMBER_SET:
+        return found
+    found = {}
+    for name, value in pairs:
         # ASCII-only folding, like strcasecmp: 'İd'.lower() must not become 'id'.
         key = name.lower() if name.isascii() else name
         if key in _MEMBERS and key not in found:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 INT_MAX = 2147483647
@@ -36,13 +37,37 @@ def _reject_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(
     object_pairs_hook=JObject, parse_constant=_reject_constant, strict=False
 )
-_decode = _decoder.decode
+# The C scanner itself: JSONDecoder.decode wraps it in two regex calls and a method call,
+# about as costly again as scanning a small request.
+_scan_once = _decoder.scan_once
+_WS = " \t\n\r"  # JSON whitespace, the same set JSONDecoder.decode skips
 
-# Compact, raw UTF-8, exactly cJSON's escapes: \" \\ \b \f \n \r \t, other < 0x20 as \u00xx
-# (lowercase hex), nothing else escaped. allow_nan=False: a non-finite float is a bug.
-encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
-).encode
+
+def _make_encoder() -> Callable[[Any], str]:
+    r"""Compact, raw UTF-8, exactly cJSON's escapes: \" \\ \b \f \n \r \t, other < 0x20 as
+    \u00xx (lowercase hex), nothing else escaped.  allow_nan=False: a non-finite float is a
+    bug.  The C encoder is built once here instead of on every JSONEncoder.encode call;
+    the output is the same (JSONEncoder.encode builds this very encoder for each call)."""
+    py = json.JSONEncoder(
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+    )
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no _json accelerator: the stdlib's own (slower) path
+        return py.encode
+    chunks = make(None, py.default, json.encoder.encode_basestring, None,
+                  py.key_separator, py.item_separator, False, False, False)
+    string = json.encoder.encode_basestring
+    join = "".join
+
+    def encode(value: Any) -> str:
+        if type(value) is str:
+            return string(value)
+        return join(chunks(value, 0))
+
+    return encode
+
+
+encode = _make_encoder()
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -55,9 +80,15 @@ def parse(data: bytes) -> Any:
     """Decode one JSON value; objects become JObject. Raises ParseError."""
     try:
         # Decoded strictly ourselves: json.loads(bytes) would guess UTF-16/32 from the bytes.
-        return _decode(data.decode("utf-8"))
+        text = data.decode("utf-8").strip(_WS)
+        value, end = _scan_once(text, 0)
+    except StopIteration:  # no JSON value at the start (empty input included)
+        raise ParseError("Expecting value") from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ParseError(str(exc)) from None
+    if end != len(text):
+        raise ParseError(f"Extra data at {end}")
+    return value
 
 
 def to_bytes(text: str) -> bytes:

@@ -22,6 +22,10 @@ class Storage:
     """One database; subclasses say how to connect and how their SQL is spelled."""
 
     placeholder = "?"
+    # An embedded database belongs to this server alone, so the server creates the tables
+    # of its dbmode queues at start; a shared one (MySQL) is provisioned by its operator,
+    # as OpenSIPS expects (`mi-server -c FILE --create-tables` does it on request).
+    creates_tables_at_start = False
     db_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, fallback_dir: Path) -> None:

@@ -10,6 +10,7 @@ from mi_server.storage.base import Storage
 
 class SqliteStorage(Storage):
     db_errors = (sqlite3.Error,)
+    creates_tables_at_start = True
 
     def __init__(self, path: Path, fallback_dir: Path) -> None:
         super().__init__(fallback_dir)

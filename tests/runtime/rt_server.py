@@ -13,11 +13,14 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -128,6 +131,8 @@ class Server:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # A killed supervisor cannot unlink its arena: do it for it (64 MB of /dev/shm).
+        Path(f"/dev/shm/mqueue-mi-{self.proc.pid}").unlink(missing_ok=True)
 
     def stderr(self) -> str:
         try:
@@ -270,3 +275,77 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# ---- database helpers -------------------------------------------------------------------
+
+class Db:
+    """Direct SQL on the test database, to prepare and inspect queue tables."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.tables: list[str] = []
+
+    def table_name(self) -> str:
+        name = f"rt_{uuid.uuid4().hex[:12]}"
+        self.tables.append(name)
+        return name
+
+    def connect(self) -> Any:
+        if self.url.startswith("sqlite://"):
+            path = self.url[len("sqlite://"):]
+            return sqlite3.connect(path)
+        import pymysql
+
+        p = urlsplit(self.url)
+        return pymysql.connect(host=p.hostname, port=p.port or 3306, user=unquote(p.username or ""),
+                               password=unquote(p.password or ""), database=p.path.lstrip("/"),
+                               autocommit=True)
+
+    def q(self, name: str) -> str:
+        return f'"{name}"' if self.url.startswith("sqlite://") else f"`{name}`"
+
+    def execute(self, sql: str, args: Any = ()) -> list[tuple]:
+        sql = sql if self.url.startswith("sqlite://") else sql.replace("?", "%s")
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, args)
+            rows = list(cur.fetchall())
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def create(self, name: str | None = None) -> str:
+        name = name or self.table_name()
+        from mi_server.storage import open_storage
+
+        assert open_storage(self.url).create_table(name)
+        return name
+
+    def insert(self, table: str, rows: list[tuple[str, str]]) -> None:
+        for key, val in rows:
+            self.execute(f"INSERT INTO {self.q(table)} ({self.q('key')}, {self.q('val')}) "
+                         "VALUES (?, ?)", (key, val))
+
+    def rows(self, table: str) -> list[tuple[str, str]]:
+        got = self.execute(f"SELECT {self.q('key')}, {self.q('val')} FROM {self.q(table)} "
+                           f"ORDER BY {self.q('id')}")
+        return [(k, v) for k, v in got]
+
+    def drop_all(self) -> None:
+        for name in self.tables:
+            try:
+                self.execute(f"DROP TABLE IF EXISTS {self.q(name)}")
+            except Exception:  # noqa: BLE001 - cleanup of a database that may be gone
+                pass
+
+
+def closed_port_mysql_url() -> str:
+    """A MySQL URL nothing answers on: the database is 'down'."""
+    return f"mysql://root@127.0.0.1:{free_port()}/test"
+
+
+def shm_exists(pid: int) -> bool:
+    return Path(f"/dev/shm/mqueue-mi-{pid}").exists()

@@ -39,6 +39,22 @@ class ListEngine:
         self.items.append((key, value))
 
 
+_forked: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left_behind():
+    """A test that fails half-way must not leave its consumer running."""
+    yield
+    while _forked:
+        pid = _forked.pop()
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
 def fork(body: Callable[[], None], stderr: Path) -> int:
     """Run `body` in a child whose stderr (and log) go to `stderr`; exit 0 unless it raises."""
     pid = os.fork()
@@ -47,6 +63,7 @@ def fork(body: Callable[[], None], stderr: Path) -> int:
         try:
             fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             os.dup2(fd, 2)
+            sys.stderr = os.fdopen(2, "w", buffering=1)  # pytest replaced sys.stderr
             setup_logging("info")
             body()
         except BaseException:
@@ -56,6 +73,7 @@ def fork(body: Callable[[], None], stderr: Path) -> int:
             code = 1
         finally:
             os._exit(code)
+    _forked.append(pid)
     return pid
 
 
@@ -64,6 +82,10 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def lines(path: Path) -> list[str]:
@@ -115,7 +137,7 @@ def test_a_command_exiting_non_zero_is_a_failure(tmp_path):
     handler = resolve_handler("false", "q")
     engine = ListEngine([("k", "v")])
     pid = fork(lambda: run_consumer(engine, "q", handler, 0.05, 10, "c"), err)
-    wait_until(lambda: "exited with status 1" in err.read_text(), "the failure log line")
+    wait_until(lambda: "exited with status 1" in text(err), "the failure log line")
     assert stop(pid) == 0
     assert "key='k'" in err.read_text()
 
@@ -154,9 +176,13 @@ def test_an_empty_queue_sleep_is_cut_short_by_sigterm(tmp_path):
     err = tmp_path / "err.log"
     ready = tmp_path / "ready"
 
+    class Empty(ListEngine):
+        def fetch_many(self, queue: str, limit: int) -> list[tuple[str, str]]:
+            ready.touch()  # the loop runs: its signal handlers are in place
+            return []
+
     def body() -> None:
-        ready.touch()
-        run_consumer(ListEngine([]), "q", lambda k, v: None, 3600.0, 10, "c")
+        run_consumer(Empty([]), "q", lambda k, v: None, 3600.0, 10, "c")
 
     pid = fork(body, err)
     wait_until(ready.exists, "the consumer to start")

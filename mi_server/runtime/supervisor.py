@@ -1,0 +1,428 @@
+"""The supervisor: one server instance, like an OpenSIPS attendant process.
+
+It owns processes and signals, nothing else:
+1. set-up, before any fork, so that a mistake fails fast with one clear line and exit 1:
+   bind HTTP, create the FIFO, resolve consumer handlers, create the shared arena, load
+   the dbmode queues that load at start, write the pid file;
+2. fork the HTTP workers, the FIFO listener and the consumers (os.fork: the arena mapping
+   and the listening socket are inherited as they are);
+3. supervise: restart a child that dies, with back-off, and keep the `ps` table current;
+4. on SIGTERM/SIGINT/SIGHUP stop in order: the transports (they finish in-flight
+   requests), then the consumers (they finish the item in hand), SIGKILL whatever is
+   still there after a grace period, save the dbmode queues, remove the FIFO, unlink the
+   arena, remove the pid file, exit 0.
+
+The supervisor keeps its stop signals and SIGCHLD blocked and takes them with
+sigtimedwait, so no handler ever runs in the middle of the save: a second SIGTERM during
+shutdown simply stays pending and is dropped at exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mi_server.runtime import persistence
+from mi_server.runtime.backoff import Backoff
+from mi_server.runtime.consumers import Handler, HandlerError, resolve_handler, run_consumer
+from mi_server.runtime.osproc import set_parent_death_signal, set_process_title
+from mi_server.runtime.pidfile import remove_pid_file, write_pid_file
+from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+WAITED_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
+STOP_GRACE = 5.0  # seconds each group of children gets to finish before SIGKILL
+IDLE_WAKEUP = 1.0  # the supervise loop looks around at least this often
+SHM_DIR = Path("/dev/shm")
+
+
+class StartupError(Exception):
+    """Set-up failed; the message is the one line the user sees."""
+
+
+@dataclass
+class ChildSpec:
+    """One supervised process: its `ps` row, its short title, what it runs."""
+
+    id: int
+    type: str  # the `ps` description, e.g. "HTTP worker 1"
+    title: str  # the kernel's 15-character process name, e.g. "mi-http-1"
+    run: Callable[[], None]
+    consumer: bool = False  # consumers stop after the transports
+    accepts_http: bool = False  # only HTTP workers keep the listening socket
+
+
+@dataclass
+class Slot:
+    """A ChildSpec and the state of its current incarnation."""
+
+    spec: ChildSpec
+    pid: int = 0  # 0 while not running
+    started: float = 0.0  # monotonic time of the last fork
+    restart_at: float | None = None  # monotonic time of a pending restart
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+def run_server(cfg: Any, argv: list[str]) -> int:
+    """Run one server instance in the foreground until it is told to stop; the exit code."""
+    from mi_server.runtime.logsetup import setup_logging
+
+    setup_logging(cfg.log_level, cfg.log_target)
+    return Supervisor(cfg, argv).run()
+
+
+class Supervisor:
+    def __init__(self, cfg: Any, argv: list[str]) -> None:
+        self.cfg = cfg
+        self.argv = list(argv)
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.sock: Any = None
+        self.fifo_created = False
+        self.arena: Any = None
+        self.runtime_dir: Path | None = None
+        self.table_path: Path | None = None
+        self.pid_written = False
+        self.handlers: dict[str, Handler] = {}
+        self.slots: list[Slot] = []
+        self.by_pid: dict[int, Slot] = {}
+        self.old_mask: set[signal.Signals] = set()
+
+    # ---- the whole life --------------------------------------------------------------
+
+    def run(self) -> int:
+        # Blocked from the very start: a SIGTERM during set-up waits for the main loop.
+        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
+        # A handler (not SIG_DFL) so that SIGCHLD is never discarded while blocked.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        loaded: list[str] = []
+        try:
+            self._set_up(loaded)
+        except StartupError as exc:
+            log.error("%s", exc)
+            self._give_back(loaded)
+            self._clean_up()
+            return 1
+        log.info("started: %s", self._summary())
+        for slot in self.slots:
+            self._spawn(slot)
+        why = self._supervise()
+        log.info("stopping (%s)", why)
+        return self._shut_down()
+
+    # ---- set-up (no fork yet) --------------------------------------------------------
+
+    def _set_up(self, loaded: list[str]) -> None:
+        cfg = self.cfg
+        if cfg.http is not None:
+            self.sock = _attempt(lambda: _bind(cfg.http),
+                                 f"cannot listen on {cfg.http.host}:{cfg.http.port}")
+        if cfg.fifo is not None:
+            _attempt(lambda: _create_fifo(cfg.fifo), f"cannot create the FIFO {cfg.fifo.path}")
+            self.fifo_created = True
+        for consumer in cfg.consumers:
+            if consumer.handler not in self.handlers:
+                try:
+                    self.handlers[consumer.handler] = resolve_handler(consumer.handler,
+                                                                      consumer.queue)
+                except HandlerError as exc:
+                    raise StartupError(str(exc)) from None
+        self.arena = _attempt(self._create_arena, "cannot create the shared memory arena")
+        try:
+            persistence.load_queues(self.arena, cfg, loaded)
+            persistence.check_save_tables(cfg)
+        except persistence.LoadFailed as exc:
+            raise StartupError(str(exc)) from None
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix=f"mqueue-mi-{self.pid}-"))
+        self.table_path = self.runtime_dir / "processes.json"
+        if cfg.pid_file is not None:
+            _attempt(lambda: write_pid_file(Path(cfg.pid_file)),
+                     f"cannot write the pid file {cfg.pid_file}")
+            self.pid_written = True
+        self.slots = [Slot(spec) for spec in self._child_specs()]
+        self._write_table()
+
+    def _create_arena(self) -> Any:
+        from mi_server.engine import Arena
+
+        name = f"mqueue-mi-{self.pid}"
+        # The name carries our own pid, so a file by that name can only be left over
+        # from a dead instance that had the same pid: take its place.
+        (SHM_DIR / name).unlink(missing_ok=True)
+        return Arena.create(name, self.cfg.shm_size, self.cfg.queues)
+
+    def _child_specs(self) -> list[ChildSpec]:
+        cfg = self.cfg
+        specs: list[ChildSpec] = []
+        next_id = 1  # 0 is the attendant (this process)
+        if cfg.http is not None:
+            for n in range(1, cfg.http.workers + 1):
+                specs.append(ChildSpec(next_id, f"HTTP worker {n}", f"mi-http-{n}",
+                                       self._http_worker, accepts_http=True))
+                next_id += 1
+        if cfg.fifo is not None:
+            specs.append(ChildSpec(next_id, "MI FIFO", "mi-fifo", self._fifo_listener))
+            next_id += 1
+        for consumer in cfg.consumers:
+            for n in range(1, consumer.processes + 1):
+                name = f"consumer {consumer.queue} #{n}"
+                specs.append(ChildSpec(next_id, name, f"mi-c-{consumer.queue}"[:13] + f"-{n}",
+                                       _consumer_target(self.arena, consumer,
+                                                        self.handlers[consumer.handler], name),
+                                       consumer=True))
+                next_id += 1
+        return specs
+
+    def _summary(self) -> str:
+        cfg = self.cfg
+        parts = [f"{len(cfg.queues)} queue(s)"]
+        if cfg.http is not None:
+            parts.append(f"HTTP {cfg.http.host}:{cfg.http.port}/{cfg.http.root} "
+                         f"({cfg.http.workers} worker(s))")
+        if cfg.fifo is not None:
+            parts.append(f"FIFO {cfg.fifo.path}")
+        n = sum(c.processes for c in cfg.consumers)
+        if n:
+            parts.append(f"{n} consumer process(es)")
+        return ", ".join(parts)
+
+    # ---- what the children run -------------------------------------------------------
+
+    def _core(self) -> Any:
+        """The MI core of one child process, answering over this server's arena."""
+        from mi_server.mi import build_core
+        from mi_server.mi.context import MIContext
+
+        ctx = MIContext(engine=self.arena, started=self.started, argv=self.argv,
+                        processes=self._processes, stop=self._request_stop)
+        return build_core(ctx)
+
+    def _processes(self) -> list[Any]:
+        from mi_server.mi.context import ProcessInfo
+
+        assert self.table_path is not None
+        return [ProcessInfo(e.id, e.pid, e.type) for e in read_table(self.table_path)]
+
+    def _request_stop(self) -> None:
+        """MI `kill`: the supervisor stops everything as on SIGTERM."""
+        os.kill(self.pid, signal.SIGTERM)
+
+    def _http_worker(self) -> None:
+        from mi_server.http import run_worker
+
+        run_worker(self.sock, self._core().handle, self.cfg.http)
+
+    def _fifo_listener(self) -> None:
+        from mi_fifo import run_listener
+
+        run_listener(self.cfg.fifo, self._core().handle)
+
+    # ---- processes -------------------------------------------------------------------
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.restart_at = None
+        pid = os.fork()
+        if pid == 0:
+            self._child(slot.spec)  # never returns
+        slot.pid, slot.started = pid, time.monotonic()
+        self.by_pid[pid] = slot
+        self._write_table()
+        log.debug("%s started, pid %d", slot.spec.type, pid)
+
+    def _child(self, spec: ChildSpec) -> None:
+        """In the forked child: reset what belongs to the supervisor, run, never return."""
+        code = 0
+        try:
+            for sig in WAITED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
+            set_parent_death_signal(signal.SIGTERM)
+            if os.getppid() != self.pid:  # the supervisor died before the line above
+                os._exit(0)
+            set_process_title(spec.title)
+            if self.sock is not None and not spec.accepts_http:
+                self.sock.close()
+            spec.run()
+        except BaseException:  # whatever happens, the child must not return into the loop
+            log.exception("%s (pid %d) failed", spec.type, os.getpid())
+            code = 1
+        finally:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(code)
+
+    def _supervise(self) -> str:
+        """Reap, restart, wait; returns the name of the signal that asked to stop."""
+        while True:
+            self._reap(restart=True)
+            now = time.monotonic()
+            pending = [s for s in self.slots if s.restart_at is not None]
+            for slot in pending:
+                if slot.restart_at is not None and slot.restart_at <= now:
+                    log.info("restarting %s", slot.spec.type)
+                    self._spawn(slot)
+            due = [s.restart_at for s in self.slots if s.restart_at is not None]
+            timeout = max(0.0, min([IDLE_WAKEUP, *(t - now for t in due)]))
+            info = signal.sigtimedwait(WAITED_SIGNALS, timeout)
+            if info is not None and info.si_signo in STOP_SIGNALS:
+                return signal.Signals(info.si_signo).name
+
+    def _reap(self, restart: bool) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = self.by_pid.pop(pid, None)
+            if slot is None:
+                continue
+            slot.pid = 0
+            how = _describe_status(status)
+            if not restart:
+                log.debug("%s (pid %d) %s", slot.spec.type, pid, how)
+                continue
+            delay = slot.backoff.next_delay(time.monotonic() - slot.started)
+            slot.restart_at = time.monotonic() + delay
+            log.warning("%s (pid %d) %s; restarting in %.1f s", slot.spec.type, pid, how, delay)
+            self._write_table()
+
+    def _write_table(self) -> None:
+        if self.table_path is None:
+            return
+        rows = [ProcessEntry(0, self.pid, "attendant")]
+        rows += [ProcessEntry(s.spec.id, s.pid, s.spec.type) for s in self.slots if s.pid]
+        write_table(self.table_path, rows)
+
+    # ---- stopping --------------------------------------------------------------------
+
+    def _shut_down(self) -> int:
+        for slot in self.slots:
+            slot.restart_at = None
+        # Transports first: no new request is taken once the consumers begin to stop.
+        self._stop_group([s for s in self.slots if not s.spec.consumer])
+        self._stop_group([s for s in self.slots if s.spec.consumer])
+        saved = persistence.save_queues(self.arena, self.cfg)
+        self._clean_up()
+        log.info("stopped")
+        return 0 if saved else 1
+
+    def _stop_group(self, slots: list[Slot]) -> None:
+        """SIGTERM, wait up to STOP_GRACE, then SIGKILL whatever is left, and reap it."""
+        live = [s for s in slots if s.pid]
+        for slot in live:
+            _signal(slot.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while any(s.pid for s in live):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            signal.sigtimedwait({signal.SIGCHLD}, min(left, IDLE_WAKEUP))
+            self._reap(restart=False)
+        for slot in live:
+            if slot.pid:
+                log.warning("%s (pid %d) did not stop in %.0f s: killed", slot.spec.type,
+                            slot.pid, STOP_GRACE)
+                _signal(slot.pid, signal.SIGKILL)
+                try:
+                    os.waitpid(slot.pid, 0)
+                except ChildProcessError:
+                    pass
+                self.by_pid.pop(slot.pid, None)
+                slot.pid = 0
+
+    def _give_back(self, loaded: list[str]) -> None:
+        """Set-up failed after some queues were loaded (their rows deleted): save them back."""
+        if loaded and self.arena is not None:
+            persistence.save_queues(self.arena, self.cfg, loaded)
+
+    def _clean_up(self) -> None:
+        """Undo every piece of set-up that happened; safe to call after a partial set-up."""
+        if self.fifo_created:
+            from mi_fifo import remove_fifo
+
+            _quietly(lambda: remove_fifo(self.cfg.fifo), "removing the FIFO")
+        if self.sock is not None:
+            self.sock.close()
+        if self.arena is not None:
+            _quietly(self.arena.unlink, "unlinking the arena")
+            _quietly(self.arena.close, "closing the arena")
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self.pid_written:
+            remove_pid_file(Path(self.cfg.pid_file))
+
+
+def _consumer_target(arena: Any, consumer: Any, handler: Handler, name: str
+                     ) -> Callable[[], None]:
+    def run() -> None:
+        run_consumer(arena, consumer.queue, handler, consumer.interval, consumer.batch, name)
+
+    return run
+
+
+def _bind(http_cfg: Any) -> Any:
+    from mi_server.http import bind
+
+    return bind(http_cfg)
+
+
+def _create_fifo(fifo_cfg: Any) -> None:
+    from mi_fifo import create_fifo
+
+    create_fifo(fifo_cfg)
+
+
+def _attempt(action: Callable[[], Any], what: str) -> Any:
+    """Run one set-up step; any failure becomes a StartupError naming the step."""
+    try:
+        return action()
+    except StartupError:
+        raise
+    except Exception as exc:
+        raise StartupError(_one_line(exc, what)) from None
+
+
+def _one_line(exc: BaseException, what: str) -> str:
+    """The user's line for a failed step. The parts' own errors (BindError, FifoError...)
+    already say what failed, so they stand alone; a bare OSError gets `what` in front."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    if type(exc).__module__ != "builtins":
+        return text
+    return f"{what}: {text}"
+
+
+def _quietly(action: Callable[[], Any], what: str) -> None:
+    try:
+        action()
+    except Exception as exc:  # clean-up goes on with the next step regardless
+        log.warning("%s: %s", what, exc)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe_status(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"

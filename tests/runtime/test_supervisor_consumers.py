@@ -1,0 +1,66 @@
+"""Consumer processes inside the real server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+HANDLER = "mi_server.runtime.example_handlers:append_to_file"
+
+
+def handled(path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_pool_of_three_handles_each_item_exactly_once(servers, short_tmp):
+    out = short_tmp / "out.jsonl"
+    s = servers(consumers=[{"queue": "q1", "processes": 3, "batch": 5, "interval": 0.05,
+                            "handler": HANDLER}],
+                env={"MQ_EXAMPLE_FILE": str(out)}).start()
+    n = 300
+    for i in range(n):
+        s.add("q1", f"k{i}", f"v{i}")
+    deadline = time.monotonic() + 20
+    while len(handled(out)) < n:
+        assert time.monotonic() < deadline, f"only {len(handled(out))} of {n} handled"
+        time.sleep(0.05)
+    assert s.mi("mq_get_size", {"name": "q1"})["Queue"]["size"] == 0
+    assert s.stop() == 0
+    items = handled(out)
+    assert len(items) == n  # nothing handled twice, even after the wait
+    assert sorted((i["key"], i["value"]) for i in items) == sorted(
+        (f"k{i}", f"v{i}") for i in range(n))
+    consumer_pids = {i["pid"] for i in items}
+    assert consumer_pids and s.proc.pid not in consumer_pids
+
+
+def test_a_failing_item_is_logged_and_the_next_one_is_handled(servers, short_tmp):
+    out = short_tmp / "out.jsonl"
+    s = servers(consumers=[{"queue": "q1", "handler":
+                            "mi_server.runtime.example_handlers:fail_on_bad"}],
+                env={"MQ_EXAMPLE_FILE": str(out)}).start()
+    s.add("q1", "bad", "boom")
+    s.add("q1", "good", "fine")
+    deadline = time.monotonic() + 10
+    while not any(i["key"] == "good" for i in handled(out)):
+        assert time.monotonic() < deadline, "the item after the failing one was not handled"
+        time.sleep(0.05)
+    assert s.stop() == 0
+    assert [i["key"] for i in handled(out)] == ["good"]
+    assert "handler failed for queue='q1' key='bad' value='boom'" in s.stderr()
+    assert "restarting" not in s.stderr()  # the consumer did not die
+
+
+def test_a_command_line_consumer_sees_the_item_in_its_environment(servers, short_tmp):
+    out = short_tmp / "out.txt"
+    handler = f"sh -c 'echo \"$MQ_QUEUE $MQ_KEY $MQ_VALUE\" >> {out}'"
+    s = servers(consumers=[{"queue": "q2", "handler": handler}]).start()
+    s.add("q2", "key1", "value one")
+    deadline = time.monotonic() + 10
+    while not (out.exists() and out.read_text()):
+        assert time.monotonic() < deadline, "the command never ran"
+        time.sleep(0.05)
+    assert s.stop() == 0
+    assert out.read_text() == "q2 key1 value one\n"

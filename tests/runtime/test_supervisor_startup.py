@@ -1,0 +1,115 @@
+"""Start-up failures: exit 1 with one clear stderr line, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from tests.runtime.rt_server import Db, closed_port_mysql_url, shm_exists
+
+
+def failed_start(server, errors_only: bool = False) -> str:
+    """Run the server, expect exit 1, return its single stderr line (the single ERROR
+    line with `errors_only`, for a start that got far enough to log progress)."""
+    proc = server.launch()
+    try:
+        code = proc.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise AssertionError("the server started instead of failing") from None
+    err = server.stderr()
+    assert code == 1, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    if errors_only:
+        lines = [line for line in lines if " ERROR: " in line]
+    assert len(lines) == 1, err
+    assert not shm_exists(proc.pid)
+    assert not server.pid_file.exists()
+    return lines[0]
+
+
+def test_port_already_taken(servers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = failed_start(servers(port=port))
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "already in use" in line
+
+
+def test_fifo_directory_missing(servers, short_tmp):
+    s = servers()
+    s.config["fifo"]["path"] = str(short_tmp / "no_such_dir" / "fifo")
+    line = failed_start(s)
+    assert str(short_tmp / "no_such_dir" / "fifo") in line
+
+
+def test_database_down_for_a_queue_that_loads(servers):
+    s = servers(queues=["name=q1;dbmode=1"], db_url=closed_port_mysql_url())
+    line = failed_start(s)
+    assert "cannot load queue 'q1'" in line and "connect" in line
+    assert not s.fifo_path.exists()  # created before the load, removed again
+
+
+@pytest.fixture
+def mysql_db(mysql_url):
+    database = Db(mysql_url)
+    yield database
+    database.drop_all()
+
+
+def test_missing_mysql_table_for_a_queue_that_loads(servers, mysql_db):
+    name = mysql_db.table_name()  # never created
+    s = servers(queues=[f"name={name};dbmode=3"], db_url=mysql_db.url)
+    line = failed_start(s)
+    assert f"cannot load queue '{name}'" in line and "does not exist" in line
+
+
+def test_missing_mysql_table_for_a_queue_that_only_saves(servers, mysql_db):
+    name = mysql_db.table_name()
+    s = servers(queues=[f"name={name};dbmode=2"], db_url=mysql_db.url)
+    line = failed_start(s)
+    assert f"queue '{name}' saves at stop but its table does not exist" in line
+
+
+def test_embedded_sqlite_tables_are_created_at_start(servers, short_tmp):
+    url = f"sqlite://{short_tmp}/fresh.db"
+    with servers(queues=["name=qa;dbmode=1", "name=qb;dbmode=2", "name=qc;dbmode=3"],
+                 db_url=url) as s:
+        s.add("qb", "k", "v")
+        assert s.stop() == 0, s.stderr()
+    db = Db(url)
+    assert sorted(r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'q_'")) == [
+        "qa", "qb", "qc"]
+    assert db.rows("qb") == [("k", "v")]
+
+
+@pytest.mark.parametrize("handler, message", [
+    ("no_such_module_xyz:go", "cannot import 'no_such_module_xyz'"),
+    ("/no/such/program", "command not found"),
+])
+def test_unusable_consumer_handler(servers, handler, message):
+    s = servers(consumers=[{"queue": "q1", "handler": handler}])
+    line = failed_start(s)
+    assert f"consumer for queue 'q1': handler '{handler}'" in line and message in line
+
+
+def test_a_failed_later_load_gives_the_earlier_queue_back(servers, db):
+    """q_a loads (its rows are deleted), then q_b fails: q_a's items go back to its table."""
+    a = db.create()
+    db.insert(a, [("k1", "v1"), ("k2", "v2")])
+    bad = db.table_name()  # a table whose row cannot load: a NULL value
+    id_type = ("INTEGER PRIMARY KEY AUTOINCREMENT" if db.url.startswith("sqlite")
+               else "INT AUTO_INCREMENT PRIMARY KEY")
+    db.execute(f"CREATE TABLE {db.q(bad)} ({db.q('id')} {id_type}, {db.q('key')} TEXT, "
+               f"{db.q('val')} TEXT)")
+    db.execute(f"INSERT INTO {db.q(bad)} ({db.q('key')}, {db.q('val')}) VALUES ('k', NULL)")
+    s = servers(queues=[f"name={a};dbmode=1", f"name={bad};dbmode=1"], db_url=db.url)
+    line = failed_start(s, errors_only=True)
+    assert f"cannot load queue '{bad}'" in line and "NULL" in line
+    assert db.rows(a) == [("k1", "v1"), ("k2", "v2")]
