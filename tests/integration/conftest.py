@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import Server, free_port
 
 QUEUES = [
     "name=cli_q;size=0",
@@ -26,9 +26,10 @@ QUEUES = [
 @pytest.fixture(scope="module")
 def server():
     workdir = Path(tempfile.mkdtemp(prefix="mqi", dir="/tmp"))
-    srv = ServerProcess(workdir=workdir, queues=QUEUES).start()
+    srv = Server(workdir, free_port(), queues=QUEUES).start()
     yield srv
     rc = srv.stop()
-    log = srv.read_log()
+    log = srv.stderr()
+    srv.kill()
     shutil.rmtree(workdir, ignore_errors=True)
     assert rc == 0, log

@@ -78,7 +78,7 @@ def shell_request(server, name: str, request: str) -> str:
 
 
 def test_plain_shell_fifo_client_gets_the_exact_reply(server):
-    server.call("mq_add", ["sh_q", "key \"q\"", "tab\there"])
+    server.request("mq_add", ["sh_q", "key \"q\"", "tab\there"])
     out = shell_request(server, "shell_reply_1",
                         '{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"sh_q"},"id":"x"}')
     assert out.rstrip("\n") == (
@@ -87,7 +87,7 @@ def test_plain_shell_fifo_client_gets_the_exact_reply(server):
 
 def test_eight_concurrent_shell_clients_each_get_their_own_reply(server):
     for i in range(8):
-        server.call("mq_add", ["conc_q", f"k{i}", f"v{i}"])
+        server.request("mq_add", ["conc_q", f"k{i}", f"v{i}"])
 
     def one(i: int) -> dict:
         out = shell_request(
@@ -101,4 +101,4 @@ def test_eight_concurrent_shell_clients_each_get_their_own_reply(server):
     assert [r["id"] for r in replies] == list(range(8))
     keys = sorted(r["result"]["Item"]["key"] for r in replies)
     assert keys == [f"k{i}" for i in range(8)]
-    assert server.call("mq_get_size", ["conc_q"])["result"]["Queue"]["size"] == 0
+    assert server.request("mq_get_size", ["conc_q"])["result"]["Queue"]["size"] == 0

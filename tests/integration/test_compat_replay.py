@@ -18,7 +18,7 @@ import pytest
 
 from compat.transcripts import load_all
 from tests.fifo.fifoserver import call as fifo_call
-from tests.serverproc import ServerProcess
+from tests.serverproc import Server, free_port
 
 CASES = load_all()
 _reply_names = count()
@@ -31,33 +31,33 @@ def _queues_key(case) -> str:
 @pytest.fixture(scope="module")
 def servers():
     """One running server per distinct queue set, started on first use."""
-    running: dict[str, ServerProcess] = {}
+    running: dict[str, Server] = {}
 
-    def get(case) -> ServerProcess:
+    def get(case) -> Server:
         key = _queues_key(case)
         if key not in running:
             workdir = Path(tempfile.mkdtemp(prefix="mqc", dir="/tmp"))
-            srv = ServerProcess(workdir=workdir, queues=case.queues, http_workers=1,
-                                extra={"fifo": {"path": str(workdir / "mi_fifo"),
-                                                "reply_dir": f"{workdir}/",
-                                                "idle_timeout": 0.2}})
+            srv = Server(workdir, free_port(), queues=case.queues, workers=1,
+                         extra={"fifo": {"path": str(workdir / "mi_fifo"),
+                                         "reply_dir": f"{workdir}/", "idle_timeout": 0.2}})
             running[key] = srv.start()
         return running[key]
 
     yield get
     for srv in running.values():
         rc = srv.stop()
-        log = srv.read_log()
-        shutil.rmtree(srv.workdir, ignore_errors=True)
+        log = srv.stderr()
+        srv.kill()
+        shutil.rmtree(srv.dir, ignore_errors=True)
         assert rc == 0, log
 
 
-def prepare(srv: ServerProcess, case) -> None:
+def prepare(srv: Server, case) -> None:
     for q in case.queues:
-        srv.call("mq_fetch", {"name": q["name"], "limit": 2**31 - 1})
-    srv.call("reset_all_statistics", {})
+        srv.request("mq_fetch", {"name": q["name"], "limit": 2**31 - 1})
+    srv.request("reset_all_statistics", {})
     for name, key, value in case.items:
-        assert srv.call("mq_add", [name, key, value])["result"] == "OK"
+        assert srv.request("mq_add", [name, key, value])["result"] == "OK"
 
 
 def check(case, n, step, got: bytes | None) -> None:

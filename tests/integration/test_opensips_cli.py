@@ -53,7 +53,7 @@ def test_mq_get_sizes_lists_every_queue_in_reverse_definition_order(server, tran
 def test_mq_get_size_and_fetch_one_item(server, transport):
     q = "cli_q"
     for i in range(2):
-        server.call("mq_add", {"name": q, "key": f"{transport}k{i}", "value": f"v{i}"})
+        server.request("mq_add", {"name": q, "key": f"{transport}k{i}", "value": f"v{i}"})
     run = cli(server, transport, "mq_get_size", q)
     assert (run.returncode, run.stdout) == (0, pretty({"Queue": {"name": q, "size": 2}}))
     run = cli(server, transport, "mq_fetch", q)
@@ -67,7 +67,7 @@ def test_mq_get_size_and_fetch_one_item(server, transport):
 def test_mq_fetch_with_positional_limit_given_as_string(server, transport):
     q = "cli_limit"
     for i in range(7):
-        server.call("mq_add", [q, f"k{i}", f"v{i}"])
+        server.request("mq_add", [q, f"k{i}", f"v{i}"])
     run = cli(server, transport, "mq_fetch", q, "5")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == [{"key": f"k{i}", "value": f"v{i}"} for i in range(5)]
@@ -80,8 +80,8 @@ def test_mq_fetch_with_positional_limit_given_as_string(server, transport):
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_mq_fetch_with_named_params(server, transport):
     q = "cli_named"
-    server.call("mq_add", [q, "a", "1"])
-    server.call("mq_add", [q, "b", "2"])
+    server.request("mq_add", [q, "a", "1"])
+    server.request("mq_add", [q, "b", "2"])
     run = cli(server, transport, "mq_fetch", f"name={q}", "limit=5")
     assert (run.returncode, run.stdout) == (
         0, pretty([{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]))
@@ -126,6 +126,6 @@ def test_which_with_a_command_returns_its_parameter_lists(server, transport):
 def test_addmode_2_queue_keeps_the_newest_per_key(server, transport):
     q = "cli_keep"
     for k, v in [("a", "1"), ("b", "2"), ("a", "3")]:
-        server.call("mq_add", [q, k, v])
+        server.request("mq_add", [q, k, v])
     run = cli(server, transport, "mq_fetch", q, "10")
     assert json.loads(run.stdout) == [{"key": "b", "value": "2"}, {"key": "a", "value": "3"}]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.runtime.rt_server import Db, Server, free_port
+from tests.serverproc import Db, Server, free_port
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from tests.runtime.rt_server import closed_port_mysql_url
+from tests.serverproc import closed_port_mysql_url
 
 ITEMS = [(f"k{i}", f"v{i}") for i in range(5)]
 

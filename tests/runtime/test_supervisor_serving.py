@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.runtime.rt_server import alive, shm_exists, wait_for
+from tests.serverproc import alive, shm_exists, wait_for
 
 HANDLER = "mi_server.runtime.example_handlers:append_to_file"
 

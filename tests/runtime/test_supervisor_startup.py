@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.runtime.rt_server import Db, closed_port_mysql_url, shm_exists
+from tests.serverproc import Db, closed_port_mysql_url, shm_exists
 
 
 def failed_start(server, errors_only: bool = False) -> str:
