@@ -36,7 +36,11 @@ _WS = re.compile(rb"[ \t\r\n]*")
 _NAME = re.compile(rb"[^:\x00-\x1f\x7f]{0,%d}" % (NAME_MAX + 1))
 _START = re.compile(rb":[^:\x00-\x1f\x7f]{0,%d}:[ \t\r\n]{0,%d}[{\[]" % (NAME_MAX, RESYNC_WS_MAX))
 _FORBIDDEN = re.compile(rb"[./\\]")
+# a whole request header in one match, for the fast path (group 1: the name)
+_HEAD = re.compile(rb"[ \t\r\n]*:([^:\x00-\x1f\x7f]{0,%d}):[ \t\r\n]*[{\[]" % NAME_MAX)
 _DECODER = json.JSONDecoder(strict=False)  # as the MI core: raw control chars in strings
+_SCAN = _DECODER.scan_once                 # raw_decode without its Python wrapper
+_WS_BYTES = b" \t\r\n"
 _COLON = 0x3A
 _JSON_OPENERS = (0x7B, 0x5B)
 
@@ -111,8 +115,33 @@ class Framer:
         if self._state == _RESYNC and not self._buf and now - self._last >= self.idle_timeout:
             self._state = _START_STATE  # after a silence, a new writer starts afresh
         self._last = now
+        if not self._buf and self._state == _START_STATE and self._scan is None:
+            fast = self._one_request(bytes(data))
+            if fast is not None:
+                return fast
         events: list[FrameEvent] = []
         self._drain(self._buf + data if self._buf else bytes(data), events, final=False)
+        return events
+
+    def _one_request(self, data: bytes) -> list[FrameEvent] | None:
+        """The common case in one regex and one C scan: `data` starts with a complete,
+        valid request of an allowed size.  None when anything else may be involved; the
+        caller then runs the general path over the same bytes (same result, just slower).
+        Bytes after the request go through the general path as usual."""
+        m = _HEAD.match(data)
+        if m is None:
+            return None
+        v = m.end() - 1
+        try:
+            end = _SCAN(data.decode("latin-1"), v)[1]
+        except (StopIteration, ValueError, RecursionError):
+            return None  # unfinished or invalid: the general path tells which
+        name = m.group(1)
+        if end - m.start(1) + 1 > self.max_request or not valid_reply_name(name):
+            return None
+        events: list[FrameEvent] = [Request(os.fsdecode(name), data[v:end])]
+        if end < len(data) and data[end:].strip(_WS_BYTES):
+            self._drain(data, events, final=False, pos=end)  # more requests follow
         return events
 
     def poll(self, now: float) -> list[FrameEvent]:

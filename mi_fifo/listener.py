@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from mi_fifo.framer import FrameEvent, Framer, Garbage, Oversize, ParseError, Request
 from mi_fifo.replies import PARSE_ERROR_REPLY, SERVER_ERROR_REPLY, TOO_LARGE_REPLY
-from mi_fifo.replyfifo import ReplyError, open_reply, write_reply
+from mi_fifo.replyfifo import ReplyError, open_reply, reply_prefix, write_reply
 
 log = logging.getLogger("mi_fifo")
 
@@ -106,6 +106,7 @@ class _Listener:
         self.cfg = cfg
         self.handle = handle
         self.path = os.fspath(cfg.path)
+        self.reply_prefix = reply_prefix(cfg.reply_dir)  # computed once, not per request
         self.framer = Framer(cfg.max_request, cfg.idle_timeout)
         self.fd = -1
         self.ident: tuple[int, int] | None = None
@@ -139,7 +140,10 @@ class _Listener:
         self.open(fresh=True)
         os.close(old)
 
-    def read_available(self) -> None:
+    def read_available(self, now: float | None = None) -> None:
+        """Read and serve everything the FIFO holds now (`now`: when poll said so)."""
+        if now is None:
+            now = time.monotonic()
         while True:
             try:
                 data = os.read(self.fd, READ_SIZE)
@@ -147,38 +151,43 @@ class _Listener:
                 return
             if not data:
                 return
-            self.dispatch(self.framer.feed(data, time.monotonic()))
+            self.dispatch(self.framer.feed(data, now))
             if len(data) < READ_SIZE:
                 return
+            now = time.monotonic()
 
     def dispatch(self, events: list[FrameEvent]) -> None:
         for ev in events:
             try:
-                if isinstance(ev, Request):
-                    self.answer(ev.reply_name, lambda body=ev.body: self.handle(body))
-                elif isinstance(ev, ParseError):
+                # exact type checks, the common case first: this runs once per request
+                kind = type(ev)
+                if kind is Request:
+                    self.answer(ev.reply_name, ev.body)
+                elif kind is ParseError:
                     log.info("FIFO request to %r: JSON parse error", ev.reply_name)
-                    self.answer(ev.reply_name, lambda: PARSE_ERROR_REPLY)
-                elif isinstance(ev, Oversize):
+                    self.answer(ev.reply_name, None, PARSE_ERROR_REPLY)
+                elif kind is Oversize:
                     log.warning("FIFO request to %r over %d bytes refused",
                                 ev.reply_name, self.cfg.max_request)
-                    self.answer(ev.reply_name, lambda: TOO_LARGE_REPLY)
-                elif isinstance(ev, Garbage):
+                    self.answer(ev.reply_name, None, TOO_LARGE_REPLY)
+                elif kind is Garbage:
                     log.warning("FIFO: dropped %d bytes (%s)", ev.nbytes, ev.reason)
             except Exception:  # one bad request must never stop the listener
                 log.exception("FIFO: failed to serve %r", ev)
 
-    def answer(self, name: str, run: Callable[[], bytes | None]) -> None:
-        """Open the reply FIFO, and only then run the command and write its reply."""
+    def answer(self, name: str, body: bytes | None, fixed: bytes | None = None) -> None:
+        """Open the reply FIFO, and only then run `body` (or take the `fixed` reply) and
+        write the reply."""
         if not name:
-            self.run_safely(run)  # `::{...}`: run, nobody to answer
+            if body is not None:
+                self.run_safely(body)  # `::{...}`: run, nobody to answer
             return
         try:
-            fd = open_reply(self.cfg.reply_dir, name)
+            fd = open_reply(self.reply_prefix, name)
         except ReplyError as e:
             log.warning("FIFO: %s; request not run", e)
             return
-        reply = self.run_safely(run)
+        reply = fixed if body is None else self.run_safely(body)
         if reply is None:  # a notification: close with nothing written
             os.close(fd)
             return
@@ -188,10 +197,9 @@ class _Listener:
         except ReplyError as e:
             log.warning("FIFO reply to %r: %s", name, e)
 
-    @staticmethod
-    def run_safely(run: Callable[[], bytes | None]) -> bytes | None:
+    def run_safely(self, body: bytes) -> bytes | None:
         try:
-            return run()
+            return self.handle(body)
         except Exception:
             log.exception("FIFO: the MI core raised")
             return SERVER_ERROR_REPLY
@@ -216,22 +224,27 @@ def run_listener(cfg: FifoSettings, handle: Handle) -> None:
         poller = select.poll()
         poller.register(wake_r, select.POLLIN)
         poller.register(lst.fd, select.POLLIN)
-        next_check = time.monotonic() + CHECK_INTERVAL
+        framer = lst.framer
+        poll = poller.poll
+        now = time.monotonic()
+        next_check = now + CHECK_INTERVAL
+        # One clock read per wake-up; the framer is asked for time-outs only when it holds
+        # bytes.  Timers may fire late by the time spent serving, which is harmless here.
         while not stopping:
-            now = time.monotonic()
             wait = next_check - now
-            deadline = lst.framer.deadline()
-            if deadline is not None:
-                wait = min(wait, deadline - now)
-            ready = poller.poll(max(0.0, wait) * 1000)
+            if framer.pending:
+                wait = min(wait, framer.deadline() - now)  # type: ignore[operator]
+            ready = poll(wait * 1000 if wait > 0 else 0)
+            now = time.monotonic()
             for fd, _ in ready:
-                if fd == wake_r:
+                if fd == lst.fd:
+                    if not stopping:
+                        lst.read_available(now)
+                elif fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
-                elif fd == lst.fd and not stopping:
-                    lst.read_available()
-            now = time.monotonic()
-            lst.dispatch(lst.framer.poll(now))
+            if framer.pending:
+                lst.dispatch(framer.poll(now))
             if now >= next_check:
                 next_check = now + CHECK_INTERVAL
                 if not lst.still_ours():

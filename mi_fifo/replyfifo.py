@@ -5,6 +5,10 @@ so a request nobody can be answered on (no such FIFO, a symlink, a regular file,
 hard-linked FIFO, no reader) is never executed.  Every wait is bounded: one slow or vanished
 client holds the single listener for at most `OPEN_BUDGET` (+ `WRITE_STALL` for a reply
 bigger than the pipe that nobody reads).
+
+This is the per-request hot path, so the common case is three syscalls (open, fstat, and
+write + close in `write_reply`): the checks are made on what was actually opened, which is
+both cheaper and race-free compared with an lstat of the path beforehand.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import errno
 import os
 import select
 import stat
+import sys
 import time
 
 PATH_MAX = 128            # OpenSIPS' limit for reply_dir + name
@@ -22,49 +27,75 @@ PATH_MAX = 128            # OpenSIPS' limit for reply_dir + name
 OPEN_SCHEDULE = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.08, 0.08, 0.032)
 OPEN_BUDGET = sum(OPEN_SCHEDULE)
 WRITE_STALL = 1.0         # seconds a full pipe may make no progress before we give up
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+# O_NOFOLLOW: a symlink fails with ELOOP (no lstat needed); O_NONBLOCK: never wait for a
+# reader inside open (ENXIO instead); O_NOCTTY: a tty planted in the reply directory must
+# not become our controlling terminal.
+_OPEN_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
 
 
 class ReplyError(Exception):
     """The reply FIFO cannot be used; the message says why (for the log)."""
 
 
-def reply_path(reply_dir: str | os.PathLike[str], name: str) -> bytes:
-    """reply_dir + name as bytes; refuses a path over PATH_MAX bytes."""
-    path = os.path.join(os.fsencode(reply_dir), os.fsencode(name))
+def reply_prefix(reply_dir: str | os.PathLike[str] | bytes) -> bytes:
+    """What a reply name is appended to: `reply_dir` as bytes, with a separator unless it
+    is empty or has one (so prefix + name == os.path.join(reply_dir, name)).  The listener
+    computes it once instead of joining and encoding on every request."""
+    prefix = os.fsencode(reply_dir)
+    if prefix and not prefix.endswith(b"/"):
+        prefix += b"/"
+    return prefix
+
+
+def reply_path(reply_dir: str | os.PathLike[str] | bytes, name: str) -> bytes:
+    """reply_dir + name as bytes; refuses a path over PATH_MAX bytes.  A `bytes` reply_dir
+    is taken to be a `reply_prefix` already."""
+    prefix = reply_dir if type(reply_dir) is bytes else reply_prefix(reply_dir)
+    # os.fsencode without its Python-level checks: `name` is always a str here
+    path = prefix + name.encode(_FS_ENCODING, _FS_ERRORS)
     if len(path) > PATH_MAX:
         raise ReplyError(f"reply path longer than {PATH_MAX} bytes: {path!r}")
     return path
 
 
 def _check(st: os.stat_result, path: bytes) -> None:
-    if stat.S_ISLNK(st.st_mode):
-        raise ReplyError(f"reply path is a symlink: {path!r}")
+    """The opened file must be a FIFO with a single link (not a hard link to another's)."""
     if not stat.S_ISFIFO(st.st_mode):
         raise ReplyError(f"reply path is not a FIFO: {path!r}")
     if st.st_nlink != 1:
         raise ReplyError(f"reply FIFO has {st.st_nlink} links: {path!r}")
 
 
-def open_reply(reply_dir: str | os.PathLike[str], name: str,
+def _no_reader_yet(path: bytes) -> None:
+    """ENXIO also comes from opening a socket: only a FIFO is worth waiting for."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise ReplyError(f"reply FIFO {path!r}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):  # replaced by a symlink between open and lstat
+        raise ReplyError(f"reply path is a symlink: {path!r}")
+    _check(st, path)
+
+
+def open_reply(reply_dir: str | os.PathLike[str] | bytes, name: str,
                schedule: tuple[float, ...] = OPEN_SCHEDULE) -> int:
     """A non-blocking write fd on the client's reply FIFO, or ReplyError.
 
-    lstat first (clear refusal reasons), then open with O_NOFOLLOW and re-check the opened
-    fd itself, so a swap between the two cannot make us write into something else."""
+    Opened with O_NOFOLLOW, then the opened fd itself is checked (fstat), so no swap of the
+    path can make us write into something else.  `reply_dir` may be given as bytes (the
+    listener encodes it once)."""
     path = reply_path(reply_dir, name)
-    try:
-        before = os.lstat(path)
-    except OSError as e:
-        raise ReplyError(f"reply FIFO {path!r}: {e.strerror}") from None
-    _check(before, path)
-    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
     waits = iter(schedule)
     while True:
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, _OPEN_FLAGS)
             break
         except OSError as e:
             if e.errno == errno.ENXIO:  # no reader yet: the client may be about to open it
+                _no_reader_yet(path)
                 pause = next(waits, None)
                 if pause is None:
                     raise ReplyError(f"reply FIFO {path!r}: no reader") from None
@@ -74,10 +105,7 @@ def open_reply(reply_dir: str | os.PathLike[str], name: str,
                 raise ReplyError(f"reply path is a symlink: {path!r}") from None
             raise ReplyError(f"reply FIFO {path!r}: {e.strerror}") from None
     try:
-        after = os.fstat(fd)
-        _check(after, path)
-        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
-            raise ReplyError(f"reply FIFO {path!r} was replaced while opening it")
+        _check(os.fstat(fd), path)
     except BaseException:
         os.close(fd)
         raise
@@ -90,21 +118,34 @@ def write_reply(fd: int, data: bytes, stall: float = WRITE_STALL) -> None:
     A full pipe is waited on with poll; `stall` seconds without progress, or the reader
     going away (EPIPE), abandons the reply with ReplyError."""
     try:
-        view = memoryview(data)
-        poller: select.poll | None = None
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-                continue
-            except BlockingIOError:
-                pass
-            except BrokenPipeError:
-                raise ReplyError("client closed its reply FIFO before the reply was written") \
-                    from None
-            if poller is None:
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-            if not poller.poll(stall * 1000):
-                raise ReplyError(f"reply FIFO full for {stall} s; reply abandoned")
+        try:
+            # the common case: a reply smaller than the pipe goes in one write
+            done = os.write(fd, data)
+        except BlockingIOError:
+            done = 0
+        except BrokenPipeError:
+            raise ReplyError("client closed its reply FIFO before the reply was written") \
+                from None
+        if done < len(data):
+            _write_rest(fd, memoryview(data)[done:], stall)
     finally:
         os.close(fd)
+
+
+def _write_rest(fd: int, view: memoryview, stall: float) -> None:
+    """The slow path of `write_reply`: a full pipe, waited on with poll."""
+    poller: select.poll | None = None
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+            continue
+        except BlockingIOError:
+            pass
+        except BrokenPipeError:
+            raise ReplyError("client closed its reply FIFO before the reply was written") \
+                from None
+        if poller is None:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+        if not poller.poll(stall * 1000):
+            raise ReplyError(f"reply FIFO full for {stall} s; reply abandoned")

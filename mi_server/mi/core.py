@@ -163,10 +163,16 @@ class MICore:
             or type(method) is not str
             or ("params" in m and type(params) is not list and type(params) is not JObject)
         )
-        if id_value is _NO_ID:
+        # _id_text inlined (this runs on every request), the common string id first
+        id_type = type(id_value)
+        if id_type is str:
+            id_text = encode(id_value)
+        elif id_type is int or id_type is float:
+            id_text = str(int32(id_value))
+        elif id_value is None:
+            id_text = _ID_NULL
+        elif id_value is _NO_ID:
             id_text = None  # notification
-        elif id_value is None or type(id_value) is str or is_number(id_value):
-            id_text = _id_text(id_value)
         else:
             invalid = True
             id_text = _ID_NULL  # OpenSIPS cannot print such an id; ours answers with null
