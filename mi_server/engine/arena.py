@@ -195,7 +195,9 @@ class Arena:
 
     @classmethod
     def create(cls, name: str, size: int, queues: Sequence[QueueSpec]) -> Arena:
-        """Create /dev/shm/<name> (it must not exist) holding `queues`, `size` bytes."""
+        """Create /dev/shm/<name> (it must not exist) holding `queues`, `size` bytes
+        (rounded down to whole 16-byte blocks: the words are 8 bytes, blocks 16)."""
+        size -= size % 16
         names = [q.name for q in queues]
         if len(set(names)) != len(names):
             raise ValueError("queue defined twice")
@@ -246,7 +248,13 @@ class Arena:
 
     def _after_fork_in_child(self) -> None:
         if self._fd >= 0:
-            self._fd = reopen(self._fd, self._path)
+            try:
+                self._fd = reopen(self._fd, self._path)
+            except OSError:
+                # Keeping the parent's open file description would share its lock: in
+                # this child the arena fails every operation, as a closed one does.
+                os.close(self._fd)
+                self._fd = -1
         self._last = {}  # "the last item fetched by this process"
 
     def specs(self) -> list[QueueSpec]:

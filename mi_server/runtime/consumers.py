@@ -14,11 +14,12 @@ Handlers (`ConsumerConfig.handler`):
 A failing handler is logged with the item (queue, key and a truncated value) and the
 consumer goes on with the next item: the item is not retried.
 
-Delivery guarantee: **at most once**. An item is removed from the queue before its handler
+Delivery guarantee: **at most once**. Items are removed from the queue before their handler
 runs, so a consumer killed mid-handler (kill -9, the supervisor's SIGKILL after the stop
-grace period) loses that item. On SIGTERM/SIGINT a consumer finishes the item in hand, puts
-the untouched rest of its batch back at the tail of the queue (where the dbmode save at stop
-finds them; addmode and size apply again) and returns.
+grace period) loses that item and the untouched rest of its batch (up to `batch` items).
+On SIGTERM/SIGINT a consumer finishes the item in hand, puts the untouched rest of its
+batch back at the tail of the queue (where the dbmode save at stop finds them; addmode and
+size apply again) and returns.
 """
 
 from __future__ import annotations

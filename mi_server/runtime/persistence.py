@@ -4,11 +4,11 @@ The SQL lives in mi_server.storage; this module only decides which queues, in wh
 order, and where the fallback file goes when the database cannot take a save.
 
 Fallback directory (where `save_with_fallback` writes a queue the database refused, and
-where the next start that loads the queue takes it back): `state_dir` when configured,
-else the directory of `pid_file` when one is configured (a place the operator chose for
-this instance's state), else the storage default: the SQLite file's directory, or
-/var/tmp/mqueue-mi for MySQL. Load and save use the same directory, so a later start with
-the same configuration finds the file.
+where the next load, or the next save that reaches the database, takes it back):
+`state_dir` when configured, else the directory of `pid_file` when one is configured (a
+place the operator chose for this instance's state), else the storage default: the SQLite
+file's directory, or /var/tmp/mqueue-mi for MySQL. Load and save use the same directory,
+so a later start with the same configuration finds the file.
 """
 
 from __future__ import annotations

@@ -108,8 +108,11 @@ class Supervisor:
         loaded: list[str] = []
         try:
             self._set_up(loaded)
-        except StartupError as exc:
-            log.error("%s", exc)
+        except Exception as exc:  # whatever failed, rows deleted by the load go back
+            if isinstance(exc, StartupError):
+                log.error("%s", exc)
+            else:
+                log.exception("set-up failed")
             self._give_back(loaded)
             self._clean_up()
             return 1
@@ -143,7 +146,9 @@ class Supervisor:
             persistence.check_save_tables(cfg)
         except persistence.LoadFailed as exc:
             raise StartupError(str(exc)) from None
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix=f"mqueue-mi-{self.pid}-"))
+        prefix = f"mqueue-mi-{self.pid}-"
+        self.runtime_dir = Path(_attempt(lambda: tempfile.mkdtemp(prefix=prefix),
+                                         "cannot create the runtime directory"))
         self.table_path = self.runtime_dir / "processes.json"
         if cfg.pid_file is not None:
             _attempt(lambda: write_pid_file(Path(cfg.pid_file)),

@@ -6,8 +6,9 @@
     save_with_fallback(storage, "myq", items)                # at stop (dbmode 1 and 2)
 
 A save that fails writes the items to `<fallback_dir>/<queue>.fallback.jsonl`; the next load
-of that queue takes them back after the table's rows. `fallback_dir` defaults to the SQLite
-file's directory, or /var/tmp/mqueue-mi for MySQL.
+of that queue takes them back after the table's rows, the next save that succeeds before its
+own items. `fallback_dir` defaults to the SQLite file's directory, or /var/tmp/mqueue-mi for
+MySQL.
 """
 
 from __future__ import annotations
@@ -58,5 +59,5 @@ def save_with_fallback(storage: Storage, queue: str, items: list[tuple[str, str]
         log.error("saving %d item(s) of queue %r to the database FAILED: %s; "
                   "writing them to %s", len(items), queue, exc, path)
     append_items(path, items)
-    log.error("%d item(s) of queue %r are in %s; the next load of the queue takes them back",
-              len(items), queue, path)
+    log.error("%d item(s) of queue %r are in %s; the next load or save of the queue takes "
+              "them back", len(items), queue, path)

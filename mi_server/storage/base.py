@@ -101,17 +101,23 @@ class Storage:
         return len(rows) + len(extra)
 
     def save(self, queue: str, items: list[tuple[str, str]]) -> None:
-        """Append `items` (oldest first) in one transaction."""
+        """Append the fallback file's items (an earlier failed save, so older), then
+        `items` (oldest first), in one transaction; the file goes once that is committed.
+        (A queue that saves without loading would otherwise strand the file forever.)"""
         table = check_table_name(queue)
+        spare = fallback_path(self.fallback_dir, queue)
         q = self._quote
         with self._transaction(table, "save") as cur:
             if not self._exists(cur, table):
                 raise StorageError(f"{self.describe()}: table {table!r} does not exist")
-            if items:
+            earlier = read_items(spare)
+            if earlier or items:
                 cur.executemany(
                     f"INSERT INTO {q(table)} ({q('key')}, {q('val')}) "
                     f"VALUES ({self.placeholder}, {self.placeholder})",
-                    [(k, v) for k, v in items])
+                    [*earlier, *items])
+        if earlier:
+            spare.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Nothing stays open between operations; kept for the contract."""

@@ -107,3 +107,32 @@ def test_forked_child_has_its_own_lock(make_arena):
     wait_ok(pid)
     arena.add("q", "k", "v")  # the lock is free again
     assert arena.size("q") == 1
+
+
+def test_a_child_that_cannot_reopen_the_lock_refuses_to_touch_the_arena(make_arena,
+                                                                          monkeypatch):
+    """If the re-open after fork fails (EMFILE, no /proc), the child must not go on with
+    the parent's open file description: it would "hold" the lock whenever the parent does."""
+    import errno
+
+    from mi_server.engine import arena as arena_module
+
+    arena = make_arena([QueueSpec("q")])
+
+    def fail(fd: int, path: str) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(arena_module, "reopen", fail)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            arena.add("q", "k", "v")
+        except ValueError:  # as on a closed arena: no lock fd
+            code = 0
+        finally:
+            os._exit(code)
+    wait_ok(pid)
+    assert arena.size("q") == 0
+    arena.add("q", "k", "v")  # the parent's lock is untouched
+    assert arena.size("q") == 1

@@ -222,6 +222,17 @@ def test_create_refuses_existing_name_and_duplicate_queues(make_arena):
         Arena.create("mqtest-dup", 1 << 20, [QueueSpec("q"), QueueSpec("q")])
 
 
+def test_create_takes_a_size_that_is_not_a_multiple_of_the_word(make_arena):
+    """shm_size accepts any byte count ("1000001"); the arena rounds it down to whole blocks."""
+    arena = make_arena([QueueSpec("q")], size=(1 << 20) + 5)
+    arena.add("q", "k", "v")
+    assert arena.fetch("q") == ("k", "v")
+    arena.check_invariants()
+    attached = Arena.attach(arena.name)
+    assert attached.size("q") == 0
+    attached.close()
+
+
 def test_attach_from_a_separate_process_sees_and_changes_the_same_queues(make_arena):
     arena = make_arena([QueueSpec("q", addmode=2), QueueSpec("other")])
     arena.add("q", "k1", "v1")

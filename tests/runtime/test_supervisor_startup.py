@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tempfile
 
 import pytest
 
+from mi_server.config import parse_config
+from mi_server.runtime.supervisor import Supervisor
 from tests.serverproc import Db, closed_port_mysql_url, shm_exists
 
 
@@ -113,3 +117,29 @@ def test_a_failed_later_load_gives_the_earlier_queue_back(servers, db):
     line = failed_start(s, errors_only=True)
     assert f"cannot load queue '{bad}'" in line and "NULL" in line
     assert db.rows(a) == [("k1", "v1"), ("k2", "v2")]
+
+
+
+def test_an_unexpected_failure_after_the_load_gives_the_loaded_rows_back(short_tmp):
+    """A set-up step after the load that fails with a plain exception (here: no usable
+    temporary directory for the process table) must not lose the rows it deleted."""
+    url = f"sqlite://{short_tmp}/queues.db"
+    db = Db(url)
+    t = db.create()
+    db.insert(t, [("k1", "v1"), ("k2", "v2")])
+    cfg = parse_config({"db_url": url, "mqueue": [f"name={t};dbmode=3"]}, "cfg", short_tmp)
+    pid = os.fork()
+    if pid == 0:  # the supervisor blocks signals: keep that out of the test process
+        code = 2
+        try:
+            def no_tmp(*_a, **_k):
+                raise OSError(28, "No space left on device")
+
+            tempfile.mkdtemp = no_tmp
+            code = Supervisor(cfg, ["mi-server"]).run()
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert db.rows(t) == [("k1", "v1"), ("k2", "v2")]
+    assert not shm_exists(pid)

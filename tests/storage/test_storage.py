@@ -199,6 +199,20 @@ def test_unreachable_database_at_save_writes_the_fallback_file_and_load_takes_it
     assert backend.rows(table) == []
 
 
+def test_a_later_save_takes_the_fallback_file_first(backend: Backend) -> None:
+    """A queue that saves but never loads (dbmode 2) must not strand its fallback file:
+    the next save that reaches the database appends the file's (older) items first."""
+    table = backend.table()
+    backend.storage.create_table(table)
+    dead = open_storage(f"mysql://root@127.0.0.1:{closed_port()}/test", backend.fallback_dir)
+    save_with_fallback(dead, table, [("old", "1"), ("old", "2")])
+    spare = backend.fallback_dir / f"{table}.fallback.jsonl"
+    assert spare.exists()
+    save_with_fallback(backend.storage, table, [("new", "3")])
+    assert backend.rows(table) == [("old", "1"), ("old", "2"), ("new", "3")]
+    assert not spare.exists()
+
+
 def test_fallback_file_stays_when_load_fails(backend: Backend) -> None:
     table = backend.table()
     backend.storage.create_table(table)
