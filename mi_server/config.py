@@ -382,8 +382,9 @@ class _Parser:
                 consumer.processes = self.integer(f"{where}: processes", item["processes"],
                                                   minimum=1)
             if "interval" in item:
+                # > 0: an idle consumer sleeps this long; 0 would spin on an empty queue
                 consumer.interval = self.number(f"{where}: interval", item["interval"],
-                                                positive=False)
+                                                positive=True)
             if "batch" in item:
                 consumer.batch = self.integer(f"{where}: batch", item["batch"], minimum=1)
             if len(self.problems) == before:
