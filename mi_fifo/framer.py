@@ -271,6 +271,13 @@ class Framer:
             name = buf[p + 1:e]
             v = _WS.match(buf, e + 1).end()
             if v == n:
+                if n - p > self.max_request:
+                    # endless whitespace after the header: too large like any request;
+                    # skip the rest of it and the value that may follow
+                    self._scan = JsonScan(n)
+                    self._oversize(events, name)
+                    pos = n
+                    break
                 pos = p  # the JSON has not started yet
                 break
             if buf[v] not in _JSON_OPENERS:

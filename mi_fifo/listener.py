@@ -183,7 +183,7 @@ class _Listener:
                 self.run_safely(body)  # `::{...}`: run, nobody to answer
             return
         try:
-            fd = open_reply(self.reply_prefix, name)
+            fd = open_reply(self.reply_prefix, name, refuse=self.ident)
         except ReplyError as e:
             log.warning("FIFO: %s; request not run", e)
             return

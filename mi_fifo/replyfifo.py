@@ -2,9 +2,9 @@
 
 The reply path is `reply_dir` + the request's name.  It is opened before the command runs,
 so a request nobody can be answered on (no such FIFO, a symlink, a regular file, a
-hard-linked FIFO, no reader) is never executed.  Every wait is bounded: one slow or vanished
-client holds the single listener for at most `OPEN_BUDGET` (+ `WRITE_STALL` for a reply
-bigger than the pipe that nobody reads).
+hard-linked FIFO, the server's own FIFO, no reader) is never executed.  Every wait is
+bounded: one slow or vanished client holds the single listener for at most `OPEN_BUDGET`
+(+ `WRITE_STALL` for a reply bigger than the pipe that nobody reads).
 
 This is the per-request hot path, so the common case is three syscalls (open, fstat, and
 write + close in `write_reply`): the checks are made on what was actually opened, which is
@@ -81,12 +81,15 @@ def _no_reader_yet(path: bytes) -> None:
 
 
 def open_reply(reply_dir: str | os.PathLike[str] | bytes, name: str,
-               schedule: tuple[float, ...] = OPEN_SCHEDULE) -> int:
+               schedule: tuple[float, ...] = OPEN_SCHEDULE,
+               refuse: tuple[int, int] | None = None) -> int:
     """A non-blocking write fd on the client's reply FIFO, or ReplyError.
 
     Opened with O_NOFOLLOW, then the opened fd itself is checked (fstat), so no swap of the
     path can make us write into something else.  `reply_dir` may be given as bytes (the
-    listener encodes it once)."""
+    listener encodes it once).  `refuse` is the (st_dev, st_ino) of the server's own FIFO:
+    a reply written there would come back as input, and block the listener (its only
+    reader) when bigger than the pipe."""
     path = reply_path(reply_dir, name)
     waits = iter(schedule)
     while True:
@@ -105,7 +108,10 @@ def open_reply(reply_dir: str | os.PathLike[str] | bytes, name: str,
                 raise ReplyError(f"reply path is a symlink: {path!r}") from None
             raise ReplyError(f"reply FIFO {path!r}: {e.strerror}") from None
     try:
-        _check(os.fstat(fd), path)
+        st = os.fstat(fd)
+        _check(st, path)
+        if (st.st_dev, st.st_ino) == refuse:
+            raise ReplyError(f"reply path is the server's own FIFO: {path!r}")
     except BaseException:
         os.close(fd)
         raise

@@ -310,8 +310,11 @@ class Worker:
             return  # after an error reply: input is read only to be dropped
         try:
             conn.parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
-            conn.closing = True  # _Stop: an early refusal is queued
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Stop):
+                conn.closing = True  # an early refusal is queued
+            else:
+                conn.broken = True  # e.g. a target parse_url rejects: nothing was queued
         except httptools.HttpParserUpgrade:
             conn.closing = True  # no protocol switch here: answer, then close
         except httptools.HttpParserError:

@@ -48,9 +48,11 @@ class FifoServer:
         return self.arena.size(q)
 
 
-def start(tmp: Path, **kw) -> FifoServer:
-    replies = tmp / "r"
-    replies.mkdir(exist_ok=True)
+def start(tmp: Path, replies: Path | None = None, **kw) -> FifoServer:
+    """A listener on tmp/mi_fifo; reply FIFOs in `replies` (default: tmp/r)."""
+    if replies is None:
+        replies = tmp / "r"
+        replies.mkdir(exist_ok=True)
     cfg = FifoConfig(path=tmp / "mi_fifo", reply_dir=replies, **kw)
     arena = Arena.create(f"mqfifo_{os.getpid()}_{tmp.name}", 1 << 20,
                          [QueueSpec("q"), QueueSpec("big")])

@@ -125,3 +125,10 @@ def test_reply_bigger_than_the_pipe_is_written_whole(short_tmp):
     finally:
         os.close(rfd)
     assert bytes(got) == data
+
+
+def test_reply_path_of_128_bytes_is_allowed_129_refused():
+    prefix = b"/tmp/"
+    assert len(reply_path(prefix, "n" * 123)) == 128
+    with pytest.raises(ReplyError, match="longer than 128"):
+        reply_path(prefix, "n" * 124)

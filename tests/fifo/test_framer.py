@@ -158,9 +158,21 @@ def test_garbage_stream_keeps_a_bounded_buffer_and_never_wedges():
     f = Framer(65536, 1.0)
     junk = bytes(range(256)) * 64
     for _ in range(20):
-        assert served(f.feed(junk, 0.0)) == [] or True
+        assert served(f.feed(junk, 0.0)) == []
         assert f.buffered <= 400
     assert served(f.feed(b"\n:r:{}", 0.0))[-1] == ("req", "r", b"{}")
+
+
+def test_endless_whitespace_after_a_header_is_oversize_not_buffered():
+    # `:a:` then whitespace that never ends: held without bound before (and rescanned
+    # on every read); it is a request over max_request like any other.
+    f = Framer(1000, 1.0)
+    events = f.feed(b":a:", 0.0)
+    for _ in range(50):
+        events += f.feed(b" " * 4096, 0.0)
+        assert f.buffered <= 1000 + 4096
+    events += f.feed(b'{"x":1}:n:{}', 0.0)
+    assert served(events) == [("big", "a"), ("req", "n", b"{}")]
 
 
 def test_deep_nesting_does_not_raise():

@@ -122,6 +122,21 @@ def test_reply_fifo_without_reader_means_the_command_is_not_run(server):
     assert server.size() == 0
 
 
+def test_the_servers_own_fifo_is_not_a_reply_fifo(short_tmp):
+    # Reply directory = the FIFO's directory (as with the defaults /tmp and
+    # /tmp/opensips_fifo): a request naming the server's own FIFO as its reply FIFO would
+    # run and then be answered into the request stream, where the listener blocks on a
+    # reply bigger than the pipe (it is the only reader).  Refused: not run, no reply.
+    srv = start(short_tmp, replies=short_tmp, max_request=8192)
+    try:
+        send(srv, b":mi_fifo:" + ADD)
+        assert call(srv, "sz", rpc("mq_get_size", ["q"])).startswith(b'{"jsonrpc"')
+        assert srv.size() == 0
+    finally:
+        assert srv.stop() == 0
+        srv.arena.unlink()
+
+
 def test_empty_name_runs_without_reply(server):
     send(server, b"::" + ADD)
     size_via_fifo(server)

@@ -153,3 +153,15 @@ def test_curl_basic_auth(serve):
     url = f"http://127.0.0.1:{s.port}/mi"
     assert curl(url, "-d", SIZE.decode())[0] == 401
     assert curl(url, "-u", "admin:secret", "-d", SIZE.decode())[0] == 200
+
+
+@pytest.mark.parametrize("method,target", [(b"POST", b"http://[bad/mi"), (b"CONNECT", b"x:80")])
+def test_request_target_that_is_not_a_url_is_400_and_closed(serve, method, target):
+    # The URL cannot be parsed while the head is read: answered 400 at once (it was left
+    # unanswered until the request timeout closed the connection).
+    s = serve()
+    sock = s.connect()
+    sock.sendall(method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    reply = read_reply(sock, bytearray())
+    assert reply.status == 400
+    assert closed_by_peer(sock)
