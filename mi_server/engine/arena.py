@@ -78,6 +78,7 @@ def shm_path(name: str) -> str:
 
 _HEADER = struct.Struct("<6Q")  # an item block's header words, I_NEXT .. I_BWORDS
 _COUNTERS = (Q_ADDED, Q_FETCHED, Q_DROP_SIZE, Q_DROP_MODE)  # QueueStats order
+_COUNTER_NAMES = ("added", "fetched", "dropped_size", "dropped_addmode")
 
 # The hot paths use these word indices as literals (a global lookup per use would cost
 # more than the write itself); fail at import if the layout ever moves them.
@@ -565,13 +566,21 @@ class Arena:
                 for name, (b, *_rest) in self._queues.items()
             }
 
-    def reset_stats(self, q: str | None = None) -> None:
-        """Zero added/fetched/dropped_* of one queue or all (size is the queue itself):
-        the counters keep running, their baselines move to the current values."""
+    def reset_stats(self, q: str | None = None, counter: str | None = None) -> None:
+        """Zero added/fetched/dropped_* (or only `counter`, one of those QueueStats field
+        names) of one queue or all; size is the queue itself and is never reset. The
+        counters keep running, their baselines move to the current values."""
         bases = [self._queue(q)[0]] if q is not None else [v[0] for v in self._queues.values()]
+        if counter is None:
+            which = list(enumerate(_COUNTERS))
+        elif counter in _COUNTER_NAMES:
+            i = _COUNTER_NAMES.index(counter)
+            which = [(i, _COUNTERS[i])]
+        else:
+            raise ValueError(f"no resettable counter {counter!r}")
         with self._locked() as w:
             for b in bases:
-                for i, c in enumerate(_COUNTERS):
+                for i, c in which:
                     logged_write(w, b + Q_BASELINE + i, w[b + c])
                 w[H_LOGCNT] = 0  # commit per queue: the log holds a bounded number of words
 

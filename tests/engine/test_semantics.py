@@ -250,3 +250,15 @@ def test_attach_from_a_separate_process_sees_and_changes_the_same_queues(make_ar
     assert json.loads(out) == [[["k1", "v1"], ["k2", "v2"]], ["q", "other"]]
     assert arena.snapshot("q") == [("k2", "v2"), ("k1", "from child")]
     arena.check_invariants()
+
+
+def test_reset_stats_of_one_counter_leaves_the_others(make_arena):
+    arena = make_arena([QueueSpec("q")])
+    for k in "abc":
+        arena.add("q", k, "v")
+    arena.fetch("q")
+    arena.reset_stats("q", "fetched")
+    st = arena.stats()["q"]
+    assert (st.size, st.added, st.fetched) == (2, 3, 0)
+    with pytest.raises(ValueError):
+        arena.reset_stats("q", "size")

@@ -33,15 +33,17 @@ COUNTERS = (
 
 
 class Stat:
-    __slots__ = ("name", "queue", "value", "resettable")
+    __slots__ = ("name", "queue", "counter", "value", "resettable")
 
-    def __init__(self, name: str, queue: str, value: int, resettable: bool) -> None:
-        self.name, self.queue, self.value, self.resettable = name, queue, value, resettable
+    def __init__(self, name: str, queue: str, counter: str, value: int,
+                 resettable: bool) -> None:
+        self.name, self.queue, self.counter = name, queue, counter
+        self.value, self.resettable = value, resettable
 
 
 def _all_stats(ctx: MIContext) -> list[Stat]:
     return [
-        Stat(f"{q}_{suffix}", q, getattr(st, attr), resettable)
+        Stat(f"{q}_{suffix}", q, attr, getattr(st, attr), resettable)
         for q, st in ctx.engine.stats().items()
         for suffix, attr, resettable in COUNTERS
     ]
@@ -126,7 +128,7 @@ def reset_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
 
 
 def _reset(ctx: MIContext, st: Stat) -> None:
-    ctx.engine.reset_stats(st.queue)
+    ctx.engine.reset_stats(st.queue, st.counter)  # only the named statistic, as OpenSIPS
 
 
 def reset_all_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
