@@ -77,17 +77,17 @@ class ParseError(ValueError):
 
 
 def parse(data: bytes) -> Any:
-    """Decode one JSON value; objects become JObject. Raises ParseError."""
+    """Decode the first JSON value; objects become JObject. Raises ParseError."""
     try:
         # Decoded strictly ourselves: json.loads(bytes) would guess UTF-16/32 from the bytes.
-        text = data.decode("utf-8").strip(_WS)
-        value, end = _scan_once(text, 0)
+        text = data.decode("utf-8").lstrip(_WS)
+        value = _scan_once(text, 0)[0]
     except StopIteration:  # no JSON value at the start (empty input included)
         raise ParseError("Expecting value") from None
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ParseError(str(exc)) from None
-    if end != len(text):
-        raise ParseError(f"Extra data at {end}")
+    # Bytes after the first value are ignored, as OpenSIPS's cJSON_ParseWithOpts(...,
+    # require_null_terminated=0) ignores them.
     return value
 
 
