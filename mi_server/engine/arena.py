@@ -225,8 +225,14 @@ class Arena:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
+            if size % 8 or size <= H_MAGIC * 8:  # cannot even hold the header's words
+                raise ValueError(f"{path} is not a ready mqueue arena ({size} bytes)")
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            return cls(name, path, fd, mm)
+            try:
+                return cls(name, path, fd, mm)
+            except ValueError:  # not an arena: __init__ released its view already
+                mm.close()
+                raise
         except BaseException:
             os.close(fd)
             raise

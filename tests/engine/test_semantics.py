@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mi_server.engine import Arena, ArenaFull, QueueSpec, QueueStats, UnknownQueue
+from tests.engine.conftest import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -262,3 +264,16 @@ def test_reset_stats_of_one_counter_leaves_the_others(make_arena):
     assert (st.size, st.added, st.fetched) == (2, 3, 0)
     with pytest.raises(ValueError):
         arena.reset_stats("q", "size")
+
+
+@pytest.mark.parametrize("content", [b"", b"x" * 13, b"\0" * 65536])
+def test_attach_to_a_file_that_is_not_an_arena_is_a_clear_error(content):
+    name = unique_name()
+    path = f"/dev/shm/{name}"
+    with open(path, "wb") as f:
+        f.write(content)
+    try:
+        with pytest.raises(ValueError, match="is not a ready mqueue arena"):
+            Arena.attach(name)
+    finally:
+        os.unlink(path)
