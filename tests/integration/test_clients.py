@@ -102,3 +102,22 @@ def test_eight_concurrent_shell_clients_each_get_their_own_reply(server):
     keys = sorted(r["result"]["Item"]["key"] for r in replies)
     assert keys == [f"k{i}" for i in range(8)]
     assert server.request("mq_get_size", ["conc_q"])["result"]["Queue"]["size"] == 0
+
+
+def test_a_local_producer_attaches_to_the_servers_arena_by_the_logged_name(server):
+    import re
+    import sys
+
+    name = re.search(r"in arena ([^ ,]+)", server.stderr()).group(1)
+    producer = (
+        "import sys\n"
+        "from mi_server.engine import Arena\n"
+        "arena = Arena.attach(sys.argv[1])\n"
+        "ok = [arena.mq_add('conc_q', f'p{i}', 'from a producer') for i in range(3)]\n"
+        "print(ok, arena.mq_add('no_such_queue', 'k', 'v'))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", producer, name], capture_output=True,
+                         text=True, timeout=20, env={**os.environ, "PYTHONPATH": "."})
+    assert run.stdout.strip() == "[True, True, True] False", run.stderr
+    items = server.mi("mq_fetch", {"name": "conc_q", "limit": 10})
+    assert [i["key"] for i in items] == ["p0", "p1", "p2"]
