@@ -103,7 +103,8 @@ def match_recipe(
             found = recipe
         else:
             detail = E.DET_MATCH_PARAMS
-            if all(p in names for p in recipe):  # exact, case-sensitive names (strcmp)
+            # exact, case-sensitive names (strcmp); issuperset: one C call, not a generator
+            if names.issuperset(recipe):
                 return recipe, ""
     return (found, "") if found is not None else (None, detail)
 
