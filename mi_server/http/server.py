@@ -32,7 +32,7 @@ from .app import Handle, HttpSettings, WSGIApplication, make_wsgi_app
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = 5.0  # keep-alive connection waiting for its next request
-REQUEST_TIMEOUT = 10.0  # a request (or a reply) that stops moving half-way
+REQUEST_TIMEOUT = 10.0  # a request must arrive whole within this; a reply must keep moving
 DRAIN_TIMEOUT = 10.0  # on stop: longest wait for in-flight requests
 LINGER_TIMEOUT = 2.0  # after an error reply: read and drop the rest before closing
 MAX_HEAD = 16384  # request line + headers
@@ -82,7 +82,7 @@ class Connection:
     __slots__ = (
         "sock", "fd", "peer", "parser", "worker", "mask", "out", "requests", "closing",
         "broken", "linger_until", "last", "in_message", "in_head", "head_bytes", "url",
-        "headers", "body", "body_len", "environ", "chunked",
+        "headers", "body", "body_len", "environ", "chunked", "message_started",
     )
 
     def __init__(self, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -105,6 +105,9 @@ class Connection:
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_message = self.in_head = True
+        # Timed from the first byte: a client trickling a byte now and then must not hold
+        # the connection (and its buffers) for ever.
+        self.message_started = self.worker.now
         self.head_bytes = 0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -162,11 +165,13 @@ class Worker:
     """The loop of one worker process; run_worker builds one and calls serve()."""
 
     def __init__(self, sock: socket.socket, app: WSGIApplication, cfg: HttpSettings,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.listener = sock
         self.app = app
         self.limit = cfg.max_request
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
         self.conns: dict[int, Connection] = {}
         self.ep = select.epoll()
         self.now = time.monotonic()
@@ -402,9 +407,11 @@ class Worker:
             if conn.linger_until:
                 if now > conn.linger_until:
                     self.close(conn)
+            elif conn.in_message and now - conn.message_started > self.request_timeout:
+                self.close(conn)  # the request did not arrive whole in time
             elif conn.in_message or conn.out:
-                if now - conn.last > REQUEST_TIMEOUT:
-                    self.close(conn)
+                if now - conn.last > self.request_timeout:
+                    self.close(conn)  # stopped moving half-way
             elif now - conn.last > self.idle_timeout or self.stopping:
                 self.close(conn)
 
@@ -479,10 +486,11 @@ class Worker:
 
 
 def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
-               idle_timeout: float = IDLE_TIMEOUT) -> None:
+               idle_timeout: float = IDLE_TIMEOUT,
+               request_timeout: float = REQUEST_TIMEOUT) -> None:
     """Serve MI requests on the shared listening socket until SIGTERM/SIGINT.
 
     On the signal: stop accepting, answer the requests already in progress (with
     `Connection: close`), close idle keep-alive connections, and return.
     """
-    Worker(sock, make_wsgi_app(handle, cfg), cfg, idle_timeout).serve()
+    Worker(sock, make_wsgi_app(handle, cfg), cfg, idle_timeout, request_timeout).serve()

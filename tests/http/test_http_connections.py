@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 
 from tests.http.rawhttp import closed_by_peer, post, read_reply
 
@@ -170,6 +171,30 @@ def test_a_stalled_client_does_not_block_the_worker(serve):
     body = size_request("s")
     stalled.sendall(b"ngth: %d\r\n\r\n%s" % (len(body), body))
     assert json.loads(read_reply(stalled, bytearray()).body)["id"] == "s"
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off(serve):
+    """Each byte resets no clock: the whole request must arrive within request_timeout."""
+    s = serve(workers=1, request_timeout=0.5)
+    slow = s.connect()
+    slow.sendall(b"POST /mi HTTP/1.1\r\n")
+    slow.settimeout(0.05)  # closed_by_peer waits this long for an EOF
+    closed = False
+    for _ in range(60):  # up to 6 s of trickling, far beyond the 0.5 s allowed
+        time.sleep(0.1)
+        try:
+            slow.sendall(b"X")
+        except OSError:  # reset by the server
+            closed = True
+            break
+        if closed_by_peer(slow):
+            closed = True
+            break
+    assert closed, "the trickling connection was never closed"
+    # the worker still serves others
+    other = s.connect()
+    other.sendall(post("/mi", size_request("o")))
+    assert json.loads(read_reply(other, bytearray()).body)["id"] == "o"
 
 
 def test_a_client_that_does_not_read_does_not_block_the_worker(serve):
