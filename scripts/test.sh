@@ -18,9 +18,12 @@ MQ_TEST_MYSQL_URL=$(printf '%s\n' "$mysql_info" | sed -n 1p)
 MQ_PRIVATE_MYSQL_PIDFILE=$(printf '%s\n' "$mysql_info" | sed -n 's/^pidfile=//p')
 export MQ_TEST_MYSQL_URL
 stop_private_mysql() {
-  if [ -n "${MQ_PRIVATE_MYSQL_PIDFILE:-}" ] && [ -s "$MQ_PRIVATE_MYSQL_PIDFILE" ]; then
-    kill "$(cat "$MQ_PRIVATE_MYSQL_PIDFILE")" 2>/dev/null || true
-  fi
+  local pidfile=${MQ_PRIVATE_MYSQL_PIDFILE:-} pid
+  [ -n "$pidfile" ] && [ -s "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -rf "$(dirname "$pidfile")"   # the private server's temporary datadir
 }
 trap stop_private_mysql EXIT
 
