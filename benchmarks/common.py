@@ -346,6 +346,42 @@ def set_exact(srv: Server, q: str, n: int) -> None:
         raise RuntimeError(f"{srv.label}: could not set {q} to {n} items (has {s})")
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def tree_memory(root: int) -> tuple[int, int, int]:
+    """(processes, summed RSS KiB, summed PSS KiB) of a process and all its descendants.
+
+    PSS shares each page among the processes mapping it, so the sum is the memory the whole
+    server really holds (shared memory and copy-on-write pages counted once)."""
+    todo, n, rss, pss = [root], 0, 0, 0
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+        n += 1
+        todo.extend(_children(pid))
+    return n, rss, pss
+
+
 class Servers:
     """Context manager: both servers up, both stopped on exit, Ctrl-C or SIGTERM."""
 
@@ -382,6 +418,16 @@ class Servers:
             self.stop()
             raise
         return self
+
+    def memory_note(self) -> str:
+        """One line: each running server's process count and memory (tree_memory)."""
+        parts = []
+        for srv in self.active:
+            n, rss, pss = tree_memory(srv.pid())
+            parts.append(f"{srv.label}: {n} processes, PSS {pss / 1024:.1f} MiB "
+                         f"(RSS summed {rss / 1024:.1f} MiB)")
+        return "memory at the end of the runs (whole process trees, q2 still holding the "\
+               "prefill): " + "; ".join(parts)
 
     @property
     def active(self) -> list[Server]:

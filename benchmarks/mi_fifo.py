@@ -86,6 +86,7 @@ def main(argv=None):
                         s = run_case(shared, srv, mode, op, c, args)
                         res.add(name, srv.label, rep, s)
                         res.line(name, srv.label, s)
+            memory = sv.memory_note()
     except KeyboardInterrupt:
         print("# interrupted; both servers stopped", file=sys.stderr)
         return 130
@@ -93,6 +94,7 @@ def main(argv=None):
         print(f"error: {e}\n# both servers stopped", file=sys.stderr)
         return 2
     notes = [
+        memory,
         f"{args.reps} interleaved run(s) per case (ours, kamailio, ours, ...); n={args.n} "
         f"per run, warm-up {args.warmup} per client; Kamailio serves its FIFO from one "
         "process (jsonrpcs), ours from its FIFO listener process.",

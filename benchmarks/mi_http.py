@@ -140,6 +140,7 @@ def main(argv=None):
                         res.line(name, srv.label, s)
                     for srv in servers:      # back to the usual level for the next block
                         srv.refill("q1", args.prefill)
+            memory = sv.memory_note()
     except KeyboardInterrupt:
         print("# interrupted; both servers stopped", file=sys.stderr)
         return 130
@@ -147,6 +148,7 @@ def main(argv=None):
         print(f"error: {e}\n# both servers stopped", file=sys.stderr)
         return 2
     notes = [
+        memory,
         f"{args.reps} interleaved run(s) per case (ours, kamailio, ours, ...); "
         f"n={args.n} per keep-alive run, n={args.n_close} per close run, warm-up "
         f"{args.warmup} per client; ours: {args.workers} HTTP workers; Kamailio: its "
