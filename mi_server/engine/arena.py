@@ -195,6 +195,8 @@ class Arena:
             base = qtab + i * Q_WORDS
             limit, mode, seed = w[base + Q_LIMIT], w[base + Q_MODE], w[base + Q_SEED]
             self._queues[spec.name] = (base, i, limit, mode, seed)
+        self._names = list(self._queues)  # definition order
+        self._bases = [v[0] for v in self._queues.values()]
         self._bkt = w[H_BKT]
         self._bmask = w[H_BMASK]
         # "$mqk/$mqv": the last item fetched by this process, per queue (as OpenSIPS)
@@ -554,43 +556,32 @@ class Arena:
     # Literal word indices as in add: 13 log count; queue +2 added, +3 fetched,
     # +4 dropped by size, +5 dropped by addmode (queue_length written out).
 
+    def _records(self, bases: Sequence[int]) -> list[list[int]]:
+        """Copies of queue records, read under the lock once a dead holder's operation is
+        rolled back. Read-only, so there is nothing to commit or undo afterwards; a plain
+        try/finally because a @contextmanager would cost more than the reads."""
+        fd, w = self._fd, self._w
+        flock(fd, 2)
+        try:
+            if w[13]:
+                rollback(w)
+            return [w[b : b + 13].tolist() for b in bases]  # 13 == Q_WORDS
+        finally:
+            flock(fd, 8)
+
     def size(self, q: str) -> int:
         try:
             base = self._queues[q][0]
         except KeyError:
             raise UnknownQueue(q) from None
-        fd = self._fd
-        w = self._w
-        flock(fd, 2)
-        try:
-            if w[13]:
-                rollback(w)
-            return w[base + 2] - w[base + 3] - w[base + 4] - w[base + 5]
-        except BaseException:
-            if w[13]:
-                rollback(w)
-            raise
-        finally:
-            flock(fd, 8)
+        r = self._records((base,))[0]
+        return r[2] - r[3] - r[4] - r[5]
 
     def sizes(self) -> list[tuple[str, int]]:
         """(name, size) for every queue, in REVERSE definition order (as OpenSIPS lists)."""
-        fd = self._fd
-        w = self._w
-        flock(fd, 2)
-        try:
-            if w[13]:
-                rollback(w)
-            return [
-                (name, w[b + 2] - w[b + 3] - w[b + 4] - w[b + 5])
-                for name, (b, *_rest) in reversed(self._queues.items())
-            ]
-        except BaseException:
-            if w[13]:
-                rollback(w)
-            raise
-        finally:
-            flock(fd, 8)
+        records = self._records(self._bases)
+        return [(name, r[2] - r[3] - r[4] - r[5])
+                for name, r in zip(reversed(self._names), reversed(records), strict=True)]
 
     def snapshot(self, q: str) -> list[tuple[str, str]]:
         """Every queued (key, value), oldest first; nothing removed."""
@@ -604,21 +595,8 @@ class Arena:
         return out
 
     def stats(self) -> dict[str, QueueStats]:
-        fd = self._fd
-        w = self._w
-        flock(fd, 2)
-        try:
-            if w[13]:
-                rollback(w)
-            # a copy of each queue record under the lock; the arithmetic after it
-            raw = [(name, w[b : b + Q_WORDS].tolist()) for name, (b, *_r) in self._queues.items()]
-        except BaseException:
-            if w[13]:
-                rollback(w)
-            raise
-        finally:
-            flock(fd, 8)
-        return {name: _stats_of(r) for name, r in raw}
+        records = self._records(self._bases)
+        return {name: _stats_of(r) for name, r in zip(self._names, records, strict=True)}
 
     def reset_stats(self, q: str | None = None, counter: str | None = None) -> None:
         """Zero added/fetched/dropped_* (or only `counter`, one of those QueueStats field
