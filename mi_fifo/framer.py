@@ -24,7 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from mi_fifo.jsonscan import BAD, DONE, NEED, JsonScan
 
@@ -45,13 +48,33 @@ _COLON = 0x3A
 _JSON_OPENERS = (0x7B, 0x5B)
 
 _START_STATE, _RESYNC, _SKIP = range(3)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
-@dataclass(frozen=True, slots=True)
+class _Unparsed:
+    """`Request.value` when the framer did not decode the body (the MI core parses it)."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNPARSED"
+
+
+UNPARSED: Any = _Unparsed()
+
+# The JSON scanner the fast path decodes with: str, index -> (value, end) or StopIteration /
+# ValueError, like json.JSONDecoder.scan_once.  The listener passes the MI core's own.
+Scan = Callable[[str, int], tuple[Any, int]]
+
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Request:
-    """A complete request: run `body`; reply to `reply_name` unless it is empty."""
+    """A complete request: run `body`; reply to `reply_name` unless it is empty.  `value` is
+    `body` already decoded by the framer's `scan` (its one JSON pass also found the end),
+    or UNPARSED."""
     reply_name: str
     body: bytes
+    value: Any = field(default=UNPARSED, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +107,12 @@ def valid_reply_name(name: bytes) -> bool:
 class Framer:
     """Incremental framer; `feed` bytes as they are read, `poll` when `deadline` is reached."""
 
-    def __init__(self, max_request: int = 65536, idle_timeout: float = 1.0) -> None:
+    def __init__(self, max_request: int = 65536, idle_timeout: float = 1.0,
+                 scan: Scan | None = None) -> None:
         self.max_request = max_request
         self.idle_timeout = idle_timeout
+        # with a `scan`, whole ASCII requests come out decoded (Request.value)
+        self._value_scan = scan
         self._buf = b""
         self._state = _START_STATE
         self._last = 0.0                  # time of the last non-empty feed
@@ -132,14 +158,22 @@ class Framer:
         if m is None:
             return None
         v = m.end() - 1
+        value = UNPARSED
         try:
-            end = _SCAN(data.decode("latin-1"), v)[1]
+            if self._value_scan is not None and data.isascii():
+                # ASCII: str indices are byte indices, and this one pass both finds the
+                # end and decodes the body for the MI core (which would parse it again)
+                value, end = self._value_scan(data.decode("ascii"), v)
+            else:
+                end = _SCAN(data.decode("latin-1"), v)[1]
         except (StopIteration, ValueError, RecursionError):
             return None  # unfinished or invalid: the general path tells which
         name = m.group(1)
-        if end - m.start(1) + 1 > self.max_request or not valid_reply_name(name):
+        if end - m.start(1) + 1 > self.max_request or _FORBIDDEN.search(name) is not None:
             return None
-        events: list[FrameEvent] = [Request(os.fsdecode(name), data[v:end])]
+        # os.fsdecode without its Python-level type checks: `name` is bytes
+        events: list[FrameEvent] = [Request(name.decode(_FS_ENCODING, _FS_ERRORS),
+                                            data[v:end], value)]
         if end < len(data) and data[end:].strip(_WS_BYTES):
             self._drain(data, events, final=False, pos=end)  # more requests follow
         return events

@@ -19,6 +19,7 @@ import select
 import stat
 import sys
 import time
+from stat import S_ISFIFO
 
 PATH_MAX = 128            # OpenSIPS' limit for reply_dir + name
 # ~4 x 80 ms in all, like mi_fifo, but polled often at first: opensips-cli opens its reply
@@ -91,31 +92,42 @@ def open_reply(reply_dir: str | os.PathLike[str] | bytes, name: str,
     a reply written there would come back as input, and block the listener (its only
     reader) when bigger than the pipe."""
     path = reply_path(reply_dir, name)
-    waits = iter(schedule)
-    while True:
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-            break
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # no reader yet: the client may be about to open it
-                _no_reader_yet(path)
-                pause = next(waits, None)
-                if pause is None:
-                    raise ReplyError(f"reply FIFO {path!r}: no reader") from None
-                time.sleep(pause)
-                continue
-            if e.errno == errno.ELOOP:
-                raise ReplyError(f"reply path is a symlink: {path!r}") from None
-            raise ReplyError(f"reply FIFO {path!r}: {e.strerror}") from None
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        fd = _open_waiting(path, e, schedule)
     try:
         st = os.fstat(fd)
-        _check(st, path)
+        # _check's conditions inlined (once per request); _check words the refusal
+        if not S_ISFIFO(st.st_mode) or st.st_nlink != 1:
+            _check(st, path)
         if (st.st_dev, st.st_ino) == refuse:
             raise ReplyError(f"reply path is the server's own FIFO: {path!r}")
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _open_waiting(path: bytes, error: OSError, schedule: tuple[float, ...]) -> int:
+    """open_reply's slow path after a first open failed with `error`: wait (bounded) for a
+    reader while the path is a FIFO without one; any other failure is a ReplyError."""
+    waits = iter(schedule)
+    while True:
+        if error.errno == errno.ENXIO:  # no reader yet: the client may be about to open it
+            _no_reader_yet(path)
+            pause = next(waits, None)
+            if pause is None:
+                raise ReplyError(f"reply FIFO {path!r}: no reader") from None
+            time.sleep(pause)
+        elif error.errno == errno.ELOOP:
+            raise ReplyError(f"reply path is a symlink: {path!r}") from None
+        else:
+            raise ReplyError(f"reply FIFO {path!r}: {error.strerror}") from None
+        try:
+            return os.open(path, _OPEN_FLAGS)
+        except OSError as e:
+            error = e
 
 
 def write_reply(fd: int, data: bytes, stall: float = WRITE_STALL) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import platform
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,18 @@ from .spec import QueueSpec
 from .stats import QueueStats
 
 SHM_DIR = "/dev/shm"
+# Lock-free size(): a queue's length is added - fetched - dropped_size - dropped_addmode,
+# four words that committed operations only ever increase (a decrease is the rollback of an
+# uncommitted one), and every operation makes the undo log count (word 13) non-zero before
+# its first write and zero after its last.  So if each of the four words reads the same in
+# two passes, each held its value for the whole time between the passes; if the log count
+# read between the passes is zero, no operation was half-done at that instant: the four
+# values were a committed state together.  Otherwise size() takes the lock as before (and
+# rolls back a dead holder's operation).  It relies on loads not being reordered with
+# loads and stores with stores, which x86 guarantees (TSO) and weaker CPUs do not: there
+# every read takes the lock.  It spares a size request two flock calls (~1 us of ~1.4).
+_LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
 _ENC = "utf-8"
 _ERR = "surrogatepass"  # any JSON string, lone surrogates included, round-trips
 
@@ -574,7 +587,13 @@ class Arena:
             base = self._queues[q][0]
         except KeyError:
             raise UnknownQueue(q) from None
-        r = self._records((base,))[0]
+        if _LOCK_FREE_READS:
+            # See _LOCK_FREE_READS: the four counters twice with a quiet undo log between.
+            w = self._w
+            first = w[base + 2 : base + 6].tolist()
+            if not w[13] and first == w[base + 2 : base + 6].tolist():
+                return first[0] - first[1] - first[2] - first[3]
+        r = self._records((base,))[0]  # a writer was busy (or died): take the lock
         return r[2] - r[3] - r[4] - r[5]
 
     def sizes(self) -> list[tuple[str, int]]:

@@ -40,6 +40,10 @@ _decoder = json.JSONDecoder(
 # The C scanner itself: JSONDecoder.decode wraps it in two regex calls and a method call,
 # about as costly again as scanning a small request.
 _scan_once = _decoder.scan_once
+# Public name for transports that decode while framing: scan_value(text, idx) -> (the value
+# at text[idx] decoded exactly as `parse` decodes it, the index after it); StopIteration or
+# ValueError when there is none.  The C scanner itself, not a wrapper (hot path).
+scan_value: Callable[[str, int], tuple[Any, int]] = _scan_once
 _WS = " \t\n\r"  # JSON whitespace, the same set JSONDecoder.decode skips
 
 

@@ -7,7 +7,7 @@ Adding a command = one function + one `Command(...)` line in mi_server/mi/comman
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jsonrpcserver.result import Result
@@ -29,6 +29,17 @@ class Command:
     help: str
     module: str
     aliases: tuple[str, ...] = ()
+    # params count -> the one non-empty recipe of that length, for positional params; counts
+    # with no recipe or with several (ambiguous) are absent: match_recipe says which error
+    positional: dict[int, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        counts: dict[int, list[tuple[str, ...]]] = {}
+        for recipe in self.recipes:
+            if recipe:
+                counts.setdefault(len(recipe), []).append(recipe)
+        object.__setattr__(self, "positional",
+                           {n: rs[0] for n, rs in counts.items() if len(rs) == 1})
 
 
 class Registry:
@@ -43,6 +54,8 @@ class Registry:
                     raise ValueError(f"MI command registered twice: {name!r}")
                 self._by_name[name] = cmd
                 self._names.append(name)
+        # the per-request lookup: the dict's own get, so a lookup costs no Python frame
+        self.lookup: Callable[[str], Command | None] = self._by_name.get
 
     def get(self, name: str) -> Command | None:
         # Exact, case-sensitive: OpenSIPS's lookup_mi_cmd compares bytes.

@@ -231,7 +231,9 @@ class Supervisor:
     def _fifo_listener(self) -> None:
         from mi_fifo import run_listener
 
-        run_listener(self.cfg.fifo, self._core().handle)
+        core = self._core()
+        run_listener(self.cfg.fifo, core.handle, scan=core.scan_value,
+                     handle_value=core.handle_value)
 
     # ---- processes -------------------------------------------------------------------
 

@@ -29,3 +29,18 @@ def test_transcript(case):
                 f"{case.source} step {n}\n  sent {step.request!r}\n  got  {got!r}\n"
                 f"  want {step.reply or step.reply_pattern.pattern!r}"
             )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_transcript_decoded_by_the_transport(case):
+    """The FIFO decodes while framing (scan_value) and calls handle_value: same bytes out."""
+    with arena_core([QueueSpec(**q) for q in case.queues], case.items) as (core, _):
+        for n, step in enumerate(case.steps, 1):
+            text = step.request.decode("latin-1")
+            start = len(text) - len(text.lstrip(" \t\r\n"))
+            try:
+                value = core.scan_value(text, start)[0] if step.request.isascii() else None
+            except (StopIteration, ValueError):
+                value = None  # not one JSON value: the transport passes the bytes instead
+            got = core.handle(step.request) if value is None else core.handle_value(value)
+            assert step.matches(got), f"{case.source} step {n}: got {got!r}"
