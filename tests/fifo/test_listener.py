@@ -217,6 +217,31 @@ def test_replaced_fifo_is_recreated(server):
     assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
 
 
+def test_wake_up_signals_lose_no_request(server):
+    """The listener sleeps in read() and is woken by signals that swap its read descriptor
+    (see _Loop): a storm of them while requests flow must not lose or repeat any."""
+    import signal
+
+    stop = threading.Event()
+
+    def storm() -> None:
+        while not stop.is_set():
+            os.kill(server.proc.pid, signal.SIGALRM)  # the listener's own timer signal
+            stop.wait(0.0002)
+
+    t = threading.Thread(target=storm)
+    t.start()
+    try:
+        replies = [call(server, f"s{i}", rpc("mq_add", ["q", f"k{i}", "v"], i), timeout=10)
+                   for i in range(300)]
+    finally:
+        stop.set()
+        t.join()
+    for i, r in enumerate(replies):
+        assert r == b'{"jsonrpc":"2.0","result":"OK","id":%d}\n' % i
+    assert server.size("q") == 300
+
+
 def test_hung_clients_do_not_block_the_next_one(server):
     # one never opens its reply FIFO, one opens it and never reads
     os.mkfifo(server.reply_dir / "hung1")
