@@ -229,6 +229,8 @@ def test_wake_up_signals_lose_no_request(server):
             os.kill(server.proc.pid, signal.SIGALRM)  # the listener's own timer signal
             stop.wait(0.0002)
 
+    # only once the listener serves (its handler is installed; before, SIGALRM would kill)
+    assert size_via_fifo(server) is not None
     t = threading.Thread(target=storm)
     t.start()
     try:
