@@ -150,32 +150,43 @@ class Framer:
         return events
 
     def _one_request(self, data: bytes) -> list[FrameEvent] | None:
-        """The common case in one regex and one C scan: `data` starts with a complete,
-        valid request of an allowed size.  None when anything else may be involved; the
-        caller then runs the general path over the same bytes (same result, just slower).
-        Bytes after the request go through the general path as usual."""
-        m = _HEAD.match(data)
-        if m is None:
+        """The common case in one regex and one C scan per request: `data` starts with a
+        complete, valid request of an allowed size (several such requests back to back,
+        as concurrent clients leave them in the pipe, each take the same shortcut).  None
+        when the first is not one; the caller then runs the general path over the same
+        bytes (same result, just slower).  Whatever follows the last request taken here
+        goes through the general path as usual."""
+        n = len(data)
+        value_scan = self._value_scan
+        if value_scan is not None and data.isascii():
+            # ASCII: str indices are byte indices, and this one pass both finds the end
+            # and decodes the body for the MI core (which would parse it again)
+            scan, text = value_scan, data.decode("ascii")
+        else:
+            scan, text = _SCAN, data.decode("latin-1")
+        events: list[FrameEvent] = []
+        pos = 0
+        while True:
+            m = _HEAD.match(data, pos)
+            if m is None:
+                break
+            v = m.end() - 1
+            try:
+                value, end = scan(text, v)
+            except (StopIteration, ValueError, RecursionError):
+                break  # unfinished or invalid: the general path tells which
+            name = m.group(1)
+            if end - m.start(1) + 1 > self.max_request or _FORBIDDEN.search(name) is not None:
+                break
+            # os.fsdecode without its Python-level type checks: `name` is bytes
+            events.append(Request(name.decode(_FS_ENCODING, _FS_ERRORS), data[v:end],
+                                  value if scan is value_scan else UNPARSED))
+            pos = end
+            if pos == n or _WS.match(data, pos).end() == n:
+                return events
+        if not events:
             return None
-        v = m.end() - 1
-        value = UNPARSED
-        try:
-            if self._value_scan is not None and data.isascii():
-                # ASCII: str indices are byte indices, and this one pass both finds the
-                # end and decodes the body for the MI core (which would parse it again)
-                value, end = self._value_scan(data.decode("ascii"), v)
-            else:
-                end = _SCAN(data.decode("latin-1"), v)[1]
-        except (StopIteration, ValueError, RecursionError):
-            return None  # unfinished or invalid: the general path tells which
-        name = m.group(1)
-        if end - m.start(1) + 1 > self.max_request or _FORBIDDEN.search(name) is not None:
-            return None
-        # os.fsdecode without its Python-level type checks: `name` is bytes
-        events: list[FrameEvent] = [Request(name.decode(_FS_ENCODING, _FS_ERRORS),
-                                            data[v:end], value)]
-        if end < len(data) and data[end:].strip(_WS_BYTES):
-            self._drain(data, events, final=False, pos=end)  # more requests follow
+        self._drain(data, events, final=False, pos=pos)  # the rest, the general way
         return events
 
     def poll(self, now: float) -> list[FrameEvent]:

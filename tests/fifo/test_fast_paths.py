@@ -33,6 +33,13 @@ STREAMS = [
     b":" + b"n" * 255 + b":{}",  # longest name
     b":" + b"n" * 256 + b":{}",  # name too long: not a header
     b":r:" + b"[" + b"1," * 40 + b"1]",  # over max_request
+    # several whole requests in one read (concurrent clients): each by the shortcut
+    b":a:{}\n:b:[1]\n :c: {\"x\":1}\n",
+    b":a:{}:b.x:[1]:c:{}",         # a forbidden name between two good ones
+    b":a:{}:b:[NaN]:c:{}",         # the middle one is the MI core's -32700, not framing's
+    b":a:{}:b:" + b"[" + b"1," * 40 + b"1]:c:{}",  # an oversize one in the middle
+    b":a:{}:b:{\"x\":}:c:{}",     # an invalid one in the middle
+    b":a:{}:b:{\"x\":1",          # the last one unfinished: held back
 ]
 
 
@@ -132,3 +139,17 @@ def test_reply_path_of_128_bytes_is_allowed_129_refused():
     assert len(reply_path(prefix, "n" * 123)) == 128
     with pytest.raises(ReplyError, match="longer than 128"):
         reply_path(prefix, "n" * 124)
+
+
+def test_back_to_back_requests_all_come_decoded():
+    """With the MI core's scanner, every whole request of a read is decoded while framed
+    (not only the first), so the core never parses them a second time."""
+    from mi_fifo.framer import UNPARSED, Request
+    from mi_server.mi.jsonvalues import parse, scan_value
+
+    f = Framer(65536, 1.0, scan_value)
+    events = f.feed(b":a:" + REQ + b"\n:b:" + REQ + b":c:[1,2]\n", 0.0)
+    assert [type(ev) for ev in events] == [Request] * 3
+    for ev in events:
+        assert ev.value is not UNPARSED
+        assert repr(ev.value) == repr(parse(ev.body))
