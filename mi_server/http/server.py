@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 IDLE_TIMEOUT = 5.0  # keep-alive connection waiting for its next request
 REQUEST_TIMEOUT = 10.0  # a request must arrive whole within this; a reply must keep moving
 DRAIN_TIMEOUT = 10.0  # on stop: longest wait for in-flight requests
+# Open connections per worker.  At the cap a worker stops accepting (the listening socket
+# leaves its epoll set, so it is not woken in vain and EPOLLEXCLUSIVE wakes another worker);
+# when every worker is full, new clients wait in the kernel's backlog until a connection
+# closes (idle ones within IDLE_TIMEOUT).  Keeps a flood of connections from exhausting the
+# worker's descriptors, which would also break the replies of the connections it has.
+MAX_CONNECTIONS = 1000
 LINGER_TIMEOUT = 2.0  # after an error reply: read and drop the rest before closing
 MAX_HEAD = 16384  # request line + headers
 RECV_SIZE = 65536
@@ -166,8 +172,11 @@ class Worker:
 
     def __init__(self, sock: socket.socket, app: WSGIApplication, cfg: HttpSettings,
                  idle_timeout: float = IDLE_TIMEOUT,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.listener = sock
+        self.max_connections = max_connections
+        self.accepting = False  # the listening socket is in the epoll set
         self.app = app
         self.limit = cfg.max_request
         self.idle_timeout = idle_timeout
@@ -282,6 +291,8 @@ class Worker:
     # -- socket events ------------------------------------------------------------------
     def accept(self) -> None:
         for _ in range(16):  # a few per wake-up, so one busy worker does not take them all
+            if not self.accepting:
+                return  # at the cap (see MAX_CONNECTIONS)
             try:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -293,6 +304,8 @@ class Worker:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, peer, self)
             self.conns[conn.fd] = conn
+            if len(self.conns) >= self.max_connections:
+                self.pause_accepting()
             # The request has usually arrived with the connection: read it now and
             # skip one epoll round trip (for Connection: close clients, the only one).
             self.read(conn)
@@ -398,6 +411,20 @@ class Worker:
         if conn.mask:
             self.ep.unregister(conn.fd)
         conn.sock.close()
+        if not self.accepting and not self.stopping and len(self.conns) < self.max_connections:
+            self.resume_accepting()
+
+    def pause_accepting(self) -> None:
+        if self.accepting:
+            self.ep.unregister(self.listener.fileno())
+            self.accepting = False
+            log.warning("%d open connections: not accepting more until one closes",
+                        len(self.conns))
+
+    def resume_accepting(self) -> None:
+        # EPOLLEXCLUSIVE: one worker is woken per new connection, not all of them.
+        self.ep.register(self.listener.fileno(), _EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.accepting = True
 
     # -- the loop -----------------------------------------------------------------------
     def sweep(self) -> None:
@@ -418,7 +445,9 @@ class Worker:
     def begin_stop(self) -> None:
         """Stop accepting; idle connections close now, busy ones after their reply."""
         self.stopping = True
-        self.ep.unregister(self.listener.fileno())
+        if self.accepting:
+            self.ep.unregister(self.listener.fileno())
+            self.accepting = False
         for conn in list(self.conns.values()):
             conn.closing = True
             if conn.idle() and not conn.linger_until:
@@ -433,8 +462,7 @@ class Worker:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         listen_fd = self.listener.fileno()
-        # EPOLLEXCLUSIVE: one worker is woken per new connection, not all of them.
-        ep.register(listen_fd, _EPOLLIN | select.EPOLLEXCLUSIVE)
+        self.resume_accepting()
         ep.register(wake_r.fileno(), _EPOLLIN)
         # The wake-up fd makes epoll return at once when a signal arrives.
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
@@ -487,10 +515,12 @@ class Worker:
 
 def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
                idle_timeout: float = IDLE_TIMEOUT,
-               request_timeout: float = REQUEST_TIMEOUT) -> None:
+               request_timeout: float = REQUEST_TIMEOUT,
+               max_connections: int = MAX_CONNECTIONS) -> None:
     """Serve MI requests on the shared listening socket until SIGTERM/SIGINT.
 
     On the signal: stop accepting, answer the requests already in progress (with
     `Connection: close`), close idle keep-alive connections, and return.
     """
-    Worker(sock, make_wsgi_app(handle, cfg), cfg, idle_timeout, request_timeout).serve()
+    Worker(sock, make_wsgi_app(handle, cfg), cfg, idle_timeout, request_timeout,
+           max_connections).serve()

@@ -52,7 +52,8 @@ def serve(port: int, core_handle) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
     def start(handle=None, workers: int = 2, **kwargs) -> Served:
-        options = {k: kwargs.pop(k) for k in ("idle_timeout", "request_timeout")
+        options = {k: kwargs.pop(k)
+                   for k in ("idle_timeout", "request_timeout", "max_connections")
                    if k in kwargs}
         cfg = HttpConfig(port=port, **kwargs)
         sock = bind(cfg)

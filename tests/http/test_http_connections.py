@@ -205,3 +205,24 @@ def test_a_client_that_does_not_read_does_not_block_the_worker(serve):
     other = s.connect()
     other.sendall(post("/mi", size_request("o")))
     assert json.loads(read_reply(other, bytearray()).body)["id"] == "o"
+
+
+def test_a_worker_at_its_connection_cap_accepts_again_when_one_closes(serve):
+    s = serve(workers=1, max_connections=3)
+    held = [s.connect() for _ in range(3)]
+    held[0].sendall(post("/mi", size_request("held")))
+    assert read_reply(held[0], bytearray()).status == 200  # all three were accepted
+    extra = s.connect()  # completes in the kernel's backlog; the worker does not take it
+    extra.sendall(post("/mi", size_request("extra")))
+    extra.settimeout(0.5)
+    try:
+        early = extra.recv(1)
+    except TimeoutError:
+        early = None
+    assert early is None  # not served while the worker is full
+    held[1].close()
+    extra.settimeout(10)
+    reply = read_reply(extra, bytearray())
+    assert reply.status == 200 and b'"extra"' in reply.body
+    for sock in (held[0], held[2], extra):
+        sock.close()
