@@ -42,6 +42,10 @@ class FifoServer:
         if self.proc.is_alive():
             os.kill(self.proc.pid, signal.SIGTERM)
         self.proc.join(10)
+        if self.proc.is_alive():  # a hung listener must not outlive the test
+            self.proc.kill()
+            self.proc.join(5)
+            return None
         return self.proc.exitcode
 
     def size(self, q: str = "q") -> int:

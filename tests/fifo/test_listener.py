@@ -21,8 +21,10 @@ ADD = rpc("mq_add", ["q", "k", "v"])
 def server(short_tmp):
     srv = start(short_tmp, max_request=8192)
     yield srv
-    assert srv.stop() == 0
-    srv.arena.unlink()
+    try:
+        assert srv.stop() == 0
+    finally:
+        srv.arena.unlink()  # also when the listener had to be killed
 
 
 def size_via_fifo(server) -> bytes:
@@ -133,8 +135,10 @@ def test_the_servers_own_fifo_is_not_a_reply_fifo(short_tmp):
         assert call(srv, "sz", rpc("mq_get_size", ["q"])).startswith(b'{"jsonrpc"')
         assert srv.size() == 0
     finally:
-        assert srv.stop() == 0
-        srv.arena.unlink()
+        try:
+            assert srv.stop() == 0
+        finally:
+            srv.arena.unlink()
 
 
 def test_empty_name_runs_without_reply(server):
@@ -260,5 +264,7 @@ def test_sigterm_stops_the_listener(short_tmp):
     try:
         assert call(srv, "x", ADD) is not None
     finally:
-        assert srv.stop() == 0
-        srv.arena.unlink()
+        try:
+            assert srv.stop() == 0
+        finally:
+            srv.arena.unlink()
