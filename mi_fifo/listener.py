@@ -252,11 +252,11 @@ def run_listener(cfg: FifoSettings, handle: Handle, *, scan: Scan | None = None,
 class _Loop:
     """The serving loop: a blocking read() per wake-up, no poll().
 
-    Like Kamailio's and OpenSIPS's FIFO processes, the listener sleeps in read() on its
-    FIFO: one system call per request instead of poll() + read() (~2 us of ~28 per
-    request here).  What must interrupt that sleep is a signal: SIGTERM/SIGINT (stop) and
-    SIGALRM, an interval timer for the "is the path still our FIFO?" check and for the
-    framer's idle time-out.  Python retries a read() interrupted by a signal once the
+    Like Kamailio's FIFO process (strace shows it blocking in read()), the listener sleeps
+    in read() on its FIFO: one system call per request instead of poll() + read() (~2 us of
+    ~28 per request here).  What must interrupt that sleep is a signal: SIGTERM/SIGINT
+    (stop) and SIGALRM, an interval timer for the "is the path still our FIFO?" check and
+    for the framer's idle time-out.  Python retries a read() interrupted by a signal once the
     handler has run (PEP 475), so the handler makes the retry return at once instead:
     while the loop is in read(), it dup2()s /dev/null over the descriptor being read (EOF
     immediately).  The FIFO itself stays open on a second descriptor and is put back after
