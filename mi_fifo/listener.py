@@ -278,7 +278,7 @@ class _Loop:
             self.stopping = True
         self.woke = True
         if self.reading and not self.swapped:
-            os.dup2(self.null_fd, self.read_fd)
+            os.dup2(self.null_fd, self.read_fd, inheritable=False)
             self.swapped = True
 
     def run(self) -> None:
@@ -328,7 +328,7 @@ class _Loop:
         """After a signal: put the FIFO back under read_fd, then the timed duties."""
         self.woke = False
         if self.swapped:
-            os.dup2(self.lst.fd, self.read_fd)
+            os.dup2(self.lst.fd, self.read_fd, inheritable=False)
             self.swapped = False
         if self.stopping:
             return
@@ -351,5 +351,6 @@ class _Loop:
         except (OSError, FifoError) as e:
             log.error("FIFO %s cannot be re-created (will retry): %s", lst.path, e)
         finally:
-            os.dup2(lst.fd, self.read_fd)  # the new FIFO, or the old one after a failure
+            # the new FIFO, or the old one after a failure
+            os.dup2(lst.fd, self.read_fd, inheritable=False)
             os.set_blocking(self.read_fd, True)
