@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from .compact import COMPACTING, compact, worth_compacting
 from .errors import ArenaFull, UnknownQueue
 from .layout import (
     H_BKT,
@@ -134,8 +135,12 @@ def logged_write(w: memoryview, idx: int, val: int) -> None:
 
 
 def rollback(w: memoryview) -> None:
-    """Undo an operation that did not commit (its process died or it raised)."""
+    """Undo an operation that did not commit (its process died or it raised), or finish a
+    free-space compaction that its process did not (see compact.py)."""
     n = w[H_LOGCNT]
+    if n == COMPACTING:
+        compact(w)
+        return
     for i in range(n - 2, -1, -2):
         w[w[H_LOG + i]] = w[H_LOG + i + 1]
     w[H_LOGCNT] = 0
@@ -171,6 +176,11 @@ def alloc(w: memoryview, nwords: int) -> int:
             logged_write(w, prev, w[p + I_NEXT])
             return p
         prev, p = p + I_NEXT, w[p + I_NEXT]
+    # Full, or only fragmented: merge the free space and try once more.  Only before the
+    # operation has logged anything (the pass itself is not logged; see compact.py).
+    if w[H_LOGCNT] == 0 and worth_compacting(w):
+        compact(w)
+        return alloc(w, nwords)  # compact() moved the mark: no second pass from here
     raise ArenaFull(f"no room in the arena for an item of {nwords * 8} bytes")
 
 

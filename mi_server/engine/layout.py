@@ -31,6 +31,7 @@ H_SPECS = 10  # byte offset of the JSON queue definitions
 H_SPECS_LEN = 11
 H_LARGE = 12  # free list of blocks too big for a size class (first fit)
 H_LOGCNT = 13  # words used in the undo log; != 0 means an operation did not commit
+H_FREED_MARK = 14  # item frees counted at the last free-space compaction (compact.py)
 H_LOG = 16  # undo log: (word index, old value) pairs
 LOG_WORDS = 256  # 128 entries; the longest operation logs about 30
 H_FREE = H_LOG + LOG_WORDS  # free-list heads by size class (class c = blocks of 16*c bytes)

@@ -1,0 +1,139 @@
+"""Free-space compaction (compact.py): an arena emptied of small items takes a big one; the
+pass changes no queue; a process dying at any of its writes leaves it to the next locker;
+an arena full of live items fails at once without a pass."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mi_server.engine import Arena, ArenaFull, QueueSpec
+
+from .conftest import unique_name
+from .faults import DieAtWrite
+
+SMALL = "s" * 20  # an 80-byte block
+MEDIUM = "M" * 300  # fits in 7 merged small blocks, in no single one
+BIG = "B" * 3000
+
+
+def fragmented(size: int = 64 << 10) -> tuple[Arena, int]:
+    """An arena filled with small items in `plain`, then all fetched but every 8th, which
+    is added back at once and so takes the block it just left (free lists are LIFO): the
+    free space is in runs of 7 blocks between live items.  Plus a keyed queue's item."""
+    arena = Arena.create(unique_name(), size, [QueueSpec("plain"), QueueSpec("keyed", addmode=2)])
+    arena.add("keyed", "k", "v")
+    n = 0
+    try:
+        while True:
+            arena.add("plain", f"k{n}", SMALL)
+            n += 1
+    except ArenaFull:
+        pass
+    for i in range(n):
+        item = arena.fetch("plain")
+        if i % 8 == 0:
+            arena.add("plain", *item)
+    return arena, n
+
+
+def contents(arena: Arena) -> dict[str, list[tuple[str, str]]]:
+    return {q: arena.snapshot(q) for q in ("plain", "keyed")}
+
+
+def test_free_runs_between_live_items_take_a_bigger_item():
+    arena, n = fragmented()
+    try:
+        assert n > 200
+        before = contents(arena)
+        assert len(before["plain"]) == (n + 7) // 8
+        arena.add("plain", "medium", MEDIUM)
+        arena.check_invariants()
+        assert contents(arena) == {"plain": [*before["plain"], ("medium", MEDIUM)],
+                                   "keyed": before["keyed"]}
+        with pytest.raises(ArenaFull):  # no run of 7 small blocks holds this one
+            arena.add("plain", "big", BIG)
+        assert arena.fetch_many("plain", 10_000)[-1] == ("medium", MEDIUM)
+        arena.check_invariants()
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+def test_free_space_at_the_end_goes_back_to_the_bump_pointer():
+    arena, _ = fragmented()
+    try:
+        arena.fetch_many("plain", 10_000)  # only the keyed item (the first block) is left
+        arena.add("plain", "big", BIG)
+        arena.check_invariants()
+        # everything after the keyed item's block is free again: one bump-allocated big block
+        assert arena.used_bytes() < 8 * 1024
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+def test_an_arena_full_of_live_items_fails_without_a_pass():
+    arena, _ = fragmented()
+    try:
+        arena.add("plain", "medium", MEDIUM)  # the pass after the fetches
+        try:
+            while True:
+                arena.add("plain", "more", SMALL)
+        except ArenaFull:
+            pass
+        counter = DieAtWrite(arena._w)  # counts metadata writes, never dies
+        arena._w = counter
+        with pytest.raises(ArenaFull):
+            arena.add("plain", "big2", BIG)
+        arena._w = counter._words
+        assert counter.writes == 0  # nothing freed since the last pass: no new pass
+        arena.check_invariants()
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+def _add_medium(arena: Arena) -> None:
+    arena.add("plain", "medium", MEDIUM)
+
+
+@pytest.mark.timeout(120)
+def test_death_at_any_write_of_a_pass_is_finished_by_the_next_locker():
+    arena, _ = fragmented()
+    try:
+        counter = DieAtWrite(arena._w)
+        arena._w = counter
+        _add_medium(arena)
+        arena._w = counter._words
+        writes = counter.writes
+        after = contents(arena)
+    finally:
+        arena.unlink()
+        arena.close()
+    assert writes > 100  # the pass rewrites every free-list head
+    step = max(1, writes // 150)  # ~150 death points, first and last included
+    for at in sorted({*range(1, writes + 1, step), writes}):
+        arena, _ = fragmented()
+        try:
+            before = contents(arena)
+            pid = os.fork()
+            if pid == 0:
+                arena._w = DieAtWrite(arena._w, at)
+                try:
+                    _add_medium(arena)
+                finally:
+                    os._exit(0)
+            _pid, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == DieAtWrite.EXIT_CODE
+            arena.check_invariants()  # takes the lock: finishes the pass or rolls back
+            got = contents(arena)
+            assert got in (before, after), f"death at write {at}/{writes}"
+            if got == before:
+                _add_medium(arena)  # and the arena can still take it
+                arena.check_invariants()
+                assert contents(arena) == after
+        finally:
+            arena.unlink()
+            arena.close()
