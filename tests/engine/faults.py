@@ -8,6 +8,8 @@ metadata word (undo log entries, the log count, links, counters, allocator words
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 
 class DieAtWrite:
@@ -28,3 +30,17 @@ class DieAtWrite:
         self.writes += 1
         if self.writes == self._die_at:
             os._exit(self.EXIT_CODE)
+
+
+def die_in_child(arena: Any, op: Callable[[Any], object], at: int) -> int:
+    """Run op(arena) in a forked child that dies at its `at`-th metadata write; the
+    child's exit code (DieAtWrite.EXIT_CODE when it died, 0 when op wrote less)."""
+    pid = os.fork()
+    if pid == 0:
+        arena._w = DieAtWrite(arena._w, at)
+        try:
+            op(arena)
+        finally:
+            os._exit(0)
+    _pid, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

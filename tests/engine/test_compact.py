@@ -4,14 +4,12 @@ an arena full of live items fails at once without a pass."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from mi_server.engine import Arena, ArenaFull, QueueSpec
 
 from .conftest import unique_name
-from .faults import DieAtWrite
+from .faults import DieAtWrite, die_in_child
 
 SMALL = "s" * 20  # an 80-byte block
 MEDIUM = "M" * 300  # fits in 7 merged small blocks, in no single one
@@ -118,15 +116,7 @@ def test_death_at_any_write_of_a_pass_is_finished_by_the_next_locker():
         arena, _ = fragmented()
         try:
             before = contents(arena)
-            pid = os.fork()
-            if pid == 0:
-                arena._w = DieAtWrite(arena._w, at)
-                try:
-                    _add_medium(arena)
-                finally:
-                    os._exit(0)
-            _pid, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == DieAtWrite.EXIT_CODE
+            assert die_in_child(arena, _add_medium, at) == DieAtWrite.EXIT_CODE
             arena.check_invariants()  # takes the lock: finishes the pass or rolls back
             got = contents(arena)
             assert got in (before, after), f"death at write {at}/{writes}"

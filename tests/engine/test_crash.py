@@ -17,7 +17,7 @@ import pytest
 from mi_server.engine import Arena, QueueSpec
 
 from .conftest import unique_name
-from .faults import DieAtWrite
+from .faults import DieAtWrite, die_in_child
 
 SPECS = [
     QueueSpec("plain"),
@@ -95,18 +95,6 @@ def count_writes(op: Op) -> tuple[int, list[tuple]]:
     finally:
         arena.unlink()
         arena.close()
-
-
-def die_in_child(arena: Arena, op: Op, at: int) -> int:
-    pid = os.fork()
-    if pid == 0:
-        arena._w = DieAtWrite(arena._w, at)
-        try:
-            op(arena)
-        finally:
-            os._exit(0)
-    _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.mark.timeout(120)
