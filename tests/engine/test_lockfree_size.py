@@ -1,4 +1,4 @@
-"""size() reads without the lock (x86): it must still only ever see committed states.
+"""size() and sizes() read without the lock (x86): they must only ever see committed states.
 
 A producer process keeps adding to a bounded queue, so every add that overflows first
 raises `added` and only then `dropped_size`: a reader that took the four counters from the
@@ -30,7 +30,7 @@ def _hammer(arena) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not arena_module._LOCK_FREE_READS, reason="locked reads on this CPU")
-def test_size_never_sees_a_half_done_operation(make_arena):
+def test_size_and_sizes_never_see_a_half_done_operation(make_arena):
     arena = make_arena([QueueSpec("bounded", size=LIMIT), QueueSpec("flow")])
     pid = os.fork()
     if pid == 0:  # the writer: killed by the test, never returns
@@ -44,6 +44,9 @@ def test_size_never_sees_a_half_done_operation(make_arena):
         for _ in range(READS):
             seen_bounded.add(arena.size("bounded"))
             seen_flow.add(arena.size("flow"))
+            sizes = dict(arena.sizes())
+            seen_bounded.add(sizes["bounded"])
+            seen_flow.add(sizes["flow"])
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
