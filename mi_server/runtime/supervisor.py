@@ -117,6 +117,7 @@ class Supervisor:
             self._clean_up()
             return 1
         log.info("started: %s", self._summary())
+        _share_with_children(self.cfg)
         for slot in self.slots:
             self._spawn(slot)
         why = self._supervise()
@@ -384,6 +385,27 @@ def _bind(http_cfg: Any) -> Any:
     from mi_server.http import bind
 
     return bind(http_cfg)
+
+
+def _share_with_children(cfg: Any) -> None:
+    """Import what the children run before forking them, then freeze the heap.
+
+    Imported once here, the modules' code and objects sit in pages every child shares
+    copy-on-write, instead of each child importing its own copy; gc.freeze() keeps the
+    children's garbage collections from writing into those objects (and so copying the
+    pages).  A restarted child also starts without imports.  Measured on the default
+    process set after some HTTP and FIFO traffic: PSS of the tree 39.7 -> 36.8 MB."""
+    import gc
+
+    from mi_server.mi import build_core  # noqa: F401  (the MI core and every command)
+    from mi_server.mi.commands import REGISTRY  # noqa: F401
+
+    if cfg.http is not None:
+        from mi_server.http import run_worker  # noqa: F401
+    if cfg.fifo is not None:
+        from mi_fifo import run_listener  # noqa: F401
+    gc.collect()
+    gc.freeze()
 
 
 def _create_fifo(fifo_cfg: Any) -> None:
