@@ -151,6 +151,22 @@ def free_list_head(w: memoryview, p: int) -> int:
     return H_FREE + c if c < MAX_CLASS else H_LARGE
 
 
+def split(w: memoryview, p: int, nwords: int) -> None:
+    """Shrink the free block p (already taken off its list) to nwords words and put the
+    rest, when it can hold a block header, on the free list of its size.  The rest's header
+    words lie inside p: free space until commit, so only p's size and the list head are
+    logged (a rollback gives p back whole; the rest's header is then interior garbage)."""
+    rest = w[p + I_BWORDS] - nwords
+    if rest < I_PAYLOAD:
+        return  # too small to be a block: p stays a little bigger than asked
+    logged_write(w, p + I_BWORDS, nwords)
+    r = p + nwords
+    w[r + I_BWORDS] = rest
+    head = free_list_head(w, r)
+    w[r + I_NEXT] = w[head]
+    logged_write(w, head, r)
+
+
 def alloc(w: memoryview, nwords: int) -> int:
     """A block of at least nwords words (logged); its I_NEXT is left for the caller."""
     c = nwords >> 1
@@ -164,16 +180,18 @@ def alloc(w: memoryview, nwords: int) -> int:
         logged_write(w, H_BUMP, bump + nwords)
         w[bump + I_BWORDS] = nwords  # above the old bump: free space, no log needed
         return bump
-    # Nearly full: take a whole bigger block rather than fail (no splitting, no coalescing).
+    # Nearly full: cut the block from a bigger free one (the rest stays free).
     for cc in range(c + 1, MAX_CLASS):
         p = w[H_FREE + cc]
         if p:
             logged_write(w, H_FREE + cc, w[p + I_NEXT])
+            split(w, p, nwords)
             return p
     prev, p = H_LARGE, w[H_LARGE]
     while p:
         if w[p + I_BWORDS] >= nwords:
             logged_write(w, prev, w[p + I_NEXT])
+            split(w, p, nwords)
             return p
         prev, p = p + I_NEXT, w[p + I_NEXT]
     # Full, or only fragmented: merge the free space and try once more.  Only before the

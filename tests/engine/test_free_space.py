@@ -1,6 +1,7 @@
-"""Free-space compaction (compact.py): an arena emptied of small items takes a big one; the
-pass changes no queue; a process dying at any of its writes leaves it to the next locker;
-an arena full of live items fails at once without a pass."""
+"""Free space: compaction (compact.py) lets an arena emptied of small items take bigger
+ones, changes no queue, is finished by the next locker when its process dies at any of its
+writes, and is skipped when nothing was freed; a block cut from a bigger free one leaves
+the rest free (alloc's split)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def fragmented(size: int = 64 << 10) -> tuple[Arena, int]:
 
 
 def contents(arena: Arena) -> dict[str, list[tuple[str, str]]]:
-    return {q: arena.snapshot(q) for q in ("plain", "keyed")}
+    return {q.name: arena.snapshot(q.name) for q in arena.specs()}
 
 
 def test_free_runs_between_live_items_take_a_bigger_item():
@@ -124,6 +125,65 @@ def test_death_at_any_write_of_a_pass_is_finished_by_the_next_locker():
                 _add_medium(arena)  # and the arena can still take it
                 arena.check_invariants()
                 assert contents(arena) == after
+        finally:
+            arena.unlink()
+            arena.close()
+
+
+def pinned_big_block() -> Arena:
+    """A full arena whose only free block is a big item's (fetched): the small items that
+    follow must be cut from it.  Too little has been freed for a compaction pass."""
+    arena = Arena.create(unique_name(), 64 << 10, [QueueSpec("plain")])
+    arena.add("plain", "big", BIG)
+    try:
+        while True:
+            arena.add("plain", "fill", SMALL)
+    except ArenaFull:
+        pass
+    assert arena.fetch("plain") == ("big", BIG)
+    return arena
+
+
+def test_small_items_are_cut_from_a_bigger_free_block():
+    arena = pinned_big_block()
+    try:
+        n = 0
+        try:
+            while True:
+                arena.add("plain", f"s{n}", SMALL)
+                n += 1
+        except ArenaFull:
+            pass
+        arena.check_invariants()
+        assert n >= 3000 // 80 - 1  # the whole big block, not one item per block
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+@pytest.mark.timeout(60)
+def test_death_at_any_write_of_a_split_leaves_before_or_after():
+    arena = pinned_big_block()
+    try:
+        before = contents(arena)
+        counter = DieAtWrite(arena._w)
+        arena._w = counter
+        arena.add("plain", "cut", SMALL)
+        arena._w = counter._words
+        writes, after = counter.writes, contents(arena)
+    finally:
+        arena.unlink()
+        arena.close()
+    assert writes > 4
+    for at in range(1, writes + 1):
+        arena = pinned_big_block()
+        try:
+            assert die_in_child(arena, lambda a: a.add("plain", "cut", SMALL), at) == \
+                DieAtWrite.EXIT_CODE
+            arena.check_invariants()
+            assert contents(arena) in (before, after), f"death at write {at}/{writes}"
+            arena.add("plain", "cut2", SMALL)  # and the rest of the block is still usable
+            arena.check_invariants()
         finally:
             arena.unlink()
             arena.close()
