@@ -248,6 +248,17 @@ def test_wake_up_signals_lose_no_request(server):
     assert server.size("q") == 300
 
 
+def test_reading_the_fifo_leaves_its_access_time_alone(server):
+    """O_NOATIME: every client write sets the FIFO's mtime, so without it each read would
+    update the atime too, a dirtied inode per request on a disk file system."""
+    assert size_via_fifo(server) is not None
+    before = os.stat(server.fifo).st_atime_ns
+    for _ in range(3):
+        threading.Event().wait(0.02)  # a coarse clock would hide an update
+        assert size_via_fifo(server) is not None
+    assert os.stat(server.fifo).st_atime_ns == before
+
+
 def test_hung_clients_do_not_block_the_next_one(server):
     # one never opens its reply FIFO, one opens it and never reads
     os.mkfifo(server.reply_dir / "hung1")
