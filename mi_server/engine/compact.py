@@ -68,20 +68,24 @@ def compact(w) -> None:
     """Merge adjacent free blocks and rebuild the free lists (under the lock, with no
     operation half-done: the undo log is empty or holds COMPACTING from a dead pass)."""
     w[H_LOGCNT] = COMPACTING
+    start, bump = w[H_HEAP_START], w[H_BUMP]
+    # Queued items marked with one byte per 2-word heap slot (blocks start 2-word aligned):
+    # 1/16 of the heap, one buffer freed at once, where a set of ints would take ~60 bytes
+    # per item in small objects (measured: 110 ms and +55 MB for 840k items with a set,
+    # 120 ms and a 4 MB buffer like this, 180 ms with one bit per slot).
+    used = bytearray(((bump - start) >> 1) + 1)
     qtab = w[H_QTAB]
-    used: set[int] = set()
     for i in range(w[H_NQ]):
         p = w[qtab + i * Q_WORDS + Q_HEAD]
         while p:
-            used.add(p)
+            used[(p - start) >> 1] = 1
             p = w[p + I_NEXT]
 
     runs: list[tuple[int, int]] = []  # (first word, words) of each maximal free run
-    bump = w[H_BUMP]
-    p = w[H_HEAP_START]
+    p = start
     run = -1
     while p < bump:
-        if p in used:
+        if used[(p - start) >> 1]:
             if run >= 0:
                 runs.append((run, p - run))
                 run = -1
