@@ -1,8 +1,9 @@
 """Free-space compaction: merge neighbouring free blocks when an allocation would fail.
 
-The allocator keeps free blocks in exact size classes and never splits or merges them, which
-keeps add and fetch O(1) with a short undo log.  The price is fragmentation: after a burst
-of small items is fetched, the arena can be nearly empty and still refuse a bigger item.
+The allocator keeps free blocks in exact size classes and never merges them on the way
+(it only cuts a block from a bigger one when it must: arena.split), which keeps add and
+fetch O(1) with a short undo log.  The price is fragmentation: after a burst of small
+items is fetched, the arena can be nearly empty and still refuse a bigger item.
 So before an allocation gives up (ArenaFull), the free space is rebuilt once: every heap
 block that is not a queued item is free, adjacent free blocks become one block, a free run
 ending at the bump pointer gives its words back to it, and all free lists are rebuilt.
