@@ -149,6 +149,9 @@ class MICore:
             doc = parse(request)
         except ParseError:
             return _PARSE_ERROR.encode()
+        except Exception:  # as in handle_value: a bug must still get an answer
+            log.exception("MI core failed to parse a request")
+            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
         return self.handle_value(doc)
 
     def handle_value(self, doc: Any) -> bytes | None:
