@@ -39,6 +39,7 @@ from .layout import (
     Q_DROP_SIZE,
     Q_FETCHED,
     Q_HEAD,
+    Q_MODE,
     Q_WORDS,
 )
 
@@ -46,19 +47,22 @@ COMPACTING = 1  # in the log count word: a compaction is under way (log lengths 
 
 
 def _freed_and_queued(w) -> tuple[int, int]:
-    """All-time item frees (fetched + dropped, every queue) and items queued now."""
+    """All-time block frees (every queue) and items queued now.  Fetched and evicted items
+    freed a block; so did an addmode-2 replace, but not an addmode-1 duplicate, which also
+    counts as dropped by addmode and never had a block."""
     qtab = w[H_QTAB]
     freed = queued = 0
     for i in range(w[H_NQ]):
         base = qtab + i * Q_WORDS
-        gone = w[base + Q_FETCHED] + w[base + Q_DROP_SIZE] + w[base + Q_DROP_MODE]
-        freed += gone
+        dropped_mode = w[base + Q_DROP_MODE]
+        gone = w[base + Q_FETCHED] + w[base + Q_DROP_SIZE] + dropped_mode
+        freed += gone if w[base + Q_MODE] == 2 else gone - dropped_mode
         queued += w[base + Q_ADDED] - gone
     return freed, queued
 
 
 def worth_compacting(w) -> bool:
-    """Items freed since the last pass >= 1/16 of the items queued (and at least one):
+    """Blocks freed since the last pass > 1/16 of the items queued (so at least one):
     an arena full of live items fails at once, and the cost of the passes stays bounded
     by a constant per freed item however often adds fail."""
     freed, queued = _freed_and_queued(w)

@@ -32,6 +32,7 @@ H_SPECS_LEN = 11
 H_LARGE = 12  # free list of blocks too big for a size class (first fit)
 H_LOGCNT = 13  # words used in the undo log; != 0 means an operation did not commit
 H_FREED_MARK = 14  # item frees counted at the last free-space compaction (compact.py)
+H_ROLLBACKS = 15  # rollbacks so far: lock-free readers detect one between their passes
 H_LOG = 16  # undo log: (word index, old value) pairs
 LOG_WORDS = 256  # 128 entries; the longest operation logs about 30
 H_FREE = H_LOG + LOG_WORDS  # free-list heads by size class (class c = blocks of 16*c bytes)

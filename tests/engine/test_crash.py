@@ -80,7 +80,6 @@ def count_writes(op: Op) -> tuple[int, list[tuple]]:
             arena.close()
             arena = fresh_arena()
         if op is OPS["addmode2_new_key_evicting"]:  # two operations
-            OPS["addmode2_new_key_evicting"].__call__  # noqa: B018 (documentation only)
             arena.add("newest", "c", "3")
             states.append(state(arena))
             arena.unlink()

@@ -150,3 +150,19 @@ def test_death_at_any_write_of_a_split_leaves_before_or_after(make_arena):
         assert contents(arena) in (before, after), f"death at write {at}/{writes}"
         arena.add("plain", "cut2", SMALL)  # and the rest of the block is still usable
         arena.check_invariants()
+
+
+def test_refused_addmode1_duplicates_do_not_count_as_freed_space(make_arena):
+    """An addmode-1 duplicate is counted as dropped by addmode but never had a block: a
+    stream of them must not make every failing add run a pass that frees nothing."""
+    arena = make_arena([QueueSpec("plain"), QueueSpec("oldest", addmode=1)], SIZE)
+    arena.add("oldest", "k", "v")
+    queued = 1 + fill(arena)
+    for _ in range(queued // 16 + 2):
+        arena.add("oldest", "k", "again")  # refused: the oldest is kept
+    counter = DieAtWrite(arena._w)  # counts, never dies
+    arena._w = counter
+    with pytest.raises(ArenaFull):
+        arena.add("plain", "big", BIG)
+    arena._w = counter._words
+    assert counter.writes == 0

@@ -3,13 +3,13 @@ MQUEUE.md's semantics must give identical results; invariants hold after every s
 
 from __future__ import annotations
 
-import uuid
-
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from mi_server.engine import Arena, ArenaFull, QueueSpec, QueueStats
+
+from .conftest import unique_name
 
 SPECS = [
     QueueSpec("plain"),
@@ -55,7 +55,7 @@ class ArenaMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         # small enough that big values fill it now and then (ArenaFull must change nothing)
-        self.arena = Arena.create(f"mqtest-{uuid.uuid4().hex[:12]}", 64 << 10, SPECS)
+        self.arena = Arena.create(unique_name(), 64 << 10, SPECS)
         self.model = {s.name: ModelQueue(s) for s in SPECS}
 
     def teardown(self) -> None:
@@ -92,7 +92,6 @@ class ArenaMachine(RuleBasedStateMachine):
         assert self.arena.size(q) == n
         assert self.arena.mq_size(q) == (n if n else -1)
 
-    @precondition(lambda self: True)
     @rule(q=st.sampled_from([*NAMES, None]))
     def reset_stats(self, q):
         self.arena.reset_stats(q)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mi_server.engine import Arena, ArenaFull, QueueSpec, QueueStats, UnknownQueue
+from mi_server.engine.layout import H_SPECS_LEN, H_VERSION, MAGIC, VERSION
 from tests.engine.conftest import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +212,7 @@ def test_full_arena_reuses_bigger_free_blocks(make_arena):
         while True:
             arena.add("q", "k", "v" * 2000)
     arena.fetch("q")
-    arena.add("q", "small", "v")  # no small block and no bump room: takes the big one
+    arena.add("q", "small", "v")  # no small block and no bump room: cut from the big one
     arena.check_invariants()
     assert arena.snapshot("q")[-1] == ("small", "v")
 
@@ -266,8 +267,28 @@ def test_reset_stats_of_one_counter_leaves_the_others(make_arena):
         arena.reset_stats("q", "size")
 
 
-@pytest.mark.parametrize("content", [b"", b"x" * 13, b"\0" * 65536])
+def _damaged_arena(word: int, value: int) -> bytes:
+    """A real arena's bytes with one header word overwritten."""
+    arena = Arena.create(unique_name(), 1 << 20, [QueueSpec("q")])
+    try:
+        arena._w[word] = value
+        return bytes(arena._mm)
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"x" * 13, b"\0" * 65536,
+    MAGIC.to_bytes(8, "little"),                      # the magic and nothing else
+    pytest.param("version", id="another-layout-version"),
+    pytest.param("specs", id="unreadable-queue-definitions"),
+])
 def test_attach_to_a_file_that_is_not_an_arena_is_a_clear_error(content):
+    if content == "version":
+        content = _damaged_arena(H_VERSION, VERSION + 1)
+    elif content == "specs":
+        content = _damaged_arena(H_SPECS_LEN, 3)  # cuts the JSON short
     name = unique_name()
     path = f"/dev/shm/{name}"
     with open(path, "wb") as f:
