@@ -337,8 +337,7 @@ class _Parser:
         if "max_request" in m:
             cfg.max_request = self.size("fifo.max_request", m["max_request"], minimum=1)
         if "idle_timeout" in m:
-            cfg.idle_timeout = self.number("fifo.idle_timeout", m["idle_timeout"],
-                                           positive=True)
+            cfg.idle_timeout = self.positive("fifo.idle_timeout", m["idle_timeout"])
         return cfg
 
     def mode(self, value: Any) -> int:
@@ -383,8 +382,7 @@ class _Parser:
                                                   minimum=1)
             if "interval" in item:
                 # > 0: an idle consumer sleeps this long; 0 would spin on an empty queue
-                consumer.interval = self.number(f"{where}: interval", item["interval"],
-                                                positive=True)
+                consumer.interval = self.positive(f"{where}: interval", item["interval"])
             if "batch" in item:
                 consumer.batch = self.integer(f"{where}: batch", item["batch"], minimum=1)
             if len(self.problems) == before:
@@ -405,12 +403,10 @@ class _Parser:
         self.problem(where, f"must be an integer >= {minimum}, not {value!r}")
         return minimum
 
-    def number(self, where: str, value: Any, positive: bool) -> float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                value > 0 or (not positive and value == 0)):
+    def positive(self, where: str, value: Any) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
-        self.problem(where, f"must be a number {'> 0' if positive else '>= 0'}, "
-                            f"not {value!r}")
+        self.problem(where, f"must be a number > 0, not {value!r}")
         return 1.0
 
     def size(self, where: str, value: Any, minimum: int) -> int:

@@ -53,9 +53,7 @@ def _plain(code: int, extra: tuple[tuple[str, str], ...] = ()) -> tuple[str, lis
 
 
 # Refusals are the same bytes every time: build them once, not per request.
-_BAD_PATH = _plain(400)
-_EMPTY = _plain(400)
-_BAD_LENGTH = _plain(400)
+_BAD_REQUEST = _plain(400)  # a wrong path, an empty body, a bad Content-Length
 _GET = _plain(405, (("Allow", "POST"),))
 _OTHER_METHOD = _plain(406)
 _TOO_LARGE = _plain(413)
@@ -97,9 +95,9 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
             try:
                 length = int(declared)
             except ValueError:
-                return _BAD_LENGTH
+                return _BAD_REQUEST
             if length < 0:
-                return _BAD_LENGTH
+                return _BAD_REQUEST
             if length > limit:  # decided from the header, before reading anything
                 return _TOO_LARGE
             return stream.read(length)
@@ -113,7 +111,7 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         if path != root and not path.startswith(root_dir):
-            status, headers, body = _BAD_PATH
+            status, headers, body = _BAD_REQUEST
         elif authorized is not None and not authorized(environ.get("HTTP_AUTHORIZATION")):
             status, headers, body = _UNAUTHORIZED
         elif (method := environ["REQUEST_METHOD"]) != "POST":
@@ -123,7 +121,7 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
             if type(request) is tuple:
                 status, headers, body = request
             elif not request:
-                status, headers, body = _EMPTY
+                status, headers, body = _BAD_REQUEST
             else:
                 reply = handle(request)  # runs to completion before any status is sent
                 if reply is None:

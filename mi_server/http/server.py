@@ -40,6 +40,7 @@ DRAIN_TIMEOUT = 10.0  # on stop: longest wait for in-flight requests
 # closes (idle ones within IDLE_TIMEOUT).  Keeps a flood of connections from exhausting the
 # worker's descriptors, which would also break the replies of the connections it has.
 MAX_CONNECTIONS = 1000
+CAP_WARN_EVERY = 60.0  # seconds: a flood at the cap logs once a minute, not per connection
 LINGER_TIMEOUT = 2.0  # after an error reply: read and drop the rest before closing
 MAX_HEAD = 16384  # request line + headers
 RECV_SIZE = 65536
@@ -177,6 +178,7 @@ class Worker:
         self.listener = sock
         self.max_connections = max_connections
         self.accepting = False  # the listening socket is in the epoll set
+        self.cap_warned = -CAP_WARN_EVERY  # when the cap was last logged
         self.app = app
         self.limit = cfg.max_request
         self.idle_timeout = idle_timeout
@@ -304,13 +306,18 @@ class Worker:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, peer, self)
             self.conns[conn.fd] = conn
-            if len(self.conns) >= self.max_connections:
-                self.pause_accepting()
             # The request has usually arrived with the connection: read it now and
             # skip one epoll round trip (for Connection: close clients, the only one).
             self.read(conn)
             if conn.fd in self.conns and conn.mask == 0:
                 self.watch(conn, _EPOLLIN)
+            # counted after that read: a Connection: close exchange is often over already
+            if len(self.conns) >= self.max_connections:
+                self.pause_accepting()
+                if self.now - self.cap_warned > CAP_WARN_EVERY:
+                    self.cap_warned = self.now
+                    log.warning("%d open connections: not accepting more until one "
+                                "closes", len(self.conns))
 
     def read(self, conn: Connection) -> None:
         try:
@@ -418,8 +425,6 @@ class Worker:
         if self.accepting:
             self.ep.unregister(self.listener.fileno())
             self.accepting = False
-            log.warning("%d open connections: not accepting more until one closes",
-                        len(self.conns))
 
     def resume_accepting(self) -> None:
         # EPOLLEXCLUSIVE: one worker is woken per new connection, not all of them.
@@ -445,9 +450,7 @@ class Worker:
     def begin_stop(self) -> None:
         """Stop accepting; idle connections close now, busy ones after their reply."""
         self.stopping = True
-        if self.accepting:
-            self.ep.unregister(self.listener.fileno())
-            self.accepting = False
+        self.pause_accepting()  # for good: close() resumes only while not stopping
         for conn in list(self.conns.values()):
             conn.closing = True
             if conn.idle() and not conn.linger_until:
@@ -484,8 +487,7 @@ class Worker:
                 self.now = now = time.monotonic()
                 for fd, ev in events:
                     if fd == listen_fd:
-                        if not self.stopping:
-                            self.accept()
+                        self.accept()  # returns at once when not accepting (stopping)
                     elif fd == wake_fd:
                         try:
                             wake_r.recv(64)

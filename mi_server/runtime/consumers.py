@@ -123,7 +123,7 @@ def run_consumer(engine: Any, queue: str, handler: Handler, interval: float, bat
     stop = _StopFlag()
     log.debug("%s: started", name)
     while not stop.stopping:
-        items = engine.fetch_many(queue, max(1, batch))
+        items = engine.fetch_many(queue, batch)  # config: batch >= 1
         if not items:
             stop.sleep(interval)
             continue

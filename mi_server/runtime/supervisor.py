@@ -117,7 +117,6 @@ class Supervisor:
             self._clean_up()
             return 1
         log.info("started: %s", self._summary())
-        _share_with_children(self.cfg)
         for slot in self.slots:
             self._spawn(slot)
         why = self._supervise()
@@ -157,6 +156,7 @@ class Supervisor:
             self.pid_written = True
         self.slots = [Slot(spec) for spec in self._child_specs()]
         self._write_table()
+        _share_with_children()  # last: whatever set-up allocated is shared too
 
     def _create_arena(self) -> Any:
         from mi_server.engine import Arena
@@ -387,10 +387,12 @@ def _bind(http_cfg: Any) -> Any:
     return bind(http_cfg)
 
 
-def _share_with_children(cfg: Any) -> None:
+def _share_with_children() -> None:
     """Import what the children run before forking them, then freeze the heap.
 
-    Imported once here, the modules' code and objects sit in pages every child shares
+    (The transports were imported by _bind and _create_fifo already; the MI core and its
+    commands are otherwise imported by each child.)  Imported once here, the modules' code
+    and objects sit in pages every child shares
     copy-on-write, instead of each child importing its own copy; gc.freeze() keeps the
     children's garbage collections from writing into those objects (and so copying the
     pages).  A restarted child also starts without imports.  Measured, PSS of the whole
@@ -398,13 +400,8 @@ def _share_with_children(cfg: Any) -> None:
     70.7 -> 48.8 MiB; a small idle configuration 39.7 -> 36.8 MB."""
     import gc
 
-    from mi_server.mi import build_core  # noqa: F401  (the MI core and every command)
-    from mi_server.mi.commands import REGISTRY  # noqa: F401
+    from mi_server.mi.commands import REGISTRY  # noqa: F401  (the MI core and every command)
 
-    if cfg.http is not None:
-        from mi_server.http import run_worker  # noqa: F401
-    if cfg.fifo is not None:
-        from mi_fifo import run_listener  # noqa: F401
     gc.collect()
     gc.freeze()
 

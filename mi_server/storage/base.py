@@ -8,6 +8,7 @@ keys and values are always bound parameters.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 from mi_server.storage.errors import StorageError
 from mi_server.storage.fallback import fallback_path, read_items
 from mi_server.storage.names import check_table_name
+
+log = logging.getLogger(__name__)
 
 
 class Storage:
@@ -107,10 +110,16 @@ class Storage:
         table = check_table_name(queue)
         spare = fallback_path(self.fallback_dir, queue)
         q = self._quote
+        try:
+            earlier = read_items(spare)
+        except StorageError as exc:
+            # An unreadable file must not stop this save too (and every later one): the
+            # queue is saved, the file is left for a human (load names its bad line).
+            log.error("%s; saving queue %r without it", exc, queue)
+            earlier = []
         with self._transaction(table, "save") as cur:
             if not self._exists(cur, table):
                 raise StorageError(f"{self.describe()}: table {table!r} does not exist")
-            earlier = read_items(spare)
             if earlier or items:
                 cur.executemany(
                     f"INSERT INTO {q(table)} ({q('key')}, {q('val')}) "

@@ -208,10 +208,12 @@ def test_a_client_that_does_not_read_does_not_block_the_worker(serve):
 
 
 def test_a_worker_at_its_connection_cap_accepts_again_when_one_closes(serve):
-    s = serve(workers=1, max_connections=3)
+    # a long idle timeout: only the close below may free the worker's slot
+    s = serve(workers=1, max_connections=3, idle_timeout=60)
     held = [s.connect() for _ in range(3)]
-    held[0].sendall(post("/mi", size_request("held")))
-    assert read_reply(held[0], bytearray()).status == 200  # all three were accepted
+    for sock in held:  # each is served: the worker took all three
+        sock.sendall(post("/mi", size_request("held")))
+        assert read_reply(sock, bytearray()).status == 200
     extra = s.connect()  # completes in the kernel's backlog; the worker does not take it
     extra.sendall(post("/mi", size_request("extra")))
     extra.settimeout(0.5)

@@ -20,6 +20,7 @@ from mi_server.runtime.consumers import (
     run_consumer,
 )
 from mi_server.runtime.logsetup import setup_logging
+from tests.serverproc import wait_for
 
 WAIT = 10.0
 
@@ -78,10 +79,7 @@ def fork(body: Callable[[], None], stderr: Path) -> int:
 
 
 def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    wait_for(predicate, WAIT, what)
 
 
 def text(path: Path) -> str:
@@ -214,8 +212,3 @@ def test_a_callable_handler_is_the_function_itself():
 def test_describe_item_cuts_long_values():
     assert describe_item("q", "k", "v") == "queue='q' key='k' value='v'"
     assert describe_item("q", "k", "y" * 500).endswith("y" * 200 + "...'")
-
-
-def test_python_is_where_the_tests_expect_it():
-    # The command-handler tests run `sh`; the server runs under this interpreter.
-    assert os.path.exists(sys.executable)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
+
+from tests.serverproc import wait_for
 
 HANDLER = "mi_server.runtime.example_handlers:append_to_file"
 
@@ -22,10 +23,7 @@ def test_a_pool_of_three_handles_each_item_exactly_once(servers, short_tmp):
     n = 300
     for i in range(n):
         s.add("q1", f"k{i}", f"v{i}")
-    deadline = time.monotonic() + 20
-    while len(handled(out)) < n:
-        assert time.monotonic() < deadline, f"only {len(handled(out))} of {n} handled"
-        time.sleep(0.05)
+    wait_for(lambda: len(handled(out)) >= n, 20, f"all {n} items handled")
     assert s.mi("mq_get_size", {"name": "q1"})["Queue"]["size"] == 0
     assert s.stop() == 0
     items = handled(out)
@@ -43,10 +41,8 @@ def test_a_failing_item_is_logged_and_the_next_one_is_handled(servers, short_tmp
                 env={"MQ_EXAMPLE_FILE": str(out)}).start()
     s.add("q1", "bad", "boom")
     s.add("q1", "good", "fine")
-    deadline = time.monotonic() + 10
-    while not any(i["key"] == "good" for i in handled(out)):
-        assert time.monotonic() < deadline, "the item after the failing one was not handled"
-        time.sleep(0.05)
+    wait_for(lambda: any(i["key"] == "good" for i in handled(out)), 10,
+             "the item after the failing one to be handled")
     assert s.stop() == 0
     assert [i["key"] for i in handled(out)] == ["good"]
     assert "handler failed for queue='q1' key='bad' value='boom'" in s.stderr()
@@ -58,9 +54,6 @@ def test_a_command_line_consumer_sees_the_item_in_its_environment(servers, short
     handler = f"sh -c 'echo \"$MQ_QUEUE $MQ_KEY $MQ_VALUE\" >> {out}'"
     s = servers(consumers=[{"queue": "q2", "handler": handler}]).start()
     s.add("q2", "key1", "value one")
-    deadline = time.monotonic() + 10
-    while not (out.exists() and out.read_text()):
-        assert time.monotonic() < deadline, "the command never ran"
-        time.sleep(0.05)
+    wait_for(lambda: out.exists() and out.read_text(), 10, "the command to run")
     assert s.stop() == 0
     assert out.read_text() == "q2 key1 value one\n"

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from tests.serverproc import closed_port_mysql_url
+from tests.serverproc import closed_port_mysql_url, wait_for
 
 ITEMS = [(f"k{i}", f"v{i}") for i in range(5)]
 
@@ -114,10 +114,7 @@ def test_sigterm_under_load_saves_every_acknowledged_item(servers, db):
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     for th in threads:
         th.start()
-    deadline = time.monotonic() + 10
-    while len(acked) < 200 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(acked) >= 200, "the clients did not get going"
+    wait_for(lambda: len(acked) >= 200, 10, "the clients to get going")
     s.proc.send_signal(signal.SIGTERM)
     code = s.proc.wait(15)  # "within a few seconds"; bounded, not timed
     stop.set()
@@ -139,10 +136,7 @@ def test_a_second_signal_during_shutdown_does_not_spoil_the_save(servers, db, sh
     for key, value in ITEMS:
         s.add(t, key, value)
     s.add("jobs", "j", "1")
-    deadline = time.monotonic() + 10
-    while not started.exists():
-        assert time.monotonic() < deadline, "the consumer never ran its handler"
-        time.sleep(0.02)
+    wait_for(started.exists, 10, "the consumer to run its handler")
     s.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)  # let the shutdown begin (not a timing assertion)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):

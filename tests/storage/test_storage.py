@@ -238,6 +238,18 @@ def test_corrupt_fallback_file_is_an_error_naming_file_and_line(backend: Backend
     assert spare.exists()
 
 
+def test_a_corrupt_fallback_file_does_not_stop_the_save(backend: Backend) -> None:
+    """Every later save would fail (and append to that same file) otherwise."""
+    table = backend.table()
+    backend.storage.create_table(table)
+    backend.fallback_dir.mkdir()
+    spare = backend.fallback_dir / f"{table}.fallback.jsonl"
+    spare.write_text("not json\n")
+    save_with_fallback(backend.storage, table, [("a", "1")])
+    assert backend.rows(table) == [("a", "1")]
+    assert spare.read_text() == "not json\n"  # left as it was, for a human
+
+
 def test_save_with_fallback_saves_to_the_database_when_it_works(backend: Backend) -> None:
     table = backend.table()
     backend.storage.create_table(table)
