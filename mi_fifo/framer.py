@@ -43,7 +43,6 @@ _FORBIDDEN = re.compile(rb"[./\\]")
 _HEAD = re.compile(rb"[ \t\r\n]*:([^:\x00-\x1f\x7f]{0,%d}):[ \t\r\n]*[{\[]" % NAME_MAX)
 _DECODER = json.JSONDecoder(strict=False)  # as the MI core: raw control chars in strings
 _SCAN = _DECODER.scan_once                 # raw_decode without its Python wrapper
-_WS_BYTES = b" \t\r\n"
 _COLON = 0x3A
 _JSON_OPENERS = (0x7B, 0x5B)
 
@@ -337,8 +336,8 @@ class Framer:
                 if text is None:
                     text = buf.decode("latin-1")
                 try:
-                    end = _DECODER.raw_decode(text, v)[1]
-                except (ValueError, RecursionError):
+                    end = _SCAN(text, v)[1]
+                except (StopIteration, ValueError, RecursionError):
                     end = -1
             if end < 0:
                 # unfinished or invalid: the resumable scan tells which

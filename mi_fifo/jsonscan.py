@@ -128,13 +128,9 @@ class JsonScan:
                     mode, self._num = _NUM, (_N_ZERO if c == 0x30 else _N_INT)
                 elif c in _LITERALS:
                     mode, self._lit = _LIT, _LITERALS[c]
-                elif c == 0x5D and mode == _ARR_FIRST:  # ']' of an empty array
-                    stack.pop()
-                    if not stack:
-                        i += 1
-                        status = DONE
-                        break
-                    mode = _AFTER
+                elif c == 0x5D and mode == _ARR_FIRST:  # ']' of an empty array:
+                    mode = _AFTER  # closed there, like any container (i not advanced)
+                    continue
                 else:
                     status = BAD
                     break
@@ -142,13 +138,9 @@ class JsonScan:
             elif mode == _OBJ_FIRST or mode == _OBJ_KEY:
                 if c == 0x22:
                     mode, self._key = _STR, True
-                elif c == 0x7D and mode == _OBJ_FIRST:  # '}' of an empty object
-                    stack.pop()
-                    if not stack:
-                        i += 1
-                        status = DONE
-                        break
-                    mode = _AFTER
+                elif c == 0x7D and mode == _OBJ_FIRST:  # '}' of an empty object:
+                    mode = _AFTER  # closed there, like any container (i not advanced)
+                    continue
                 else:
                     status = BAD
                     break

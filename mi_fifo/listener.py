@@ -168,10 +168,9 @@ class _Listener:
         self.open(fresh=True)
         os.close(old)
 
-    def read_available(self, now: float | None = None) -> None:
+    def read_available(self) -> None:
         """Read and serve everything the (non-blocking) FIFO holds now: on re-creation."""
-        if now is None:
-            now = time.monotonic()
+        now = time.monotonic()
         while True:
             try:
                 data = os.read(self.fd, READ_SIZE)
@@ -228,8 +227,8 @@ class _Listener:
 
     def run_safely(self, body: bytes, value: Any = UNPARSED) -> bytes | None:
         try:
-            if value is not UNPARSED and self.handle_value is not None:
-                return self.handle_value(value)
+            if value is not UNPARSED:  # only framed with a scan when handle_value is set
+                return self.handle_value(value)  # type: ignore[misc]
             return self.handle(body)
         except Exception:
             log.exception("FIFO: the MI core raised")
@@ -302,9 +301,10 @@ class _Loop:
                 data = b"" if self.woke else read(self.read_fd, READ_SIZE)
                 self.reading = False
                 if data:
-                    lst.dispatch(framer.feed(data, monotonic()))
-                    if framer.pending:
-                        self.arm_timer(monotonic())
+                    now = monotonic()
+                    lst.dispatch(framer.feed(data, now))
+                    if framer.pending:  # rare: part of a request is held back
+                        self.arm_timer(now)
                 if self.woke:
                     self.wake_up(monotonic())
         finally:

@@ -6,8 +6,8 @@ hard-linked FIFO, the server's own FIFO, no reader) is never executed.  Every wa
 bounded: one slow or vanished client holds the single listener for at most `OPEN_BUDGET`
 (+ `WRITE_STALL` for a reply bigger than the pipe that nobody reads).
 
-This is the per-request hot path, so the common case is three syscalls (open, fstat, and
-write + close in `write_reply`): the checks are made on what was actually opened, which is
+This is the per-request hot path, so the common case is four system calls (open and fstat
+here, write and close in `write_reply`): the checks are made on what was actually opened, which is
 both cheaper and race-free compared with an lstat of the path beforehand.
 """
 
@@ -51,10 +51,8 @@ def reply_prefix(reply_dir: str | os.PathLike[str] | bytes) -> bytes:
     return prefix
 
 
-def reply_path(reply_dir: str | os.PathLike[str] | bytes, name: str) -> bytes:
-    """reply_dir + name as bytes; refuses a path over PATH_MAX bytes.  A `bytes` reply_dir
-    is taken to be a `reply_prefix` already."""
-    prefix = reply_dir if type(reply_dir) is bytes else reply_prefix(reply_dir)
+def reply_path(prefix: bytes, name: str) -> bytes:
+    """`reply_prefix(reply_dir)` + name as bytes; refuses a path over PATH_MAX bytes."""
     # os.fsencode without its Python-level checks: `name` is always a str here
     path = prefix + name.encode(_FS_ENCODING, _FS_ERRORS)
     if len(path) > PATH_MAX:
@@ -81,17 +79,17 @@ def _no_reader_yet(path: bytes) -> None:
     _check(st, path)
 
 
-def open_reply(reply_dir: str | os.PathLike[str] | bytes, name: str,
+def open_reply(prefix: bytes, name: str,
                schedule: tuple[float, ...] = OPEN_SCHEDULE,
                refuse: tuple[int, int] | None = None) -> int:
     """A non-blocking write fd on the client's reply FIFO, or ReplyError.
 
     Opened with O_NOFOLLOW, then the opened fd itself is checked (fstat), so no swap of the
-    path can make us write into something else.  `reply_dir` may be given as bytes (the
-    listener encodes it once).  `refuse` is the (st_dev, st_ino) of the server's own FIFO:
+    path can make us write into something else.  `prefix` is `reply_prefix(reply_dir)`
+    (the listener computes it once).  `refuse` is the (st_dev, st_ino) of the server's own FIFO:
     a reply written there would come back as input, and block the listener (its only
     reader) when bigger than the pipe."""
-    path = reply_path(reply_dir, name)
+    path = reply_path(prefix, name)
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:

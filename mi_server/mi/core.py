@@ -30,7 +30,6 @@ from mi_server.mi.jsonvalues import (
     ParseError,
     encode,
     int32,
-    is_number,
     parse,
     scan_value,
     to_bytes,
@@ -62,28 +61,12 @@ _PARSE_ERROR = error_text(*E.PARSE_ERROR, NODATA, _ID_NULL)
 _INVALID_REQUEST_NULL = error_text(*E.INVALID_REQUEST, NODATA, _ID_NULL)
 
 
-def _id_text(id_value: Any) -> str:
-    """The id as echoed: strings as given, numbers as cJSON's 32-bit valueint, else null."""
-    if type(id_value) is str:
-        return encode(id_value)
-    if is_number(id_value):
-        return str(int32(id_value))
-    return _ID_NULL
-
-
 def _members(obj: JObject) -> dict[str, Any]:
     """The four top-level members, names matched case-insensitively, first duplicate wins
-    (cJSON_GetObjectItem walks the members in order with strcasecmp)."""
-    pairs = obj.pairs
-    # Fast path for what clients send: only the lower-case member names, each once.  Then
-    # no case folding or first-duplicate rule can change anything, and a C-built dict is
-    # the answer.  Anything else (an extra, duplicate or differently cased name) takes the
-    # exact walk below.
-    found = dict(pairs)
-    if len(found) == len(pairs) and found.keys() <= _MEMBER_SET:
-        return found
-    found = {}
-    for name, value in pairs:
+    (cJSON_GetObjectItem walks the members in order with strcasecmp).  MICore._one takes
+    a shortcut first for what clients send (only the lower-case names, each once)."""
+    found: dict[str, Any] = {}
+    for name, value in obj.pairs:
         # ASCII-only folding, like strcasecmp: 'İd'.lower() must not become 'id'.
         key = name.lower() if name.isascii() else name
         if key in _MEMBERS and key not in found:
@@ -120,11 +103,10 @@ def match_recipe(
     return (found, "") if found is not None else (None, detail)
 
 
-def _bind(recipe: tuple[str, ...], params: list | JObject | None) -> dict[str, Any]:
+def _bind(params: JObject | None) -> dict[str, Any]:
+    """Named params by name (positional ones are bound in MICore._one)."""
     if params is None:
         return {}
-    if type(params) is list:
-        return dict(zip(recipe, params, strict=True))  # counts matched already
     bound: dict[str, Any] = {}
     for name, value in params.pairs:
         bound.setdefault(name, value)  # a matched recipe has each name exactly once
@@ -178,7 +160,8 @@ class MICore:
             return _INVALID_REQUEST_NULL
         pairs = doc.pairs
         m = dict(pairs)
-        # _members' fast path inlined: only the four lower-case names, each once
+        # only the four lower-case names, each once: then no case folding or
+        # first-duplicate rule can change anything; else the exact walk
         if len(m) != len(pairs) or not m.keys() <= _MEMBER_SET:
             m = _members(doc)
         id_value = m.get("id", _NO_ID)
@@ -191,7 +174,8 @@ class MICore:
             or type(method) is not str
             or ("params" in m and type(params) is not list and type(params) is not JObject)
         )
-        # _id_text inlined (this runs on every request), the common string id first
+        # the id as echoed: strings as given, numbers as cJSON's 32-bit valueint, else null
+        # (the common string id first)
         id_type = type(id_value)
         if id_type is str:
             id_text = encode(id_value)
@@ -227,7 +211,7 @@ class MICore:
             recipe, detail = match_recipe(cmd, params)
             if recipe is None:
                 return None if id_text is None else error_text(*E.INVALID_PARAMS, detail, id_text)
-            result = self._call(cmd, _bind(recipe, params))
+            result = self._call(cmd, _bind(params))
         if id_text is None:
             return None  # the command has run; a notification gets no reply
         if isinstance(result, Left):

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import select
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,25 @@ def call(server: FifoServer, name: str, body: bytes, timeout: float = 10.0,
     finally:
         os.close(rfd)
         os.unlink(path)
+
+
+# The README's shell recipe: mkfifo a reply FIFO, printf the request into the server's
+# FIFO, cat the reply.
+SHELL_CLIENT = r"""
+set -e
+reply="$REPLY_DIR/$NAME"
+rm -f "$reply"; mkfifo -m 0666 "$reply"
+printf ':%s:%s' "$NAME" "$REQ" > "$FIFO"
+cat "$reply"
+rm -f "$reply"
+"""
+
+
+def shell_client(fifo: Path, reply_dir: Path, name: str, request: str) -> bytes:
+    """What `cat` printed for one request sent by the shell recipe (bash must succeed)."""
+    env = {**os.environ, "REPLY_DIR": str(reply_dir), "NAME": name, "REQ": request,
+           "FIFO": str(fifo)}
+    run = subprocess.run(["bash", "-c", SHELL_CLIENT], env=env, capture_output=True,
+                         timeout=20)
+    assert run.returncode == 0, run.stderr
+    return run.stdout

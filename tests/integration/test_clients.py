@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from opensips.mi import OpenSIPSMI, OpenSIPSMIException
 
+from tests.fifo.fifoserver import shell_client
+
 
 def mi_client(server, transport: str) -> OpenSIPSMI:
     if transport == "http":
@@ -58,31 +60,16 @@ def test_curl_with_and_without_json_content_type(server, content_type):
     assert reply == '{"jsonrpc":"2.0","result":{"Queue":{"name":"curl_q","size":0}},"id":7}'
 
 
-SHELL_CLIENT = r"""
-set -e
-reply="$REPLY_DIR/$NAME"
-rm -f "$reply"; mkfifo -m 0666 "$reply"
-printf ':%s:%s' "$NAME" "$REQ" > "$FIFO"
-cat "$reply"
-rm -f "$reply"
-"""
-
-
 def shell_request(server, name: str, request: str) -> str:
-    env = {**os.environ, "REPLY_DIR": str(server.reply_dir), "NAME": name,
-           "REQ": request, "FIFO": str(server.fifo_path)}
-    run = subprocess.run(["bash", "-c", SHELL_CLIENT], env=env, capture_output=True,
-                         text=True, timeout=20)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
+    return shell_client(server.fifo_path, server.reply_dir, name, request).decode()
 
 
 def test_plain_shell_fifo_client_gets_the_exact_reply(server):
     server.request("mq_add", ["sh_q", "key \"q\"", "tab\there"])
     out = shell_request(server, "shell_reply_1",
                         '{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"sh_q"},"id":"x"}')
-    assert out.rstrip("\n") == (
-        '{"jsonrpc":"2.0","result":{"Item":{"key":"key \\"q\\"","value":"tab\\there"}},"id":"x"}')
+    assert out == ('{"jsonrpc":"2.0","result":{"Item":{"key":"key \\"q\\"",'
+                   '"value":"tab\\there"}},"id":"x"}\n')
 
 
 def test_eight_concurrent_shell_clients_each_get_their_own_reply(server):
