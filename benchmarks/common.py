@@ -525,6 +525,9 @@ def _close_worker(cfg, worker, count, barrier, out):
         _close_worker_run(cfg, worker, count, barrier, out)
     except KeyboardInterrupt:     # Ctrl-C: the parent reports it and stops the servers
         pass
+    except Exception as e:        # e.g. a failed warm-up: the parent must not wait forever
+        barrier.abort()           # the other workers stop waiting at the barrier too
+        out.put({"error": f"close client {worker}: {e!r}"})
 
 
 def _close_worker_run(cfg, worker, count, barrier, out):
@@ -590,6 +593,9 @@ def close_bench(shared: Path, url: str, method: str, params, n: int, c: int, war
         results = [out.get() for _ in procs]
         for p in procs:
             p.join()
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:
+            raise RuntimeError("; ".join(errors))
     cpu1 = bc.proc_tree_cpu(server_pid)
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     lat = sorted(x for r in results for x in r["lat"])

@@ -18,12 +18,10 @@ import re
 import select
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from common import shared_dir
+from common import run_bench_client, shared_dir
 
 _NAME = re.compile(rb"\s*:([^:]*):")
 _REPLY = b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q1","size":0}},"id":1}\n'
@@ -53,7 +51,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--shared", default=None)
     args = ap.parse_args()
-    client = shared_dir(args.shared) / "peers" / "kamailio" / "bench_client.py"
+    shared = shared_dir(args.shared)
     work = Path(tempfile.mkdtemp(prefix="mqfloor", dir="/tmp"))
     fifo = work / "fifo"
     os.mkfifo(fifo, 0o600)
@@ -66,15 +64,13 @@ def main() -> None:
     try:
         figures = []
         for _ in range(args.reps):
-            out = subprocess.run(
-                [sys.executable, str(client), "--transport", "fifo", "--fifo", str(fifo),
-                 "--reply-dir", f"{work}/", "--fifo-dialect", "opensips",
-                 "--method", "mq_get_size", "--params", '["q1"]', "-n", str(args.n),
-                 "--warmup", "20", "--server-pid", str(pid)],
-                capture_output=True, text=True, check=True).stdout
-            cpu = float(re.search(r"server cpu ([0-9.]+) us/req", out).group(1))
-            figures.append(cpu)
-            print(f"# {out.strip().splitlines()[-1]}")
+            s = run_bench_client(shared, [
+                "--transport", "fifo", "--fifo", str(fifo), "--reply-dir", f"{work}/",
+                "--fifo-dialect", "opensips", "--method", "mq_get_size", "--params",
+                '["q1"]', "-n", str(args.n), "--warmup", "20", "--server-pid", str(pid)])
+            figures.append(s["server_cpu_us_per_req"])
+            print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "
+                  f"completed, outcomes {s['outcomes']}")
         print(f"do-nothing Python FIFO listener: server CPU {statistics.median(figures):.1f} "
               f"us/request (median of {args.reps} runs of {args.n})")
     finally:

@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import free_port  # noqa: E402
+
 from mi_server.http import bind, make_wsgi_app  # noqa: E402
 from mi_server.http.prefork import fork_workers, stop_workers  # noqa: E402
 
@@ -225,12 +227,6 @@ def run_clients(port, n, c, close):
         p.join()
     wall = time.perf_counter() - t0
     return (n // c) * c, wall
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure(option, handle, n, workers, cases):

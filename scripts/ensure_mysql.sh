@@ -11,23 +11,27 @@
 #    stdout: line 1 the URL, line 2 `pidfile=<path>`; stop it with `kill "$(cat <path>)"`
 #    and remove the directory that holds the pid file.
 # MQ_FORCE_PRIVATE_MYSQL=1 skips 1 and 2 (to test path 3).
+# The server is probed with PyMySQL (the project's own driver, so no MySQL client tools
+# are needed): $MQ_PYTHON, default .venv/bin/python (test.sh installs it first), else python3.
 set -euo pipefail
 
 log() { echo "ensure_mysql: $*" >&2; }
 
-admin() {  # the client that pings a server; mariadb-admin and mysqladmin are the same tool
-    command -v mariadb-admin || command -v mysqladmin || true
-}
+PY=${MQ_PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
 
-client() {
-    command -v mariadb || command -v mysql || true
-}
+ready() {  # ready HOST PORT: root with an empty password logs in; database `test` exists
+    "$PY" - "$1" "$2" >/dev/null 2>&1 <<'PYEOF'
+import sys
 
-answers() {  # answers HOST PORT: root with an empty password can log in
-    local a; a=$(admin)
-    [ -n "$a" ] || return 1
-    "$a" --no-defaults --protocol=tcp -h "$1" -P "$2" -uroot --connect-timeout=2 ping \
-        >/dev/null 2>&1
+import pymysql
+
+conn = pymysql.connect(host=sys.argv[1], port=int(sys.argv[2]), user="root", password="",
+                       connect_timeout=2)
+with conn.cursor() as cur:
+    cur.execute("CREATE DATABASE IF NOT EXISTS test")
+conn.close()
+PYEOF
 }
 
 if [ -z "${MQ_FORCE_PRIVATE_MYSQL:-}" ]; then
@@ -35,9 +39,7 @@ if [ -z "${MQ_FORCE_PRIVATE_MYSQL:-}" ]; then
         echo "$MQ_TEST_MYSQL_URL"
         exit 0
     fi
-    if answers 127.0.0.1 3306; then
-        "$(client)" --no-defaults --protocol=tcp -h 127.0.0.1 -P 3306 -uroot \
-            -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null
+    if ready 127.0.0.1 3306; then
         echo "mysql://root@127.0.0.1:3306/test"
         exit 0
     fi
@@ -51,27 +53,27 @@ if [ -z "$MARIADBD" ]; then
         exit 1
     fi
     log "installing mariadb-server with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2  # a fresh image has no lists
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server >&2
     MARIADBD=/usr/sbin/mariadbd
 fi
 INSTALL_DB=$(command -v mariadb-install-db || command -v mysql_install_db)
 
 dir=$(mktemp -d /tmp/mqmysql.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 user=$(id -un)
 log "private mariadbd in $dir on 127.0.0.1:$port"
 "$INSTALL_DB" --no-defaults --datadir="$dir/data" --user="$user" \
     --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
-    || { log "mariadb-install-db failed, see $dir/install.log"; exit 1; }
+    || { log "mariadb-install-db failed: $(tail -n 5 "$dir/install.log")"; rm -rf "$dir"; exit 1; }
 "$MARIADBD" --no-defaults --datadir="$dir/data" --user="$user" \
     --bind-address=127.0.0.1 --port="$port" --socket="$dir/mysqld.sock" \
     --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" \
     --skip-name-resolve --innodb-buffer-pool-size=32M >/dev/null 2>&1 &
+mariadbd_pid=$!
 
 for _ in $(seq 1 300); do  # up to 30 s
-    if answers 127.0.0.1 "$port"; then
-        "$(client)" --no-defaults --protocol=tcp -h 127.0.0.1 -P "$port" -uroot \
-            -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null
+    if ready 127.0.0.1 "$port"; then
         echo "mysql://root@127.0.0.1:$port/test"
         echo "pidfile=$dir/mysqld.pid"
         log "stop it with: kill \"\$(cat $dir/mysqld.pid)\"; rm -rf $dir"
@@ -79,5 +81,8 @@ for _ in $(seq 1 300); do  # up to 30 s
     fi
     sleep 0.1
 done
-log "mariadbd did not answer within 30 s, see $dir/error.log"
+log "mariadbd did not answer within 30 s: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
+kill "$mariadbd_pid" 2>/dev/null || true
+wait "$mariadbd_pid" 2>/dev/null || true
+rm -rf "$dir"
 exit 1

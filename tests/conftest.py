@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -12,14 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.serverproc import free_port  # noqa: E402
+
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (never the user's 8888)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ _reply_names = itertools.count(1)
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on right now (never the user's 8888)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,6 +51,7 @@ def test_opensips_package_raises_on_mi_errors(server, transport, cmd, params, te
 
 @pytest.mark.parametrize("content_type", [["-H", "Content-Type: application/json"], []])
 def test_curl_with_and_without_json_content_type(server, content_type):
+    assert shutil.which("curl"), "curl is needed for this test (apt-get install curl)"
     body = '{"jsonrpc":"2.0","method":"mq_get_size","params":["curl_q"],"id":7}'
     run = subprocess.run(
         ["curl", "-s", "-w", "\\n%{http_code}", *content_type, "-d", body, server.url],

@@ -84,19 +84,6 @@ def frames_as_one_fifo_request(request: bytes) -> bool:
     return request.lstrip()[:1] in (b"{", b"[")
 
 
-def fifo_framed_prefix(request: bytes) -> bytes | None:
-    """On the FIFO byte stream a complete JSON value ends the request: bytes after it are the
-    start of the next request (here: garbage), not part of this one as over HTTP. Returns
-    the framed value when the request has such trailing bytes."""
-    text = request.decode("latin-1")
-    start = len(text) - len(text.lstrip())
-    try:
-        end = json.JSONDecoder(strict=False).raw_decode(text, start)[1]
-    except ValueError:
-        return None
-    return request[:end] if text[end:].strip() else None
-
-
 FIFO_PARSE_ERROR = b'{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}'
 
 
@@ -108,11 +95,10 @@ def test_transcript_over_fifo(servers, case):
         name = f"compat_{next(_reply_names)}"
         got = fifo_call(srv, name, step.request)
         assert got is not None, f"{case.name} step {n}: no reply within the timeout"
-        prefix = fifo_framed_prefix(step.request)
+        # Bytes after the first JSON value start the next request on the FIFO stream (here
+        # garbage, dropped), and the core ignores them too: the transcript's reply holds.
         if not frames_as_one_fifo_request(step.request):
             assert one_line(got) == FIFO_PARSE_ERROR
-        elif prefix is not None:
-            assert one_line(got) == srv.post(prefix)[1]
         elif step.status == 202:
             assert got == b""
         else:
