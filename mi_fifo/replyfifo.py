@@ -27,6 +27,7 @@ PATH_MAX = 128            # OpenSIPS' limit for reply_dir + name
 # within a millisecond and a flat 80 ms first sleep would be pure latency.
 OPEN_SCHEDULE = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.08, 0.08, 0.032)
 OPEN_BUDGET = sum(OPEN_SCHEDULE)
+NO_WAIT: tuple[float, ...] = ()  # a schedule: one attempt, NoReader if nobody reads yet
 WRITE_STALL = 1.0         # seconds a full pipe may make no progress before we give up
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
@@ -39,6 +40,11 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_C
 
 class ReplyError(Exception):
     """The reply FIFO cannot be used; the message says why (for the log)."""
+
+
+class NoReader(ReplyError):
+    """The reply path is a FIFO that nobody had opened for reading when the schedule ran
+    out (at once with NO_WAIT): the client may still come."""
 
 
 def reply_prefix(reply_dir: str | os.PathLike[str] | bytes) -> bytes:
@@ -116,7 +122,7 @@ def _open_waiting(path: bytes, error: OSError, schedule: tuple[float, ...]) -> i
             _no_reader_yet(path)
             pause = next(waits, None)
             if pause is None:
-                raise ReplyError(f"reply FIFO {path!r}: no reader") from None
+                raise NoReader(f"reply FIFO {path!r}: no reader") from None
             time.sleep(pause)
         elif error.errno == errno.ELOOP:
             raise ReplyError(f"reply path is a symlink: {path!r}") from None

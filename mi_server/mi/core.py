@@ -113,6 +113,16 @@ def _bind(params: JObject | None) -> dict[str, Any]:
     return bound
 
 
+class Staged:
+    """A request checked by `MICore.stage` whose command has side effects and has not run:
+    `MICore.finish` runs it.  (`cmd` None: a batch, `params` its list of requests.)"""
+
+    __slots__ = ("cmd", "params", "id_text")
+
+    def __init__(self, cmd: Command | None, params: Any, id_text: str | None) -> None:
+        self.cmd, self.params, self.id_text = cmd, params, id_text
+
+
 class MICore:
     """JSON-RPC request bytes -> reply bytes over one command registry and context."""
 
@@ -148,6 +158,36 @@ class MICore:
             log.exception("MI core failed on a request")
             return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
 
+    def stage(self, doc: Any) -> bytes | None | Staged:
+        """`handle_value` split at the command call, for a transport that must not run a
+        command it cannot answer but wants the reply ready before it knows (the FIFO
+        listener: see mi_fifo.listener, answer).  The reply (bytes, or None for a
+        notification) when answering runs nothing with side effects: an error found while
+        checking, or a command registered with side_effects=False, which this runs.
+        Otherwise a `Staged` request, checked but not run, for `finish`."""
+        try:
+            if type(doc) is list:
+                return Staged(None, doc, None)  # a batch runs whole, in finish
+            text = self._one(doc, True)
+            if text is None or type(text) is str:
+                return None if text is None else to_bytes(text)
+            return text
+        except Exception:  # as in handle_value
+            log.exception("MI core failed on a request")
+            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
+
+    def finish(self, staged: Staged) -> bytes | None:
+        """Run what `stage` held back: the reply bytes, None for a notification."""
+        try:
+            if staged.cmd is None:
+                text = self._batch(staged.params)
+            else:
+                text = self._run(staged.cmd, staged.params, staged.id_text)
+            return None if text is None else to_bytes(text)
+        except Exception:  # as in handle_value
+            log.exception("MI core failed on a request")
+            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
+
     def _batch(self, docs: list) -> str | None:
         # Ours: a JSON-RPC 2.0 batch (OpenSIPS answers one -32600 to any top-level array).
         if not docs:
@@ -155,7 +195,9 @@ class MICore:
         replies = [r for r in map(self._one, docs) if r is not None]
         return f"[{','.join(replies)}]" if replies else None
 
-    def _one(self, doc: Any) -> str | None:
+    def _one(self, doc: Any, defer: bool = False) -> str | None | Staged:
+        """One request's reply text (None: a notification).  `defer`: a command with
+        side effects is not run; the checked request comes back as a Staged instead."""
         if type(doc) is not JObject:  # a scalar or (inside a batch) a nested array
             return _INVALID_REQUEST_NULL
         pairs = doc.pairs
@@ -200,31 +242,34 @@ class MICore:
         if type(params) is list and params:
             # positional params: the recipe is known from the count alone (precomputed)
             recipe = cmd.positional.get(len(params))
-            if recipe is not None:
-                result = self._call(cmd, dict(zip(recipe, params, strict=True)))
-            else:
+            if recipe is None:
                 return None if id_text is None else error_text(
                     *E.INVALID_PARAMS, match_recipe(cmd, params)[1], id_text)
+            bound = dict(zip(recipe, params, strict=True))
         else:
             if params is not None and not (params.pairs if type(params) is JObject else params):
                 params = None  # [] and {} count as absent
             recipe, detail = match_recipe(cmd, params)
             if recipe is None:
                 return None if id_text is None else error_text(*E.INVALID_PARAMS, detail, id_text)
-            result = self._call(cmd, _bind(params))
+            bound = _bind(params)
+        if defer and cmd.side_effects:
+            return Staged(cmd, bound, id_text)
+        return self._run(cmd, bound, id_text)
+
+    def _run(self, cmd: Command, params: dict[str, Any], id_text: str | None) -> str | None:
+        """Call the command; its reply text, or None for a notification (it has run)."""
+        try:
+            result: Result = cmd.handler(self.ctx, params)
+        except JsonRpcError as exc:
+            result = Error(exc.code, exc.message, exc.data)
+        except Exception:
+            # OpenSIPS answers a failed handler (NULL reply) with this; -32603 is never used.
+            log.exception("MI command %s failed", cmd.name)
+            result = Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
         if id_text is None:
-            return None  # the command has run; a notification gets no reply
+            return None
         if isinstance(result, Left):
             err = result._error
             return error_text(err.code, err.message, err.data, id_text)
         return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
-
-    def _call(self, cmd: Command, params: dict[str, Any]) -> Result:
-        try:
-            return cmd.handler(self.ctx, params)
-        except JsonRpcError as exc:
-            return Error(exc.code, exc.message, exc.data)
-        except Exception:
-            # OpenSIPS answers a failed handler (NULL reply) with this; -32603 is never used.
-            log.exception("MI command %s failed", cmd.name)
-            return Error(*E.SERVER_ERROR, E.DET_CMD_NULL)

@@ -29,6 +29,10 @@ class Command:
     help: str
     module: str
     aliases: tuple[str, ...] = ()
+    # False: the command only reads state, so running it changes nothing anyone can see.
+    # A transport may then run it before it knows the reply can be delivered (the FIFO
+    # listener does, see MICore.stage); True (the safe default) means it must not.
+    side_effects: bool = True
     # params count -> the one non-empty recipe of that length, for positional params; counts
     # with no recipe or with several (ambiguous) are absent: match_recipe says which error
     positional: dict[int, tuple[str, ...]] = field(init=False, repr=False, compare=False)

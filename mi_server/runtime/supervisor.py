@@ -233,8 +233,8 @@ class Supervisor:
         from mi_fifo import run_listener
 
         core = self._core()
-        run_listener(self.cfg.fifo, core.handle, scan=core.scan_value,
-                     handle_value=core.handle_value)
+        run_listener(self.cfg.fifo, core.handle, scan=core.scan_value, stage=core.stage,
+                     finish=core.finish)
 
     # ---- processes -------------------------------------------------------------------
 

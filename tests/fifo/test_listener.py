@@ -252,3 +252,19 @@ def test_hung_clients_do_not_block_the_next_one(server):
     assert call(server, "next", ADD, timeout=10) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
     assert server.size("big") == 0  # the big fetch did run: its reply was abandoned
     os.close(never_reads)
+
+
+def test_a_read_only_reply_waited_for_is_made_again(server):
+    # The reply to mq_get_size is made before the open; the client opens its end only
+    # later, after an item was added: the reply must say 1 (as of the open), not 0.
+    path = server.reply_dir / "late"
+    os.mkfifo(path, 0o600)
+    send(server, b":late:" + rpc("mq_get_size", ["q"]))
+    time.sleep(0.05)  # the listener is now waiting for a reader (bounded, ~0.3 s)
+    server.arena.add("q", "k", "v")
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert read_all(rfd, 10) == \
+            b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n'
+    finally:
+        os.close(rfd)

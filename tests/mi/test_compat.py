@@ -7,6 +7,7 @@ import pytest
 from compat.transcripts import load_all
 from mi_fifo.framer import UNPARSED, Framer, Request
 from mi_server.engine import QueueSpec
+from mi_server.mi.core import Staged
 from tests.mi.arena_core import arena_core
 
 CASES = load_all()
@@ -34,9 +35,10 @@ def test_transcript(case):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_transcript_decoded_by_the_transport(case):
-    """The FIFO's framer decodes with the core's scanner and the listener calls
-    handle_value (or handle, when the framer left the body undecoded): same bytes out.
-    Only what frames as one `:name:` request can be checked this way."""
+    """The FIFO's framer decodes with the core's scanner and the listener calls stage,
+    then finish when stage held the command back (or handle, when the framer left the body
+    undecoded): same bytes out.  Only what frames as one `:name:` request can be checked
+    this way."""
     with arena_core([QueueSpec(**q) for q in case.queues], case.items) as (core, _):
         for n, step in enumerate(case.steps, 1):
             events = Framer(1 << 20, 1.0, core.scan_value).feed(b":r:" + step.request, 0.0)
@@ -45,5 +47,10 @@ def test_transcript_decoded_by_the_transport(case):
             ev = events[0]
             if ev.body != step.request.strip(b" \t\r\n"):
                 continue  # bytes after the first value: another request on the FIFO
-            got = core.handle(ev.body) if ev.value is UNPARSED else core.handle_value(ev.value)
+            if ev.value is UNPARSED:
+                got = core.handle(ev.body)
+            else:
+                got = core.stage(ev.value)
+                if type(got) is Staged:
+                    got = core.finish(got)
             assert step.matches(got), f"{case.source} step {n}: got {got!r}"

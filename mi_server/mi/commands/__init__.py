@@ -1,7 +1,9 @@
 """The registry table: one line per MI command (name, handler, recipes, help, module).
 
 Order is OpenSIPS's registration order (core, statistics, then modules); `which` lists
-names in this order, each command's aliases right after it.
+names in this order, each command's aliases right after it.  `side_effects=False` marks the
+commands that only read (see registry.Command); a command that changes anything keeps the
+default.
 """
 
 from __future__ import annotations
@@ -14,30 +16,34 @@ NONE: tuple[str, ...] = ()
 COMMANDS = (
     Command("uptime", core.uptime, (NONE,),
             "prints various time information about OpenSIPS - when it started to run, "
-            "for how long it runs", "core"),
+            "for how long it runs", "core", side_effects=False),
     Command("version", core.version, (NONE,),
-            "prints the version string of a running OpenSIPS", "core"),
-    Command("pwd", core.pwd, (NONE,), "prints the working directory of OpenSIPS", "core"),
+            "prints the version string of a running OpenSIPS", "core", side_effects=False),
+    Command("pwd", core.pwd, (NONE,), "prints the working directory of OpenSIPS", "core",
+            side_effects=False),
     Command("arg", core.arg, (NONE,), "returns the full list of arguments used at startup",
-            "core"),
+            "core", side_effects=False),
     Command("which", core.which, (NONE, ("command",)), "lists all available MI commands",
-            "core"),
-    Command("ps", core.ps, (NONE,), "lists all processes used by OpenSIPS", "core"),
+            "core", side_effects=False),
+    Command("ps", core.ps, (NONE,), "lists all processes used by OpenSIPS", "core",
+            side_effects=False),
     Command("kill", core.kill, (NONE,), "terminates OpenSIPS", "core"),
     Command("help", core.help, (NONE, ("mi_cmd",)),
-            "prints information about MI commands usage", "core"),
+            "prints information about MI commands usage", "core", side_effects=False),
     Command("get_statistics", statistics.get_statistics, (("statistics",),),
-            "prints the statistics (all, group or one) realtime values.", "statistics"),
+            "prints the statistics (all, group or one) realtime values.", "statistics",
+            side_effects=False),
     Command("list_statistics", statistics.list_statistics, (NONE, ("statistics",)),
-            "lists all the registered statistics and their types", "statistics"),
+            "lists all the registered statistics and their types", "statistics",
+            side_effects=False),
     Command("reset_statistics", statistics.reset_statistics, (("statistics",),),
             "resets the value of a statistic variable", "statistics"),
     Command("reset_all_statistics", statistics.reset_all_statistics, (NONE,),
             "resets the value of all resetable variables", "statistics"),
     Command("mq_get_sizes", mqueue.mq_get_sizes, (NONE,), mqueue.HELP_GET_SIZES, "mqueue",
-            aliases=("mqueue:get_sizes",)),
+            aliases=("mqueue:get_sizes",), side_effects=False),
     Command("mq_get_size", mqueue.mq_get_size, (("name",),), mqueue.HELP_GET_SIZE, "mqueue",
-            aliases=("mqueue:get_size",)),
+            aliases=("mqueue:get_size",), side_effects=False),
     Command("mq_fetch", mqueue.mq_fetch, (("name",), ("name", "limit")), mqueue.HELP_FETCH,
             "mqueue", aliases=("mqueue:fetch",)),
     Command("mq_add", mqueue.mq_add, (("name", "key", "value"),), mqueue.HELP_ADD, "mqueue"),

@@ -1,0 +1,88 @@
+"""MICore.stage / finish: a request is checked without running a command with side
+effects, and what runs gives the same bytes as handle_value.  The FIFO listener relies on
+both: it makes the ready replies before it opens the reply FIFO (mi_fifo.listener.answer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from compat.transcripts import load_all
+from mi_server.engine import QueueSpec
+from mi_server.mi.commands import REGISTRY
+from mi_server.mi.core import Staged
+from mi_server.mi.jsonvalues import parse
+from tests.mi.arena_core import arena_core
+
+QUEUES = [QueueSpec("q"), QueueSpec("r", size=2)]
+ITEMS = [("q", "a", "1"), ("q", "b", "2"), ("r", "x", "y")]
+
+
+def state(arena):
+    """Everything a command could change in the engine: sizes and every counter."""
+    return arena.sizes(), arena.stats()  # QueueStats compare by value
+
+
+@pytest.mark.parametrize("request_, reply", [
+    (b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q"],"id":1}',
+     b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":2}},"id":1}'),
+    (b'{"jsonrpc":"2.0","method":"mq_fetch","params":{},"id":2}',  # bad params: an error
+     b'{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params",'
+     b'"data":"Too few or too many parameters"},"id":2}'),
+    (b'{"jsonrpc":"2.0","method":"mq_fetchx","params":["q"],"id":3}',
+     b'{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":3}'),
+    (b'{"jsonrpc":"1.0","method":"mq_fetch","params":["q"],"id":4}',
+     b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":4}'),
+    (b'{"jsonrpc":"2.0","method":"mq_get_sizes"}', None),  # a notification: no reply
+])
+def test_ready_replies_run_nothing_with_side_effects(request_, reply):
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        before = state(arena)
+        got = core.stage(parse(request_))
+        assert got == reply
+        assert state(arena) == before
+        assert got == core.handle(request_)
+
+
+@pytest.mark.parametrize("request_, reply, sizes", [
+    (b'{"jsonrpc":"2.0","method":"mq_fetch","params":["q"],"id":"f"}',
+     b'{"jsonrpc":"2.0","result":{"Item":{"key":"a","value":"1"}},"id":"f"}', {"q": 1, "r": 1}),
+    (b'{"jsonrpc":"2.0","method":"mq_add","params":["r","k","v"]}', None, {"q": 2, "r": 2}),
+    (b'[{"jsonrpc":"2.0","method":"mq_get_size","params":["r"],"id":1}]',  # a batch: whole
+     b'[{"jsonrpc":"2.0","result":{"Queue":{"name":"r","size":1}},"id":1}]', {"q": 2, "r": 1}),
+])
+def test_side_effects_wait_for_finish(request_, reply, sizes):
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        before = state(arena)
+        staged = core.stage(parse(request_))
+        assert type(staged) is Staged
+        assert state(arena) == before  # checked, not run
+        assert core.finish(staged) == reply
+        assert dict(arena.sizes()) == sizes
+
+
+def test_read_only_commands_change_nothing():
+    """Every command registered with side_effects=False, as the transcripts call it (valid
+    and invalid params alike), leaves the engine as it was; and the registry marks at least
+    the mqueue readers so (the FIFO's fast order depends on the flag)."""
+    read_only = {name for name in REGISTRY.names() if not REGISTRY.get(name).side_effects}
+    assert {"mq_get_size", "mq_get_sizes", "which", "uptime"} <= read_only
+    assert not {"mq_fetch", "mq_add", "kill", "reset_statistics"} & read_only
+    checked = set()
+    for case in load_all():
+        with arena_core([QueueSpec(**q) for q in case.queues], case.items) as (core, arena):
+            for step in case.steps:
+                try:
+                    doc = parse(step.request)
+                except ValueError:
+                    continue
+                method = dict(doc.pairs).get("method") if hasattr(doc, "pairs") else None
+                before = state(arena)
+                got = core.stage(doc)
+                if method in read_only:
+                    assert type(got) is not Staged, step.request
+                    assert state(arena) == before, step.request
+                    checked.add(method)
+                elif type(got) is Staged:
+                    got = core.finish(got)
+                assert step.matches(got), (step.request, got)
+    assert checked >= {"mq_get_size", "mq_get_sizes", "which"}
