@@ -1,11 +1,12 @@
 """The floor of a FIFO MI server written in Python: what answering costs with no work at all.
 
-A minimal listener (poll, read the request, open the reply FIFO, fstat it, write a canned
-reply, close) is measured with the same client and flags as benchmarks/mi_fifo.py
+A minimal listener (a blocking read of the request, open the reply FIFO, fstat it, write a
+canned reply, close) is measured with the same client and flags as benchmarks/mi_fifo.py
 (bench_client.py, opensips dialect, fresh reply FIFO per request, 1 client). It parses no
 JSON, runs no command and touches no queue, so its server CPU per request is the least any
-Python implementation of the mi_fifo protocol can cost on this machine: compare it with our
-listener's and Kamailio's figures from mi_fifo.py.
+Python implementation of the mi_fifo protocol can cost on this machine.  mi_fifo.py runs
+this same listener as a third server, interleaved with ours and Kamailio (`Floor`), which
+is the comparison to quote on a machine whose speed drifts; this script measures it alone.
 
     .venv/bin/python benchmarks/fifo_floor.py [-n 5000] [--reps 3]
 """
@@ -15,34 +16,92 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import select
 import shutil
+import signal
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from common import run_bench_client, shared_dir
 
-_NAME = re.compile(rb"\s*:([^:]*):")
+# a request header: `:name:{` (the names bench_client makes have no quote or brace, so this
+# never matches inside a JSON body); several requests can arrive in one read (4 clients)
+_HEAD = re.compile(rb':([^:{}"]*):\{')
 _REPLY = b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q1","size":0}},"id":1}\n'
+
+
+_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
+
+
+def _open_waiting(path: bytes) -> int:
+    for _ in range(200):
+        time.sleep(0.0005)
+        try:
+            return os.open(path, _FLAGS)
+        except OSError:
+            pass
+    return -1
 
 
 def serve(fifo: str, reply_dir: bytes) -> None:
     """The do-nothing listener: the protocol's system calls and nothing else."""
-    fd = os.open(fifo, os.O_RDWR)
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
+    fd = os.open(fifo, os.O_RDWR)  # blocking: it sleeps in read(), as ours and Kamailio do
     while True:
-        poller.poll()
         data = os.read(fd, 65536)
-        match = _NAME.match(data)
-        if match is None:
-            continue
-        reply = os.open(reply_dir + match.group(1),
-                        os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
-        os.fstat(reply)
-        os.write(reply, _REPLY)
-        os.close(reply)
+        for match in _HEAD.finditer(data):
+            try:
+                reply = os.open(reply_dir + match.group(1), _FLAGS)
+            except OSError:  # no reader yet (rare with bench_client): as ours, wait a bit
+                reply = _open_waiting(reply_dir + match.group(1))
+                if reply < 0:
+                    continue
+            os.fstat(reply)
+            os.write(reply, _REPLY)
+            os.close(reply)
+
+
+class Floor:
+    """The do-nothing listener as a server of benchmarks/mi_fifo.py (common.Server's FIFO
+    part): every request gets the canned reply, so fetch cases need no refill."""
+
+    label = "floor"
+    fifo_dialect = "opensips"
+    m_fetch = "mq_fetch"
+    m_get_size = "mq_get_size"
+
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="mqfloor", dir="/tmp"))
+        self.fifo = str(self.work / "fifo")
+        self.reply_dir = f"{self.work}/"
+        self.pidfile = str(self.work / "pid")
+        self.child = 0
+
+    def start(self) -> None:
+        os.mkfifo(self.fifo, 0o600)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+                serve(self.fifo, os.fsencode(self.reply_dir))
+            finally:
+                os._exit(0)
+        self.child = pid
+        Path(self.pidfile).write_text(f"{pid}\n")
+
+    def pid(self) -> int:
+        return self.child
+
+    def refill(self, q: str, target: int) -> int:
+        return target
+
+    def stop(self) -> None:
+        if self.child:
+            os.kill(self.child, signal.SIGKILL)
+            os.waitpid(self.child, 0)
+            self.child = 0
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def main() -> None:
@@ -52,31 +111,23 @@ def main() -> None:
     ap.add_argument("--shared", default=None)
     args = ap.parse_args()
     shared = shared_dir(args.shared)
-    work = Path(tempfile.mkdtemp(prefix="mqfloor", dir="/tmp"))
-    fifo = work / "fifo"
-    os.mkfifo(fifo, 0o600)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            serve(str(fifo), os.fsencode(work) + b"/")
-        finally:
-            os._exit(0)
+    floor = Floor()
+    floor.start()
     try:
         figures = []
         for _ in range(args.reps):
             s = run_bench_client(shared, [
-                "--transport", "fifo", "--fifo", str(fifo), "--reply-dir", f"{work}/",
+                "--transport", "fifo", "--fifo", floor.fifo, "--reply-dir", floor.reply_dir,
                 "--fifo-dialect", "opensips", "--method", "mq_get_size", "--params",
-                '["q1"]', "-n", str(args.n), "--warmup", "20", "--server-pid", str(pid)])
+                '["q1"]', "-n", str(args.n), "--warmup", "20", "--server-pid",
+                str(floor.pid())])
             figures.append(s["server_cpu_us_per_req"])
             print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "
                   f"completed, outcomes {s['outcomes']}")
         print(f"do-nothing Python FIFO listener: server CPU {statistics.median(figures):.1f} "
               f"us/request (median of {args.reps} runs of {args.n})")
     finally:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        shutil.rmtree(work, ignore_errors=True)
+        floor.stop()
 
 
 if __name__ == "__main__":

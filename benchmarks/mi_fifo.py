@@ -9,6 +9,9 @@ Client: the peer's bench_client.py `--transport fifo`; ours with `--fifo-dialect
 (`:reply_name:{json}`), Kamailio with `--fifo-dialect kamailio` (`"reply_name"` member).
 Cases: fetch / get_size of q1, a fresh reply FIFO per request (mkfifo + unlink, what
 opensips-cli and shell scripts do) and `--reuse-reply-fifo`, 1 and 4 client processes.
+Unless --no-floor, a third server runs interleaved with the two: fifo_floor.py's
+do-nothing Python listener (the protocol's system calls, a canned reply), the least any
+Python implementation can cost here; its figures are printed after the table.
 See benchmarks/README.md.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +36,7 @@ from common import (  # noqa: E402
     run_bench_client,
     shared_dir,
 )
+from fifo_floor import Floor  # noqa: E402
 
 OPS = ("fetch", "get_size")
 MODES = ("fresh", "reuse")
@@ -47,6 +52,8 @@ def parse_args(argv):
                     help="untimed requests per client before each run (default %(default)s)")
     ap.add_argument("--modes", default="fresh,reuse",
                     help="reply FIFO modes, comma separated (default %(default)s)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="do not run the do-nothing Python listener as a third server")
     args = ap.parse_args(argv)
     apply_quick(args)
     if args.quick:
@@ -67,6 +74,30 @@ def run_case(shared, srv, mode, op, c, args):
     return run_bench_client(shared, flags)
 
 
+def floor_notes(res: Results) -> list[str]:
+    """The floor's server CPU per case (median) beside Kamailio's and ours, same runs."""
+    rows = []
+    for case in res.order:
+        med = {}
+        for srv in ("floor", "kamailio", "ours"):
+            cpus = [r["server_cpu_us_per_req"] for r in res.runs[case].get(srv, [])
+                    if r.get("server_cpu_us_per_req") is not None]
+            if cpus:
+                med[srv] = statistics.median(cpus)
+        if not med.get("floor"):  # absent, or below the clock tick (--quick)
+            continue
+        parts = [f"{case}: floor {med['floor']:.1f} us/req"]
+        for other in ("kamailio", "ours"):
+            if other in med:
+                parts.append(f"{other}/floor {med[other] / med['floor']:.2f}")
+        rows.append(", ".join(parts))
+    if not rows:
+        return []
+    return ["floor = a do-nothing Python listener (benchmarks/fifo_floor.py) interleaved "
+            "with both servers; the least a Python mi_fifo server can cost here: "
+            + "; ".join(rows)]
+
+
 def main(argv=None):
     args = parse_args(argv)
     shared = shared_dir(args.shared)
@@ -77,12 +108,17 @@ def main(argv=None):
         cases = [k for k in cases if args.only in k[0]]
     res = Results(args.json_out)
     t0 = time.monotonic()
+    floor = Floor() if args.floor else None
     try:
         with Servers(args, fifo=True) as sv:
+            servers = list(sv.active)
+            if floor is not None:
+                floor.start()
+                servers.append(floor)
             for rep in range(1, args.reps + 1):
                 print(f"# repetition {rep}/{args.reps}", flush=True)
                 for name, mode, op, c in cases:
-                    for srv in sv.active:
+                    for srv in servers:
                         s = run_case(shared, srv, mode, op, c, args)
                         res.add(name, srv.label, rep, s)
                         res.line(name, srv.label, s)
@@ -93,6 +129,9 @@ def main(argv=None):
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         print(f"error: {e}\n# both servers stopped", file=sys.stderr)
         return 2
+    finally:
+        if floor is not None:
+            floor.stop()
     notes = [
         memory,
         f"{args.reps} interleaved run(s) per case (ours, kamailio, ours, ...); n={args.n} "
@@ -105,6 +144,7 @@ def main(argv=None):
         "same cores.",
         "ratio columns: ours / kamailio (req/s: >1 means ours is faster; CPU: <1 means ours "
         "uses less).",
+        *floor_notes(res),
         f"total time {time.monotonic() - t0:.0f} s",
     ]
     return res.finish("MI over the FIFO: ours vs Kamailio 5.6", notes)
