@@ -57,7 +57,8 @@ def error_text(code: int, message: str, data: Any, id_text: str) -> str:
     )
 
 
-_PARSE_ERROR = error_text(*E.PARSE_ERROR, NODATA, _ID_NULL)
+_PARSE_ERROR_REPLY = error_text(*E.PARSE_ERROR, NODATA, _ID_NULL).encode()
+_SERVER_ERROR_REPLY = error_text(*E.SERVER_ERROR, NODATA, _ID_NULL).encode()
 _INVALID_REQUEST_NULL = error_text(*E.INVALID_REQUEST, NODATA, _ID_NULL)
 
 
@@ -132,7 +133,7 @@ class MICore:
         self._command = registry.lookup  # a dict's get: no Python frame per request
 
     # A transport that already decodes the request while framing it (the FIFO) uses this
-    # scanner and hands the value to `handle_value`, so the JSON is read once, not twice.
+    # scanner and hands the value to `stage`, so the JSON is read once, not twice.
     scan_value = staticmethod(scan_value)
 
     def handle(self, request: bytes) -> bytes | None:
@@ -140,41 +141,21 @@ class MICore:
         try:
             doc = parse(request)
         except ParseError:
-            return _PARSE_ERROR.encode()
-        except Exception:  # as in handle_value: a bug must still get an answer
+            return _PARSE_ERROR_REPLY
+        except Exception:  # as in _reply: a bug must still get an answer
             log.exception("MI core failed to parse a request")
-            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
-        return self.handle_value(doc)
-
-    def handle_value(self, doc: Any) -> bytes | None:
-        """`handle` for a request already decoded by `scan_value` (or `parse`)."""
-        try:
-            if type(doc) is list:
-                text = self._batch(doc)
-            else:
-                text = self._one(doc)
-            return None if text is None else to_bytes(text)
-        except Exception:  # a bug in the core itself: still answer, never crash a worker
-            log.exception("MI core failed on a request")
-            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
+            return _SERVER_ERROR_REPLY
+        return self._reply(doc, False)  # type: ignore[return-value]
 
     def stage(self, doc: Any) -> bytes | None | Staged:
-        """`handle_value` split at the command call, for a transport that must not run a
-        command it cannot answer but wants the reply ready before it knows (the FIFO
-        listener: see mi_fifo.listener, answer).  The reply (bytes, or None for a
-        notification) when answering runs nothing with side effects: an error found while
-        checking, or a command registered with side_effects=False, which this runs.
-        Otherwise a `Staged` request, checked but not run, for `finish`."""
-        try:
-            if type(doc) is list:
-                return Staged(None, doc, None)  # a batch runs whole, in finish
-            text = self._one(doc, True)
-            if text is None or type(text) is str:
-                return None if text is None else to_bytes(text)
-            return text
-        except Exception:  # as in handle_value
-            log.exception("MI core failed on a request")
-            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
+        """`handle` for a request already decoded by `scan_value`, split at the command
+        call, for a transport that must not run a command it cannot answer but wants the
+        reply ready before it knows (the FIFO listener: see mi_fifo.listener, answer).
+        The reply (bytes, or None for a notification) when answering runs nothing with side
+        effects: an error found while checking, or a command registered with
+        side_effects=False, which this runs.  Otherwise a `Staged` request, checked but not
+        run, for `finish`."""
+        return self._reply(doc, True)
 
     def finish(self, staged: Staged) -> bytes | None:
         """Run what `stage` held back: the reply bytes, None for a notification."""
@@ -184,9 +165,24 @@ class MICore:
             else:
                 text = self._run(staged.cmd, staged.params, staged.id_text)
             return None if text is None else to_bytes(text)
-        except Exception:  # as in handle_value
+        except Exception:  # as in _reply
             log.exception("MI core failed on a request")
-            return to_bytes(error_text(*E.SERVER_ERROR, NODATA, _ID_NULL))
+            return _SERVER_ERROR_REPLY
+
+    def _reply(self, doc: Any, defer: bool) -> bytes | None | Staged:
+        """The reply bytes for a decoded request; with `defer`, a Staged instead of running
+        a command with side effects (a batch is deferred whole)."""
+        try:
+            if type(doc) is list:
+                text = Staged(None, doc, None) if defer else self._batch(doc)
+            else:
+                text = self._one(doc, defer)
+            if text is None or type(text) is str:
+                return None if text is None else to_bytes(text)
+            return text
+        except Exception:  # a bug in the core itself: still answer, never crash a worker
+            log.exception("MI core failed on a request")
+            return _SERVER_ERROR_REPLY
 
     def _batch(self, docs: list) -> str | None:
         # Ours: a JSON-RPC 2.0 batch (OpenSIPS answers one -32600 to any top-level array).

@@ -1,5 +1,5 @@
 """MICore.stage / finish: a request is checked without running a command with side
-effects, and what runs gives the same bytes as handle_value.  The FIFO listener relies on
+effects, and what runs gives the same bytes as handle.  The FIFO listener relies on
 both: it makes the ready replies before it opens the reply FIFO (mi_fifo.listener.answer)."""
 
 from __future__ import annotations

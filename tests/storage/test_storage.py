@@ -227,12 +227,18 @@ def test_fallback_file_stays_when_load_fails(backend: Backend) -> None:
     assert (backend.fallback_dir / f"{table}.fallback.jsonl").exists()
 
 
-def test_corrupt_fallback_file_is_an_error_naming_file_and_line(backend: Backend) -> None:
+def _table_with_fallback_file(backend: Backend, text: str) -> tuple[str, Path]:
+    """A new table and its fallback file holding `text`."""
     table = backend.table()
     backend.storage.create_table(table)
     backend.fallback_dir.mkdir()
     spare = backend.fallback_dir / f"{table}.fallback.jsonl"
-    spare.write_text('{"key": "a", "value": "1"}\nnot json\n')
+    spare.write_text(text)
+    return table, spare
+
+
+def test_corrupt_fallback_file_is_an_error_naming_file_and_line(backend: Backend) -> None:
+    table, spare = _table_with_fallback_file(backend, '{"key": "a", "value": "1"}\nnot json\n')
     with pytest.raises(StorageError, match=r"line 2"):
         backend.storage.load(table, lambda k, v: None)
     assert spare.exists()
@@ -240,11 +246,7 @@ def test_corrupt_fallback_file_is_an_error_naming_file_and_line(backend: Backend
 
 def test_a_corrupt_fallback_file_does_not_stop_the_save(backend: Backend) -> None:
     """Every later save would fail (and append to that same file) otherwise."""
-    table = backend.table()
-    backend.storage.create_table(table)
-    backend.fallback_dir.mkdir()
-    spare = backend.fallback_dir / f"{table}.fallback.jsonl"
-    spare.write_text("not json\n")
+    table, spare = _table_with_fallback_file(backend, "not json\n")
     save_with_fallback(backend.storage, table, [("a", "1")])
     assert backend.rows(table) == [("a", "1")]
     assert spare.read_text() == "not json\n"  # left as it was, for a human
