@@ -661,6 +661,12 @@ class Results:
               f"cpu {s.get('server_cpu_us_per_req')} us/req  {json.dumps(s.get('outcomes'))}",
               flush=True)
 
+    def median_cpu(self, case: str, server: str) -> float | None:
+        """Median server CPU us/request of a case's runs on `server` (None: no figure)."""
+        cpus = [r["server_cpu_us_per_req"] for r in self.runs[case].get(server, [])
+                if r.get("server_cpu_us_per_req") is not None]
+        return statistics.median(cpus) if cpus else None
+
     def table(self, servers=("ours", "kamailio")) -> str:
         a, b = servers
         out = [
@@ -678,9 +684,7 @@ class Results:
                     cols.append(("-", "-", "-"))
                     continue
                 med_rate[srv] = statistics.median(rates)
-                cpus = [r["server_cpu_us_per_req"] for r in runs
-                        if r.get("server_cpu_us_per_req") is not None]
-                med_cpu[srv] = statistics.median(cpus) if cpus else None
+                med_cpu[srv] = self.median_cpu(case, srv)
                 lm = statistics.median(r["lat_us"]["median"] for r in runs)
                 lp = statistics.median(r["lat_us"]["p99"] for r in runs)
                 cols.append((f"{med_rate[srv]:.0f} [{min(rates):.0f}-{max(rates):.0f}]",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -78,18 +77,14 @@ def floor_notes(res: Results) -> list[str]:
     """The floor's server CPU per case (median) beside Kamailio's and ours, same runs."""
     rows = []
     for case in res.order:
-        med = {}
-        for srv in ("floor", "kamailio", "ours"):
-            cpus = [r["server_cpu_us_per_req"] for r in res.runs[case].get(srv, [])
-                    if r.get("server_cpu_us_per_req") is not None]
-            if cpus:
-                med[srv] = statistics.median(cpus)
-        if not med.get("floor"):  # absent, or below the clock tick (--quick)
+        floor = res.median_cpu(case, "floor")
+        if not floor:  # absent, or below the clock tick (--quick)
             continue
-        parts = [f"{case}: floor {med['floor']:.1f} us/req"]
+        parts = [f"{case}: floor {floor:.1f} us/req"]
         for other in ("kamailio", "ours"):
-            if other in med:
-                parts.append(f"{other}/floor {med[other] / med['floor']:.2f}")
+            cpu = res.median_cpu(case, other)
+            if cpu is not None:
+                parts.append(f"{other}/floor {cpu / floor:.2f}")
         rows.append(", ".join(parts))
     if not rows:
         return []
