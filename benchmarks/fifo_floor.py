@@ -121,6 +121,9 @@ def main() -> None:
                 "--fifo-dialect", "opensips", "--method", "mq_get_size", "--params",
                 '["q1"]', "-n", str(args.n), "--warmup", "20", "--server-pid",
                 str(floor.pid())])
+            if set(s["outcomes"]) != {"result"} or s.get("transport_failures"):
+                raise SystemExit(f"floor run failed: outcomes {s['outcomes']}, "
+                                 f"{s.get('transport_failures')} transport failures")
             figures.append(s["server_cpu_us_per_req"])
             print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "
                   f"completed, outcomes {s['outcomes']}")

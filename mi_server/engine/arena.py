@@ -203,9 +203,11 @@ def alloc(w: memoryview, nwords: int) -> int:
             split(w, p, nwords)
             return p
         prev, p = p + I_NEXT, w[p + I_NEXT]
-    # Full, or only fragmented: merge the free space and try once more.  Only before the
-    # operation has logged anything (the pass itself is not logged; see compact.py).
-    if w[H_LOGCNT] == 0 and worth_compacting(w):
+    # Full, or only fragmented: merge the free space and try once more.  The pass itself is
+    # not logged (see compact.py), so it must come before the operation logs anything:
+    # every caller allocates first.
+    assert w[H_LOGCNT] == 0, "alloc after a logged write: compaction would be unsafe"
+    if worth_compacting(w):
         compact(w)
         return alloc(w, nwords)  # compact() moved the mark: no second pass from here
     raise ArenaFull(f"no room in the arena for an item of {nwords * 8} bytes")

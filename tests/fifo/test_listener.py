@@ -13,6 +13,7 @@ from opensips.mi import OpenSIPSMI
 
 from mi_fifo.replies import PARSE_ERROR_REPLY, TOO_LARGE_REPLY
 from tests.fifo.fifoserver import call, read_all, rpc, send, shell_client, start
+from tests.serverproc import wait_for
 
 ADD = rpc("mq_add", ["q", "k", "v"])
 
@@ -194,10 +195,7 @@ def test_a_deleted_or_replaced_fifo_is_recreated(server, replacement):
     os.unlink(server.fifo)
     if replacement is not None:
         server.fifo.write_text(replacement)
-    for _ in range(500):
-        if server.fifo.is_fifo():
-            break
-        time.sleep(0.01)
+    wait_for(server.fifo.is_fifo, 5, "the FIFO to be re-created")
     assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
 
 

@@ -39,6 +39,7 @@ def test_transcript_decoded_by_the_transport(case):
     then finish when stage held the command back (or handle, when the framer left the body
     undecoded): same bytes out.  Only what frames as one `:name:` request can be checked
     this way."""
+    checked = 0
     with arena_core([QueueSpec(**q) for q in case.queues], case.items) as (core, _):
         for n, step in enumerate(case.steps, 1):
             events = Framer(1 << 20, 1.0, core.scan_value).feed(b":r:" + step.request, 0.0)
@@ -54,3 +55,6 @@ def test_transcript_decoded_by_the_transport(case):
                 if type(got) is Staged:
                     got = core.finish(got)
             assert step.matches(got), f"{case.source} step {n}: got {got!r}"
+            checked += 1
+    if not checked:
+        pytest.skip("no step frames as one `:name:` request (the FIFO tests cover these)")

@@ -78,10 +78,6 @@ def fork(body: Callable[[], None], stderr: Path) -> int:
     return pid
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    wait_for(predicate, WAIT, what)
-
-
 def text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
@@ -110,7 +106,7 @@ def test_a_failing_handler_is_logged_with_the_item_and_the_consumer_goes_on(tmp_
     handler = resolve_handler("mi_server.runtime.example_handlers:fail_on_bad", "q")
     engine = ListEngine([("a", "1"), ("bad1", "x" * 1000), ("c", "3")])
     pid = fork(lambda: run_consumer(engine, "q", handler, 0.05, 2, "consumer q #1"), err)
-    wait_until(lambda: len(lines(out)) == 2, "two handled items")
+    wait_for(lambda: len(lines(out)) == 2, WAIT, "two handled items")
     assert stop(pid) == 0
     assert [json.loads(line)["key"] for line in lines(out)] == ["a", "c"]
     log = err.read_text()
@@ -125,7 +121,7 @@ def test_a_command_handler_gets_the_item_in_its_environment(tmp_path):
     handler = resolve_handler(f"sh -c {shlex.quote(script)}", "jobs")
     engine = ListEngine([("k1", "v 1"), ("k2", "é'\"$x")])
     pid = fork(lambda: run_consumer(engine, "jobs", handler, 0.05, 100, "c"), err)
-    wait_until(lambda: len(lines(out)) == 2, "two handled items")
+    wait_for(lambda: len(lines(out)) == 2, WAIT, "two handled items")
     assert stop(pid) == 0
     assert lines(out) == ["k1=v 1@jobs", "k2=é'\"$x@jobs"]
 
@@ -135,7 +131,7 @@ def test_a_command_exiting_non_zero_is_a_failure(tmp_path):
     handler = resolve_handler("false", "q")
     engine = ListEngine([("k", "v")])
     pid = fork(lambda: run_consumer(engine, "q", handler, 0.05, 10, "c"), err)
-    wait_until(lambda: "exited with status 1" in text(err), "the failure log line")
+    wait_for(lambda: "exited with status 1" in text(err), WAIT, "the failure log line")
     assert stop(pid) == 0
     assert "key='k'" in err.read_text()
 
@@ -159,7 +155,7 @@ def test_sigterm_finishes_the_item_in_hand_and_puts_the_rest_back(tmp_path):
         left.write_text(json.dumps(engine.items))
 
     pid = fork(body, err)
-    wait_until(started.exists, "the first item to start")
+    wait_for(started.exists, WAIT, "the first item to start")
     os.kill(pid, signal.SIGTERM)
     go.touch()
     deadline = time.monotonic() + WAIT
@@ -183,7 +179,7 @@ def test_an_empty_queue_sleep_is_cut_short_by_sigterm(tmp_path):
         run_consumer(Empty([]), "q", lambda k, v: None, 3600.0, 10, "c")
 
     pid = fork(body, err)
-    wait_until(ready.exists, "the consumer to start")
+    wait_for(ready.exists, WAIT, "the consumer to start")
     assert stop(pid) == 0  # bounded by WAIT, far below the 1 h interval
 
 

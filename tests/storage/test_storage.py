@@ -179,6 +179,11 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def _spare(backend: Backend, table: str) -> Path:
+    """The fallback file of `table`: its name is part of the documented contract."""
+    return backend.fallback_dir / f"{table}.fallback.jsonl"
+
+
 def test_unreachable_database_at_save_writes_the_fallback_file_and_load_takes_it_back(
         backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
     table = backend.table()
@@ -189,7 +194,7 @@ def test_unreachable_database_at_save_writes_the_fallback_file_and_load_takes_it
     with caplog.at_level(logging.ERROR, logger="mqueue.storage"):
         save_with_fallback(dead, table, items)
     assert any("FAILED" in r.getMessage() and table in r.getMessage() for r in caplog.records)
-    spare = backend.fallback_dir / f"{table}.fallback.jsonl"
+    spare = _spare(backend, table)
     assert [tuple(json.loads(line).values()) for line in spare.read_text().splitlines()] == items
     save_with_fallback(dead, table, [("late", "x")])  # appends
     loaded: list[tuple[str, str]] = []
@@ -206,7 +211,7 @@ def test_a_later_save_takes_the_fallback_file_first(backend: Backend) -> None:
     backend.storage.create_table(table)
     dead = open_storage(f"mysql://root@127.0.0.1:{closed_port()}/test", backend.fallback_dir)
     save_with_fallback(dead, table, [("old", "1"), ("old", "2")])
-    spare = backend.fallback_dir / f"{table}.fallback.jsonl"
+    spare = _spare(backend, table)
     assert spare.exists()
     save_with_fallback(backend.storage, table, [("new", "3")])
     assert backend.rows(table) == [("old", "1"), ("old", "2"), ("new", "3")]
@@ -224,7 +229,7 @@ def test_fallback_file_stays_when_load_fails(backend: Backend) -> None:
 
     with pytest.raises(MemoryError):
         backend.storage.load(table, add)
-    assert (backend.fallback_dir / f"{table}.fallback.jsonl").exists()
+    assert _spare(backend, table).exists()
 
 
 def _table_with_fallback_file(backend: Backend, text: str) -> tuple[str, Path]:
@@ -232,7 +237,7 @@ def _table_with_fallback_file(backend: Backend, text: str) -> tuple[str, Path]:
     table = backend.table()
     backend.storage.create_table(table)
     backend.fallback_dir.mkdir()
-    spare = backend.fallback_dir / f"{table}.fallback.jsonl"
+    spare = _spare(backend, table)
     spare.write_text(text)
     return table, spare
 
@@ -257,7 +262,7 @@ def test_save_with_fallback_saves_to_the_database_when_it_works(backend: Backend
     backend.storage.create_table(table)
     save_with_fallback(backend.storage, table, [("a", "1")])
     assert backend.rows(table) == [("a", "1")]
-    assert not (backend.fallback_dir / f"{table}.fallback.jsonl").exists()
+    assert not _spare(backend, table).exists()
 
 
 def test_lone_surrogates_cannot_reach_the_database_but_survive_in_the_fallback(
