@@ -63,7 +63,9 @@ from .layout import (
     Q_TAIL,
     Q_WORDS,
     VERSION,
+    free_list_head,
     layout,
+    queue_length,
     read_specs,
 )
 from .lock import flock, reopen, track
@@ -111,11 +113,6 @@ _HOT_LITERALS = (
 assert all(a == b for a, b in _HOT_LITERALS), "layout changed: update the hot paths"
 
 
-def queue_length(w: memoryview, base: int) -> int:
-    """Items queued: every successful add minus every way out."""
-    return w[base + Q_ADDED] - w[base + Q_FETCHED] - w[base + Q_DROP_SIZE] - w[base + Q_DROP_MODE]
-
-
 def _stats_of(r: list[int]) -> QueueStats:
     """QueueStats from a copied queue record (words Q_HEAD .. Q_WORDS-1); literal indices
     as in the hot paths: +2..+5 the counters, +9..+12 their baselines (Q_BASELINE)."""
@@ -153,11 +150,6 @@ def rollback(w: memoryview) -> None:
     for i in range(n - 2, -1, -2):
         w[w[H_LOG + i]] = w[H_LOG + i + 1]
     w[H_LOGCNT] = 0
-
-
-def free_list_head(w: memoryview, p: int) -> int:
-    c = w[p + I_BWORDS] >> 1
-    return H_FREE + c if c < MAX_CLASS else H_LARGE
 
 
 def split(w: memoryview, p: int, nwords: int) -> None:

@@ -34,13 +34,14 @@ from .layout import (
     I_BWORDS,
     I_NEXT,
     MAX_CLASS,
-    Q_ADDED,
     Q_DROP_MODE,
     Q_DROP_SIZE,
     Q_FETCHED,
     Q_HEAD,
     Q_MODE,
     Q_WORDS,
+    free_list_head,
+    queue_length,
 )
 
 COMPACTING = 1  # in the log count word: a compaction is under way (log lengths are even)
@@ -57,7 +58,7 @@ def _freed_and_queued(w) -> tuple[int, int]:
         dropped_mode = w[base + Q_DROP_MODE]
         gone = w[base + Q_FETCHED] + w[base + Q_DROP_SIZE] + dropped_mode
         freed += gone if w[base + Q_MODE] == 2 else gone - dropped_mode
-        queued += w[base + Q_ADDED] - gone
+        queued += queue_length(w, base)
     return freed, queued
 
 
@@ -104,8 +105,7 @@ def compact(w) -> None:
     w[H_LARGE] = 0
     for first, words in runs:
         w[first + I_BWORDS] = words
-        c = words >> 1
-        head = H_FREE + c if c < MAX_CLASS else H_LARGE
+        head = free_list_head(w, first)
         w[first + I_NEXT] = w[head]
         w[head] = first
     w[H_BUMP] = new_bump

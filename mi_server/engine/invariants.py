@@ -34,6 +34,7 @@ from .layout import (
     MAX_CLASS,
     Q_HEAD,
     Q_TAIL,
+    queue_length,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 
 def check_invariants(arena: Arena) -> None:
-    from .arena import block_words, queue_length
+    from .arena import block_words
 
     problems: list[str] = []
     with arena._locked() as w:

@@ -120,3 +120,18 @@ def read_specs(buf, words: memoryview) -> list[QueueSpec]:
     off, n = words[H_SPECS], words[H_SPECS_LEN]
     return [QueueSpec(name, size, addmode, dbmode) for name, size, addmode, dbmode in
             json.loads(bytes(buf[off : off + n]))]
+
+
+# Two readings of these words shared by the allocator (arena.py), the free-space
+# compaction (compact.py, which arena imports, so they cannot live in arena.py) and the
+# invariant checker: one definition, so the three can never disagree.
+
+def free_list_head(w: memoryview, p: int) -> int:
+    """The header word heading the free list that block p belongs on (by its size)."""
+    c = w[p + I_BWORDS] >> 1
+    return H_FREE + c if c < MAX_CLASS else H_LARGE
+
+
+def queue_length(w: memoryview, base: int) -> int:
+    """Items queued: every successful add minus every way out."""
+    return w[base + Q_ADDED] - w[base + Q_FETCHED] - w[base + Q_DROP_SIZE] - w[base + Q_DROP_MODE]
