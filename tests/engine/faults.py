@@ -8,7 +8,8 @@ metadata word (undo log entries, the log count, links, counters, allocator words
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -30,6 +31,18 @@ class DieAtWrite:
         self.writes += 1
         if self.writes == self._die_at:
             os._exit(self.EXIT_CODE)
+
+
+@contextmanager
+def counting_writes(arena: Any) -> Iterator[DieAtWrite]:
+    """The arena's metadata writes counted while the block runs (never dies); the real
+    word view is put back even when the block raises."""
+    counter = DieAtWrite(arena._w)
+    arena._w = counter
+    try:
+        yield counter
+    finally:
+        arena._w = counter._words
 
 
 def die_in_child(arena: Any, op: Callable[[Any], object], at: int) -> int:

@@ -17,7 +17,7 @@ import pytest
 from mi_server.engine import Arena, QueueSpec
 
 from .conftest import unique_name
-from .faults import DieAtWrite, die_in_child
+from .faults import DieAtWrite, counting_writes, die_in_child
 
 SPECS = [
     QueueSpec("plain"),
@@ -85,10 +85,8 @@ def count_writes(op: Op) -> tuple[int, list[tuple]]:
             arena.unlink()
             arena.close()
             arena = fresh_arena()
-        counter = DieAtWrite(arena._w)
-        arena._w = counter
-        op(arena)
-        arena._w = counter._words
+        with counting_writes(arena) as counter:
+            op(arena)
         states.append(state(arena))
         return counter.writes, states
     finally:

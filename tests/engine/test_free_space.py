@@ -10,7 +10,7 @@ import pytest
 from mi_server.engine import Arena, ArenaFull, QueueSpec
 
 from .conftest import MakeArena
-from .faults import DieAtWrite, die_in_child
+from .faults import DieAtWrite, counting_writes, die_in_child
 
 SMALL = "s" * 20  # an 80-byte block
 MEDIUM = "M" * 300  # fits in 7 merged small blocks, in no single one
@@ -67,12 +67,8 @@ def add_small(arena: Arena) -> None:
 
 def writes_and_result(arena: Arena, op) -> tuple[int, dict]:
     """The metadata writes `op` makes on this arena, and the contents it leaves."""
-    counter = DieAtWrite(arena._w)  # counts, never dies
-    arena._w = counter
-    try:
+    with counting_writes(arena) as counter:
         op(arena)
-    finally:
-        arena._w = counter._words
     return counter.writes, contents(arena)
 
 
@@ -104,11 +100,8 @@ def test_an_arena_full_of_live_items_fails_without_a_pass(make_arena):
     arena, _ = fragmented(make_arena)
     add_medium(arena)  # the pass after the fetches
     fill(arena, "more")
-    counter = DieAtWrite(arena._w)  # counts, never dies
-    arena._w = counter
-    with pytest.raises(ArenaFull):
+    with counting_writes(arena) as counter, pytest.raises(ArenaFull):
         arena.add("plain", "big", BIG)
-    arena._w = counter._words
     assert counter.writes == 0  # nothing freed since the last pass: no new pass
     arena.check_invariants()
 
@@ -160,9 +153,6 @@ def test_refused_addmode1_duplicates_do_not_count_as_freed_space(make_arena):
     queued = 1 + fill(arena)
     for _ in range(queued // 16 + 2):
         arena.add("oldest", "k", "again")  # refused: the oldest is kept
-    counter = DieAtWrite(arena._w)  # counts, never dies
-    arena._w = counter
-    with pytest.raises(ArenaFull):
+    with counting_writes(arena) as counter, pytest.raises(ArenaFull):
         arena.add("plain", "big", BIG)
-    arena._w = counter._words
     assert counter.writes == 0
