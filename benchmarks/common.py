@@ -212,6 +212,7 @@ class Ours(Server):
     label = "ours"
     fifo_dialect = "opensips"
     m_fetch, m_get_size, m_get_sizes = "mq_fetch", "mq_get_size", "mq_get_sizes"
+    start_timeout = 30.0  # seconds (fifo_instructions.py: longer, under valgrind)
 
     def __init__(self, workers: int, prefill: int, shm: str, server_cmd: list[str] | None,
                  keep_tmp: bool = False, fifo: bool = True):
@@ -262,7 +263,7 @@ class Ours(Server):
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         logf.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"our server exited with {self.proc.returncode} at start; "
@@ -274,7 +275,8 @@ class Ours(Server):
                 except (OSError, ValueError, http.client.HTTPException):
                     self.rpc.close()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"our server did not come up in 30 s; {self.log}:\n"
+                raise RuntimeError(f"our server did not come up in {self.start_timeout:.0f} s; "
+                                   f"{self.log}:\n"
                                    f"{self._log_tail()}")
             time.sleep(0.1)
         for q in ("q1", "q2"):

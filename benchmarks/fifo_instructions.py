@@ -1,0 +1,309 @@
+"""User-space instructions per FIFO request, counted by callgrind: ours, Kamailio, the floor.
+
+`mi_fifo.py` measures server CPU time, which on this VM drifts up to 2x between runs
+minutes apart.  Instruction counts do not drift: callgrind counts every instruction a
+process executes in user space, the same total for the same binary, inputs and
+environment whatever else the machine is doing.  This script runs each FIFO server under
+`valgrind --tool=callgrind` twice per case: one lifetime answering warm-up + n requests,
+one answering warm-up + 2n (the peer's bench_client, same client and flags as mi_fifo.py,
+1 client), and reads the instructions of the process that served the FIFO over its whole
+life; the difference divided by n is the cost of one request, start-up and shutdown
+cancelled out.  (callgrind_control cannot zero counters here: valgrind gives a forked
+child, such as a FIFO process, no gdbserver to talk to.)  Servers:
+
+- ours: `python -m mi_server -c <temp cfg>` (its FIFO listener process);
+- kamailio: the peer's binary and kamailio.cfg, started with start.sh's command line under
+  valgrind (its jsonrpcs FIFO process); refused if the peer is already running;
+- floor: benchmarks/fifo_floor.py's do-nothing Python listener.
+
+What this does not count: the kernel (system calls, wake-ups, page faults), about half of
+the CPU time per request here and the same system calls for all three (see mi_fifo.py), and
+cache misses: a Python process that slept between requests runs its instructions slower
+than a warm loop would.  So it is the figure to track changes of our own Python path with,
+and the part of the CPU-time gap that is ours to close, not the CPU-time ratio itself.
+
+    .venv/bin/python benchmarks/fifo_instructions.py [-n 2000] [--servers ours,kamailio,floor]
+
+Takes ~5-10 minutes (everything runs 20-50x slower under valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, Ours, run_bench_client, shared_dir
+
+VALGRIND = ["valgrind", "--tool=callgrind", "--vgdb=no", "-q"]
+START_TIMEOUT = 300.0  # seconds: a server starting under valgrind
+
+
+def fifo_reader(root: int, path: str) -> int | None:
+    """The process of `root`'s tree that is waiting in read() on `path` (the one serving
+    the FIFO; Kamailio opens it before forking, so every one of its processes holds it)."""
+    todo, seen = [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                call = f.read().split()
+            # x86_64: read() is system call 0; its first argument is the descriptor
+            if call and call[0] == "0" and os.readlink(
+                    f"/proc/{pid}/fd/{int(call[1], 16)}") == path:
+                return pid
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            pass
+    return None
+
+
+class CallgrindOut:
+    """Where one server lifetime's callgrind files go: `<dir>/cg.<pid>` per process, written
+    when the process exits (also on SIGTERM)."""
+
+    def __init__(self, work: Path) -> None:
+        self.dir = work
+        self.pattern = str(work / "cg.%p")
+
+    def total(self, pid: int) -> int:
+        """Every instruction process `pid` executed, from its start to its exit."""
+        path = self.dir / f"cg.{pid}"
+        deadline = time.monotonic() + 60
+        while not path.exists():  # written at exit; the parent may reap it first
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no callgrind output {path}")
+            time.sleep(0.2)
+        time.sleep(0.5)
+        with open(path) as f:
+            for line in f:
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no totals line in {path}")
+
+
+class OursUnderValgrind(Ours):
+    start_timeout = START_TIMEOUT
+
+    def __init__(self, prefill: int, cg: CallgrindOut) -> None:
+        cmd = [*VALGRIND, f"--callgrind-out-file={cg.pattern}",
+               sys.executable, "-m", "mi_server"]
+        super().__init__(1, prefill, "64M", cmd)
+
+    def server_pid(self) -> int | None:
+        assert self.proc is not None
+        return fifo_reader(self.proc.pid, self.fifo)
+
+
+class KamailioUnderValgrind:
+    """The peer's binary and cfg as start.sh runs them, under valgrind, FIFO in /tmp/kamailio-mq."""
+
+    label = "kamailio"
+    fifo_dialect = "kamailio"
+    m_fetch, m_get_size = "mqueue.fetch", "mqueue.get_size"
+    run_dir = Path("/tmp/kamailio-mq")
+
+    def __init__(self, shared: Path, prefill: int, cg: CallgrindOut) -> None:
+        self.cfg = shared / "peers" / "kamailio" / "kamailio.cfg"
+        self.fifo = str(self.run_dir / "kamailio_rpc.fifo")
+        self.reply_dir = f"{self.run_dir}/"
+        self.pidfile = str(self.run_dir / "kamailio.pid")
+        self.prefill = prefill
+        self.cg = cg
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        try:
+            pid = int(Path(self.pidfile).read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            pass
+        else:
+            raise SystemExit(f"the kamailio peer is running (pid {pid}): stop it first "
+                             "(../shared/peers/kamailio/stop.sh)")
+        if shutil.which("kamailio") is None:
+            raise SystemExit("no kamailio binary: run ../shared/peers/kamailio/start.sh once")
+        self.run_dir.mkdir(exist_ok=True)
+        for p in (self.fifo, self.pidfile):
+            Path(p).unlink(missing_ok=True)
+        self.log = self.cg.dir / "kamailio.log"
+        cmd = [*VALGRIND, f"--callgrind-out-file={self.cg.pattern}",
+               shutil.which("kamailio"), "-f", str(self.cfg), "-DD", "-E", "-P", self.pidfile,
+               "-m", "128", "-M", "16", "-A", f"PREFILL_N={self.prefill}", "-A", "PRETTY=1",
+               "-A", "NCHILDREN=1", "-A", "NTCPCHILDREN=1"]
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while b"mqueue peer: prefilled" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"kamailio under valgrind did not come up; {self.log}")
+            time.sleep(0.5)
+
+    def server_pid(self) -> int | None:
+        assert self.proc is not None
+        return fifo_reader(self.proc.pid, self.fifo)
+
+    def refill(self, q: str, target: int) -> int:
+        return target  # prefilled at start with enough for every fetch run
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class FloorUnderValgrind:
+    """benchmarks/fifo_floor.py's listener, run as its own process under valgrind."""
+
+    label = "floor"
+    fifo_dialect = "opensips"
+    m_fetch = m_get_size = "mq_get_size"  # it answers the same canned reply to anything
+
+    def __init__(self, cg: CallgrindOut) -> None:
+        self.cg = cg
+        self.work = cg.dir / "floor"
+        self.work.mkdir()
+        self.fifo = str(self.work / "fifo")
+        self.reply_dir = f"{self.work}/"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        os.mkfifo(self.fifo, 0o600)
+        code = ("import sys, os; sys.path.insert(0, sys.argv[1]); import fifo_floor; "
+                "fifo_floor.serve(sys.argv[2], os.fsencode(sys.argv[3]))")
+        self.proc = subprocess.Popen(
+            [*VALGRIND, f"--callgrind-out-file={self.cg.pattern}",
+             sys.executable, "-c", code, str(REPO / "benchmarks"), self.fifo,
+             self.reply_dir], stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def server_pid(self) -> int | None:
+        assert self.proc is not None
+        return fifo_reader(self.proc.pid, self.fifo)
+
+    def refill(self, q: str, target: int) -> int:
+        return target
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: callgrind still writes its counts
+            self.proc.wait()
+
+
+def _wait_for_pid(srv) -> int:
+    deadline = time.monotonic() + START_TIMEOUT
+    while (pid := srv.server_pid()) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{srv.label}: no process serving {srv.fifo}")
+        time.sleep(0.2)
+    return pid
+
+
+def make_server(label: str, cg: CallgrindOut, shared: Path, prefill: int):
+    if label == "ours":
+        return OursUnderValgrind(prefill, cg)
+    if label == "kamailio":
+        return KamailioUnderValgrind(shared, prefill, cg)
+    if label == "floor":
+        return FloorUnderValgrind(cg)
+    raise SystemExit(f"--servers: ours, kamailio, floor; not {label!r}")
+
+
+def lifetime(label: str, mode: str, op: str, n: int, work: Path, shared: Path,
+             args) -> int:
+    """Start `label` under callgrind, send warm-up + `n` requests of one case, stop it:
+    the instructions its FIFO process executed in its whole life."""
+    cg = CallgrindOut(Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work)))
+    srv = make_server(label, cg, shared, prefill=args.warmup + n + 100)
+    try:
+        srv.start()
+        pid = _wait_for_pid(srv)
+        flags = ["--transport", "fifo", "--fifo", srv.fifo, "--reply-dir", srv.reply_dir,
+                 "--fifo-dialect", srv.fifo_dialect, "--method", getattr(srv, "m_" + op),
+                 "--params", json.dumps(["q1"]), "-c", "1", "-n", str(n),
+                 "--warmup", str(args.warmup)]
+        if mode == "reuse":
+            flags.append("--reuse-reply-fifo")
+        check(run_bench_client(shared, flags), label, mode, op)
+    finally:
+        srv.stop()
+    return cg.total(pid)
+
+
+def check(s: dict, label: str, mode: str, op: str) -> None:
+    if set(s["outcomes"]) != {"result"} or s.get("transport_failures"):
+        raise SystemExit(f"{label} {mode} {op}: failed requests: outcomes "
+                         f"{s['outcomes']}, {s.get('transport_failures')} transport failures")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=1000,
+                    help="requests told apart: lifetimes of n and 2n requests are compared")
+    ap.add_argument("--warmup", type=int, default=100, help="requests in every lifetime")
+    ap.add_argument("--servers", default="ours,kamailio,floor")
+    ap.add_argument("--cases", default="fresh:get_size,fresh:fetch",
+                    help="mode:op list; modes fresh, reuse; ops get_size, fetch")
+    ap.add_argument("--shared", default=None)
+    args = ap.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("needs valgrind (Debian package valgrind)")
+    shared = shared_dir(args.shared)
+    os.environ["PYTHONHASHSEED"] = "0"  # the same str hashes, dict layouts in every lifetime
+    cases = [tuple(c.strip().split(":")) for c in args.cases.split(",") if c.strip()]
+    labels = [s.strip() for s in args.servers.split(",") if s.strip()]
+    results: dict[str, dict[str, float]] = {label: {} for label in labels}
+    work = Path(tempfile.mkdtemp(prefix="mqmi-cg-"))
+    try:
+        for mode, op in cases:
+            for label in labels:
+                small = lifetime(label, mode, op, args.n, work, shared, args)
+                large = lifetime(label, mode, op, 2 * args.n, work, shared, args)
+                per = (large - small) / args.n
+                results[label][f"{mode} {op}"] = per
+                print(f"#   {label:8} {mode} {op:8} {per:10,.0f} instructions/request "
+                      f"({small:,} with {args.n} requests, {large:,} with {2 * args.n})",
+                      flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(results, [f"{m} {o}" for m, o in cases], args)
+    return 0
+
+
+def print_table(results: dict[str, dict[str, float]], cases: list[str], args) -> None:
+    labels = list(results)
+    print(f"\n## User-space instructions per FIFO request (callgrind, {args.n} requests "
+          "per case, 1 client)\n")
+    head = "| case | " + " | ".join(labels)
+    ratios = [(a, b) for a, b in (("ours", "kamailio"), ("ours", "floor"),
+                                  ("kamailio", "floor")) if a in results and b in results]
+    head += "".join(f" | {a}/{b}" for a, b in ratios)
+    print(head + " |")
+    print("|---" * (1 + len(labels) + len(ratios)) + "|")
+    for case in cases:
+        row = f"| {case} | " + " | ".join(f"{results[x][case]:,.0f}" for x in labels)
+        row += "".join(f" | {results[a][case] / results[b][case]:.2f}x" for a, b in ratios)
+        print(row + " |")
+    print("\n* Counted in the process that serves the FIFO only (ours: the FIFO listener; "
+          "Kamailio: its jsonrpcs FIFO process), user space only: no kernel time, no cache "
+          "effects (see the module docstring).")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
