@@ -39,8 +39,9 @@ _WS = re.compile(rb"[ \t\r\n]*")
 _NAME = re.compile(rb"[^:\x00-\x1f\x7f]{0,%d}" % (NAME_MAX + 1))
 _START = re.compile(rb":[^:\x00-\x1f\x7f]{0,%d}:[ \t\r\n]{0,%d}[{\[]" % (NAME_MAX, RESYNC_WS_MAX))
 _FORBIDDEN = re.compile(rb"[./\\]")
-# a whole request header in one match, for the fast path (group 1: the name)
-_HEAD = re.compile(rb"[ \t\r\n]*:([^:\x00-\x1f\x7f]{0,%d}):[ \t\r\n]*[{\[]" % NAME_MAX)
+# a whole request header in one match, for the fast path (group 1: the name); a name with
+# a forbidden character does not match, so it goes the general way (and is dropped there)
+_HEAD = re.compile(rb"[ \t\r\n]*:([^:\x00-\x1f\x7f./\\]{0,%d}):[ \t\r\n]*[{\[]" % NAME_MAX)
 _DECODER = json.JSONDecoder(strict=False)  # as the MI core: raw control chars in strings
 _SCAN = _DECODER.scan_once                 # raw_decode without its Python wrapper
 _COLON = 0x3A
@@ -175,7 +176,7 @@ class Framer:
             except (StopIteration, ValueError, RecursionError):
                 break  # unfinished or invalid: the general path tells which
             name = m.group(1)
-            if end - m.start(1) + 1 > self.max_request or _FORBIDDEN.search(name) is not None:
+            if end - m.start(1) + 1 > self.max_request:
                 break
             # os.fsdecode without its Python-level type checks: `name` is bytes
             events.append(Request(name.decode(_FS_ENCODING, _FS_ERRORS), data[v:end],

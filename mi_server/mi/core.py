@@ -29,6 +29,7 @@ from mi_server.mi.jsonvalues import (
     JObject,
     ParseError,
     encode,
+    encode_str,
     int32,
     parse,
     scan_value,
@@ -216,7 +217,7 @@ class MICore:
         # (the common string id first)
         id_type = type(id_value)
         if id_type is str:
-            id_text = encode(id_value)
+            id_text = encode_str(id_value)
         elif id_type is int and INT_MIN < id_value < INT_MAX:
             id_text = str(id_value)  # int32() would return it unchanged
         elif id_type is int or id_type is float:

@@ -72,6 +72,8 @@ def _make_encoder() -> Callable[[Any], str]:
 
 
 encode = _make_encoder()
+# encode() of a value known to be a str: the C function itself, no Python frame (hot path)
+encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

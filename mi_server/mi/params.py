@@ -25,7 +25,10 @@ def _as_text(value: Any) -> str | None:
 
 def get_str(params: Params, name: str) -> str:
     """The parameter as text; -32602 "Bad type for parameter '<name>'" otherwise."""
-    text = _as_text(params[name])
+    value = params[name]
+    if type(value) is str:  # what clients send: no second call (once per request)
+        return value
+    text = _as_text(value)
     if text is None:
         raise bad_type(name)
     return text
