@@ -22,7 +22,13 @@ cache misses: a Python process that slept between requests runs its instructions
 than a warm loop would.  So it is the figure to track changes of our own Python path with,
 and the part of the CPU-time gap that is ours to close, not the CPU-time ratio itself.
 
-    .venv/bin/python benchmarks/fifo_instructions.py [-n 2000] [--servers ours,kamailio,floor]
+    .venv/bin/python benchmarks/fifo_instructions.py [-n 1000] [--servers ours,kamailio,floor]
+    .venv/bin/python benchmarks/fifo_instructions.py --in-process   # ours only, ~30 s
+
+`--in-process` counts our listener's path alone, for judging a change quickly: one process
+feeds a request to the framer and dispatches it exactly as the listener does, the reply
+going to a reply FIFO that the same process holds open for reading and drains (no client,
+no wake-ups; the figure is a few thousand instructions below the served one).
 
 Takes ~5-10 minutes (everything runs 20-50x slower under valgrind).
 """
@@ -86,11 +92,16 @@ class CallgrindOut:
                 raise RuntimeError(f"no callgrind output {path}")
             time.sleep(0.2)
         time.sleep(0.5)
-        with open(path) as f:
-            for line in f:
-                if line.startswith("totals:"):
-                    return int(line.split()[1])
-        raise RuntimeError(f"no totals line in {path}")
+        return _totals_line(path)
+
+
+def _totals_line(path: Path) -> int:
+    """The `totals:` figure of a callgrind output file."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals line in {path}")
 
 
 class OursUnderValgrind(Ours):
@@ -251,6 +262,66 @@ def check(s: dict, label: str, mode: str, op: str) -> None:
                          f"{s['outcomes']}, {s.get('transport_failures')} transport failures")
 
 
+def serve_in_process(n: int, method: str) -> None:
+    """--loop: `n` requests through our listener's framer, dispatch and reply code, in this
+    process (run under callgrind by `in_process`)."""
+    import types
+
+    # this script's directory holds benchmarks/mi_fifo.py, which would shadow the package
+    sys.path.insert(0, str(REPO))
+    from mi_fifo.listener import _Listener
+    from mi_server.engine import Arena
+    from mi_server.engine.spec import QueueSpec
+    from mi_server.mi import build_core
+    from mi_server.mi.context import MIContext
+
+    work = Path(tempfile.mkdtemp(prefix="mqmi-loop-"))
+    arena = Arena.create(f"mqmi-loop-{os.getpid()}", 1 << 24, [QueueSpec("q1")])
+    try:
+        if method == "mq_fetch":
+            for i in range(n):
+                arena.add("q1", f"key{i}", "value")
+        core = build_core(MIContext(engine=arena, started=time.time(), argv=[],
+                                    processes=list, stop=lambda: None))
+        cfg = types.SimpleNamespace(path=str(work / "fifo"), mode=0o600, user=None,
+                                    group=None, reply_dir=f"{work}/", max_request=65536,
+                                    idle_timeout=1.0)
+        lst = _Listener(cfg, core.handle, core.scan_value, core.stage, core.finish)
+        lst.ident = (0, 0)  # no FIFO of our own to refuse
+        os.mkfifo(work / "r1")
+        reply_fd = os.open(work / "r1", os.O_RDONLY | os.O_NONBLOCK)
+        request = b':r1:{"jsonrpc":"2.0","method":"%s","params":["q1"],"id":"1"}\n' % (
+            method.encode())
+        feed, dispatch, read, monotonic = lst.framer.feed, lst.dispatch, os.read, time.monotonic
+        for _ in range(n):
+            dispatch(feed(request, monotonic()))
+            if b'"result"' not in read(reply_fd, 4096):
+                raise SystemExit(f"{method}: no result reply")
+    finally:
+        arena.close()
+        arena.unlink()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def in_process(args) -> int:
+    """Our listener path alone under callgrind: (2n run - n run) / n per method."""
+    work = Path(tempfile.mkdtemp(prefix="mqmi-cg-"))
+    try:
+        for method in ("mq_get_size", "mq_fetch"):
+            totals = []
+            for n in (args.n, 2 * args.n):
+                out = work / f"{method}.{n}"
+                subprocess.run([*VALGRIND, f"--callgrind-out-file={out}", sys.executable,
+                                __file__, "--loop", str(n), method], check=True, cwd=REPO)
+                totals.append(_totals_line(out))
+            print(f"{method:12} {(totals[1] - totals[0]) / args.n:10,.0f} instructions/request "
+                  f"(in process; {totals[0]:,} with {args.n}, {totals[1]:,} with {2 * args.n})",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,11 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="fresh:get_size,fresh:fetch",
                     help="mode:op list; modes fresh, reuse; ops get_size, fetch")
     ap.add_argument("--shared", default=None)
+    ap.add_argument("--in-process", action="store_true",
+                    help="count our listener's path alone, in one process (see above)")
+    ap.add_argument("--loop", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.loop:
+        serve_in_process(int(args.loop[0]), args.loop[1])
+        return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind (Debian package valgrind)")
+    os.environ["PYTHONHASHSEED"] = "0"  # the same str hashes, dict layouts in every run
+    if args.in_process:
+        return in_process(args)
     shared = shared_dir(args.shared)
-    os.environ["PYTHONHASHSEED"] = "0"  # the same str hashes, dict layouts in every lifetime
     cases = [tuple(c.strip().split(":")) for c in args.cases.split(",") if c.strip()]
     labels = [s.strip() for s in args.servers.split(",") if s.strip()]
     results: dict[str, dict[str, float]] = {label: {} for label in labels}
