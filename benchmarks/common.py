@@ -213,6 +213,7 @@ class Ours(Server):
     fifo_dialect = "opensips"
     m_fetch, m_get_size, m_get_sizes = "mq_fetch", "mq_get_size", "mq_get_sizes"
     start_timeout = 30.0  # seconds (fifo_instructions.py: longer, under valgrind)
+    stop_timeout = 15.0   # seconds before SIGKILL to the process group
 
     def __init__(self, workers: int, prefill: int, shm: str, server_cmd: list[str] | None,
                  keep_tmp: bool = False, fifo: bool = True):
@@ -294,10 +295,10 @@ class Ours(Server):
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGTERM)
             try:
-                p.wait(15)
+                p.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
-                print(f"# our server (pid {p.pid}) still alive after 15 s: SIGKILL to its "
-                      "process group", file=sys.stderr)
+                print(f"# our server (pid {p.pid}) still alive after {self.stop_timeout:.0f} s: "
+                      "SIGKILL to its process group", file=sys.stderr)
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:

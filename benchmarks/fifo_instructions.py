@@ -3,34 +3,40 @@
 `mi_fifo.py` measures server CPU time, which on this VM drifts up to 2x between runs
 minutes apart.  Instruction counts do not drift: callgrind counts every instruction a
 process executes in user space, the same total for the same binary, inputs and
-environment whatever else the machine is doing.  This script runs each FIFO server under
-`valgrind --tool=callgrind` twice per case: one lifetime answering warm-up + n requests,
-one answering warm-up + 2n (the peer's bench_client, same client and flags as mi_fifo.py,
-1 client), and reads the instructions of the process that served the FIFO over its whole
-life; the difference divided by n is the cost of one request, start-up and shutdown
-cancelled out.  (callgrind_control cannot zero counters here: valgrind gives a forked
-child, such as a FIFO process, no gdbserver to talk to.)  Servers:
+environment whatever else the machine is doing (here within about 1 % from run to run: a
+listener's once-a-second path check and the odd wait for a late reader depend on time).
+This script runs each FIFO server under `valgrind --tool=callgrind` twice per case: one
+lifetime answering warm-up + n requests, one answering warm-up + 2n (the peer's
+bench_client with mi_fifo.py's flags, 1 client), and reads the instructions of the process
+that served the FIFO over its whole life; the difference divided by n is the cost of one
+request, start-up and shutdown cancelled out.  (callgrind_control cannot zero counters
+here: valgrind gives a forked child, such as a FIFO process, no gdbserver to talk to.)
+Servers:
 
 - ours: `python -m mi_server -c <temp cfg>` (its FIFO listener process);
-- kamailio: the peer's binary and kamailio.cfg, started with start.sh's command line under
-  valgrind (its jsonrpcs FIFO process); refused if the peer is already running;
+- kamailio: the peer's binary and kamailio.cfg under valgrind, started with start.sh's
+  flags but less shared memory (128 MB) and one UDP and one TCP worker (its jsonrpcs FIFO
+  process); refused if the peer is already running.  Its pid file is kept in our own temp
+  directory, so a mi_fifo.py started meanwhile does not take it for the peer (it fails to
+  start the peer, whose ports are taken, instead of measuring a server under valgrind);
 - floor: benchmarks/fifo_floor.py's do-nothing Python listener.
 
 What this does not count: the kernel (system calls, wake-ups, page faults), about half of
-the CPU time per request here and the same system calls for all three (see mi_fifo.py), and
-cache misses: a Python process that slept between requests runs its instructions slower
-than a warm loop would.  So it is the figure to track changes of our own Python path with,
-and the part of the CPU-time gap that is ours to close, not the CPU-time ratio itself.
+the CPU time per request here (ours and the floor make the same 5 system calls per
+request, Kamailio 10), and cache misses: a Python process that slept between requests
+runs its instructions slower than a warm loop would.  So it is the figure to track changes
+of our own Python path with, and the part of the CPU-time gap that is ours to close, not
+the CPU-time ratio itself.
 
     .venv/bin/python benchmarks/fifo_instructions.py [-n 1000] [--servers ours,kamailio,floor]
-    .venv/bin/python benchmarks/fifo_instructions.py --in-process   # ours only, ~30 s
+    .venv/bin/python benchmarks/fifo_instructions.py --in-process   # ours only, ~40 s
 
 `--in-process` counts our listener's path alone, for judging a change quickly: one process
 feeds a request to the framer and dispatches it exactly as the listener does, the reply
 going to a reply FIFO that the same process holds open for reading and drains (no client,
 no wake-ups; the figure is a few thousand instructions below the served one).
 
-Takes ~5-10 minutes (everything runs 20-50x slower under valgrind).
+Takes ~2-5 minutes with the two default cases (everything runs 20-50x slower under valgrind).
 """
 
 from __future__ import annotations
@@ -46,15 +52,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, Ours, run_bench_client, shared_dir
+from common import REPO, Ours, _sigterm_to_interrupt, run_bench_client, shared_dir
 
 VALGRIND = ["valgrind", "--tool=callgrind", "--vgdb=no", "-q"]
 START_TIMEOUT = 300.0  # seconds: a server starting under valgrind
+STOP_TIMEOUT = 120.0   # seconds: its processes exiting and writing their callgrind files
+MODES, OPS = ("fresh", "reuse"), ("get_size", "fetch")
+# read()'s system call number, as /proc/<pid>/syscall shows it
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
 
 
 def fifo_reader(root: int, path: str) -> int | None:
     """The process of `root`'s tree that is waiting in read() on `path` (the one serving
     the FIFO; Kamailio opens it before forking, so every one of its processes holds it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    fifo = (st.st_dev, st.st_ino)
     todo, seen = [root], set()
     while todo:
         pid = todo.pop()
@@ -64,13 +79,17 @@ def fifo_reader(root: int, path: str) -> int | None:
         try:
             with open(f"/proc/{pid}/syscall") as f:
                 call = f.read().split()
-            # x86_64: read() is system call 0; its first argument is the descriptor
-            if call and call[0] == "0" and os.readlink(
-                    f"/proc/{pid}/fd/{int(call[1], 16)}") == path:
-                return pid
+            # the first argument of read() is the descriptor
+            if len(call) > 1 and call[0] == READ_SYSCALL:
+                fd = os.stat(f"/proc/{pid}/fd/{int(call[1], 16)}")
+                if (fd.st_dev, fd.st_ino) == fifo:
+                    return pid
+        except (OSError, ValueError):
+            pass  # gone, or not in read(): its children may still be the one
+        try:
             with open(f"/proc/{pid}/task/{pid}/children") as f:
                 todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError, IndexError):
+        except OSError:
             pass
     return None
 
@@ -106,6 +125,7 @@ def _totals_line(path: Path) -> int:
 
 class OursUnderValgrind(Ours):
     start_timeout = START_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
 
     def __init__(self, prefill: int, cg: CallgrindOut) -> None:
         cmd = [*VALGRIND, f"--callgrind-out-file={cg.pattern}",
@@ -127,16 +147,18 @@ class KamailioUnderValgrind:
 
     def __init__(self, shared: Path, prefill: int, cg: CallgrindOut) -> None:
         self.cfg = shared / "peers" / "kamailio" / "kamailio.cfg"
+        self.log = cg.dir / "kamailio.log"
         self.fifo = str(self.run_dir / "kamailio_rpc.fifo")
         self.reply_dir = f"{self.run_dir}/"
-        self.pidfile = str(self.run_dir / "kamailio.pid")
+        self.peer_pidfile = self.run_dir / "kamailio.pid"  # start.sh's: the peer is up
+        self.pidfile = str(cg.dir / "kamailio.pid")
         self.prefill = prefill
         self.cg = cg
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         try:
-            pid = int(Path(self.pidfile).read_text())
+            pid = int(self.peer_pidfile.read_text())
             os.kill(pid, 0)
         except (OSError, ValueError):
             pass
@@ -144,11 +166,10 @@ class KamailioUnderValgrind:
             raise SystemExit(f"the kamailio peer is running (pid {pid}): stop it first "
                              "(../shared/peers/kamailio/stop.sh)")
         if shutil.which("kamailio") is None:
-            raise SystemExit("no kamailio binary: run ../shared/peers/kamailio/start.sh once")
+            raise SystemExit("no kamailio binary: run ../shared/peers/kamailio/start.sh once "
+                             "(it installs the Debian package)")
         self.run_dir.mkdir(exist_ok=True)
-        for p in (self.fifo, self.pidfile):
-            Path(p).unlink(missing_ok=True)
-        self.log = self.cg.dir / "kamailio.log"
+        Path(self.fifo).unlink(missing_ok=True)
         cmd = [*VALGRIND, f"--callgrind-out-file={self.cg.pattern}",
                shutil.which("kamailio"), "-f", str(self.cfg), "-DD", "-E", "-P", self.pidfile,
                "-m", "128", "-M", "16", "-A", f"PREFILL_N={self.prefill}", "-A", "PRETTY=1",
@@ -159,7 +180,9 @@ class KamailioUnderValgrind:
         deadline = time.monotonic() + START_TIMEOUT
         while b"mqueue peer: prefilled" not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"kamailio under valgrind did not come up; {self.log}")
+                tail = self.log.read_text(errors="replace").splitlines()[-20:]
+                raise RuntimeError("kamailio under valgrind did not come up; its log ends:\n"
+                                   + "\n".join(tail))
             time.sleep(0.5)
 
     def server_pid(self) -> int | None:
@@ -173,10 +196,11 @@ class KamailioUnderValgrind:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        Path(self.fifo).unlink(missing_ok=True)  # stop.sh's peer would re-create it anyway
 
 
 class FloorUnderValgrind:
@@ -262,9 +286,9 @@ def check(s: dict, label: str, mode: str, op: str) -> None:
                          f"{s['outcomes']}, {s.get('transport_failures')} transport failures")
 
 
-def serve_in_process(n: int, method: str) -> None:
+def serve_in_process(n: int, method: str, prefill: int) -> None:
     """--loop: `n` requests through our listener's framer, dispatch and reply code, in this
-    process (run under callgrind by `in_process`)."""
+    process (run under callgrind by `in_process`), q1 holding `prefill` items first."""
     import types
 
     # this script's directory holds benchmarks/mi_fifo.py, which would shadow the package
@@ -275,12 +299,11 @@ def serve_in_process(n: int, method: str) -> None:
     from mi_server.mi import build_core
     from mi_server.mi.context import MIContext
 
-    work = Path(tempfile.mkdtemp(prefix="mqmi-loop-"))
     arena = Arena.create(f"mqmi-loop-{os.getpid()}", 1 << 24, [QueueSpec("q1")])
+    work = Path(tempfile.mkdtemp(prefix="mqmi-loop-"))
     try:
-        if method == "mq_fetch":
-            for i in range(n):
-                arena.add("q1", f"key{i}", "value")
+        for i in range(prefill):
+            arena.add("q1", f"key{i}", "value")
         core = build_core(MIContext(engine=arena, started=time.time(), argv=[],
                                     processes=list, stop=lambda: None))
         cfg = types.SimpleNamespace(path=str(work / "fifo"), mode=0o600, user=None,
@@ -308,11 +331,14 @@ def in_process(args) -> int:
     work = Path(tempfile.mkdtemp(prefix="mqmi-cg-"))
     try:
         for method in ("mq_get_size", "mq_fetch"):
+            # the same prefill in both runs, so that the difference holds no mq_add
+            prefill = 2 * args.n if method == "mq_fetch" else 0
             totals = []
             for n in (args.n, 2 * args.n):
                 out = work / f"{method}.{n}"
                 subprocess.run([*VALGRIND, f"--callgrind-out-file={out}", sys.executable,
-                                __file__, "--loop", str(n), method], check=True, cwd=REPO)
+                                __file__, "--loop", str(n), method, str(prefill)],
+                               check=True, cwd=REPO)
                 totals.append(_totals_line(out))
             print(f"{method:12} {(totals[1] - totals[0]) / args.n:10,.0f} instructions/request "
                   f"(in process; {totals[0]:,} with {args.n}, {totals[1]:,} with {2 * args.n})",
@@ -334,18 +360,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default=None)
     ap.add_argument("--in-process", action="store_true",
                     help="count our listener's path alone, in one process (see above)")
-    ap.add_argument("--loop", nargs=2, metavar=("N", "METHOD"), help=argparse.SUPPRESS)
+    ap.add_argument("--loop", nargs=3, metavar=("N", "METHOD", "PREFILL"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.loop:
-        serve_in_process(int(args.loop[0]), args.loop[1])
+        serve_in_process(int(args.loop[0]), args.loop[1], int(args.loop[2]))
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind (Debian package valgrind)")
     os.environ["PYTHONHASHSEED"] = "0"  # the same str hashes, dict layouts in every run
     if args.in_process:
         return in_process(args)
+    if READ_SYSCALL is None:
+        raise SystemExit(f"fifo_instructions.py knows read()'s system call number on x86_64 "
+                         f"and aarch64, not on {os.uname().machine}")
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # stop the servers on SIGTERM too
     shared = shared_dir(args.shared)
     cases = [tuple(c.strip().split(":")) for c in args.cases.split(",") if c.strip()]
+    for case in cases:
+        if len(case) != 2 or case[0] not in MODES or case[1] not in OPS:
+            raise SystemExit(f"--cases: mode:op with mode in {MODES} and op in {OPS}, "
+                             f"not {':'.join(case)!r}")
     labels = [s.strip() for s in args.servers.split(",") if s.strip()]
     results: dict[str, dict[str, float]] = {label: {} for label in labels}
     work = Path(tempfile.mkdtemp(prefix="mqmi-cg-"))
