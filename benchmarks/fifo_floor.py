@@ -8,12 +8,20 @@ Python implementation of the mi_fifo protocol can cost on this machine.  mi_fifo
 this same listener as a third server, interleaved with ours and Kamailio (`Floor`), which
 is the comparison to quote on a machine whose speed drifts; this script measures it alone.
 
+`MinimalMI` is a second reference for mi_fifo.py (`--minimal-mi`): the least a listener
+doing real MI work can do for `mq_get_size` / `mq_fetch` `["q1"]`: decode the JSON (the C
+scanner), check the version and method, ask our engine (a real shared-memory arena), write
+the reply with one f-string, open, fstat, write, close.  No framing beyond a regex, no
+other command, no error replies, no JSON-RPC rules, no bounded waits: not a server anyone
+should run, but what the protocol's work costs in this interpreter.
+
     .venv/bin/python benchmarks/fifo_floor.py [-n 5000] [--reps 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -24,6 +32,10 @@ import time
 from pathlib import Path
 
 from common import run_bench_client, shared_dir
+
+from mi_server.engine import Arena
+from mi_server.engine.spec import QueueSpec
+from mi_server.mi.jsonvalues import JObject
 
 # a request header: `:name:{` (the names bench_client makes have no quote or brace, so this
 # never matches inside a JSON body); several requests can arrive in one read (4 clients)
@@ -59,6 +71,41 @@ def serve(fifo: str, reply_dir: bytes) -> None:
             os.fstat(reply)
             os.write(reply, _REPLY)
             os.close(reply)
+
+
+def serve_minimal_mi(fifo: str, reply_dir: bytes, arena: Arena) -> None:
+    """MinimalMI's listener (see the module docstring)."""
+    scan = json.JSONDecoder(object_pairs_hook=JObject, strict=False).scan_once
+    quote = json.encoder.encode_basestring
+    size, fetch = arena.size, arena.fetch
+    fd = os.open(fifo, os.O_RDWR)
+    while True:
+        data = os.read(fd, 65536)
+        text = data.decode("latin-1")
+        for match in _HEAD.finditer(data):
+            doc = dict(scan(text, match.end() - 1)[0].pairs)
+            rid = doc.get("id")
+            rid = quote(rid) if type(rid) is str else str(rid)
+            method, queue = doc.get("method"), doc["params"][0]
+            if doc.get("jsonrpc") != "2.0":
+                continue
+            if method == "mq_get_size":
+                result = f'{{"Queue":{{"name":{quote(queue)},"size":{size(queue)}}}}}'
+            elif method == "mq_fetch":
+                key, value = fetch(queue)  # MinimalMI.refill keeps q1 from running dry
+                result = f'{{"Item":{{"key":{quote(key)},"value":{quote(value)}}}}}'
+            else:
+                continue
+            reply = f'{{"jsonrpc":"2.0","result":{result},"id":{rid}}}\n'.encode()
+            try:
+                out = os.open(reply_dir + match.group(1), _FLAGS)
+            except OSError:
+                out = _open_waiting(reply_dir + match.group(1))
+                if out < 0:
+                    continue
+            if os.fstat(out).st_nlink == 1:
+                os.write(out, reply)
+            os.close(out)
 
 
 class Floor:
@@ -135,3 +182,39 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class MinimalMI(Floor):
+    """serve_minimal_mi as a server of benchmarks/mi_fifo.py, over an arena this process
+    creates and refills (the child answers from the same shared memory)."""
+
+    label = "minimal"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arena = Arena.create(f"mqmi-minimal-{os.getpid()}", 64 << 20, [QueueSpec("q1")])
+        self.serial = 0
+
+    def start(self) -> None:
+        os.mkfifo(self.fifo, 0o600)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+                serve_minimal_mi(self.fifo, os.fsencode(self.reply_dir), self.arena)
+            finally:
+                os._exit(0)
+        self.child = pid
+        Path(self.pidfile).write_text(f"{pid}\n")
+
+    def refill(self, q: str, target: int) -> int:
+        while self.arena.size(q) < target:
+            self.serial += 1
+            self.arena.add(q, f"rk{self.serial}", f"rv{self.serial}")
+        return self.arena.size(q)
+
+    def stop(self) -> None:
+        super().stop()
+        self.arena.close()
+        self.arena.unlink()

@@ -11,7 +11,9 @@ Cases: fetch / get_size of q1, a fresh reply FIFO per request (mkfifo + unlink, 
 opensips-cli and shell scripts do) and `--reuse-reply-fifo`, 1 and 4 client processes.
 Unless --no-floor, a third server runs interleaved with the two: fifo_floor.py's
 do-nothing Python listener (the protocol's system calls, a canned reply), the least any
-Python implementation can cost here; its figures are printed after the table.
+Python implementation can cost here; its figures are printed after the table.  With
+--minimal-mi, one more: fifo_floor.py's minimal MI listener (decode, our engine, reply,
+nothing else), the least a Python listener doing the MI work can cost.
 See benchmarks/README.md.
 """
 
@@ -35,7 +37,7 @@ from common import (  # noqa: E402
     run_bench_client,
     shared_dir,
 )
-from fifo_floor import Floor  # noqa: E402
+from fifo_floor import Floor, MinimalMI  # noqa: E402
 
 OPS = ("fetch", "get_size")
 MODES = ("fresh", "reuse")
@@ -53,6 +55,9 @@ def parse_args(argv):
                     help="reply FIFO modes, comma separated (default %(default)s)")
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="do not run the do-nothing Python listener as a third server")
+    ap.add_argument("--minimal-mi", action="store_true",
+                    help="also run fifo_floor.py's minimal MI listener (real decode, engine "
+                         "and reply, nothing else) as one more server")
     args = ap.parse_args(argv)
     apply_quick(args)
     if args.quick:
@@ -73,24 +78,34 @@ def run_case(shared, srv, mode, op, c, args):
     return run_bench_client(shared, flags)
 
 
+REFERENCES = {
+    "floor": "floor = a do-nothing Python listener (benchmarks/fifo_floor.py) interleaved "
+             "with the servers; the least a Python mi_fifo server can cost here",
+    "minimal": "minimal = fifo_floor.py's minimal MI listener (C JSON decode, version and "
+               "method check, our engine, one f-string reply; nothing else), interleaved; "
+               "the least a Python listener doing the MI work can cost here",
+}
+
+
 def floor_notes(res: Results) -> list[str]:
-    """The floor's server CPU per case (median) beside Kamailio's and ours, same runs."""
-    rows = []
-    for case in res.order:
-        floor = res.median_cpu(case, "floor")
-        if not floor:  # absent, or below the clock tick (--quick)
-            continue
-        parts = [f"{case}: floor {floor:.1f} us/req"]
-        for other in ("kamailio", "ours"):
-            cpu = res.median_cpu(case, other)
-            if cpu is not None:
-                parts.append(f"{other}/floor {cpu / floor:.2f}")
-        rows.append(", ".join(parts))
-    if not rows:
-        return []
-    return ["floor = a do-nothing Python listener (benchmarks/fifo_floor.py) interleaved "
-            "with both servers; the least a Python mi_fifo server can cost here: "
-            + "; ".join(rows)]
+    """Each reference listener's server CPU per case (median) beside the servers', same
+    runs."""
+    notes = []
+    for ref, text in REFERENCES.items():
+        rows = []
+        for case in res.order:
+            base = res.median_cpu(case, ref)
+            if not base:  # absent, or below the clock tick (--quick)
+                continue
+            parts = [f"{case}: {ref} {base:.1f} us/req"]
+            for other in ("kamailio", "ours"):
+                cpu = res.median_cpu(case, other)
+                if cpu is not None:
+                    parts.append(f"{other}/{ref} {cpu / base:.2f}")
+            rows.append(", ".join(parts))
+        if rows:
+            notes.append(f"{text}: " + "; ".join(rows))
+    return notes
 
 
 def main(argv=None):
@@ -103,13 +118,17 @@ def main(argv=None):
         cases = [k for k in cases if args.only in k[0]]
     res = Results(args.json_out)
     t0 = time.monotonic()
-    floor = Floor() if args.floor else None
+    references = []
     try:
         with Servers(args, fifo=True) as sv:
             servers = list(sv.active)
-            if floor is not None:
-                floor.start()
-                servers.append(floor)
+            if args.floor:
+                references.append(Floor())
+            if args.minimal_mi:
+                references.append(MinimalMI())
+            for ref in references:
+                ref.start()
+                servers.append(ref)
             for rep in range(1, args.reps + 1):
                 print(f"# repetition {rep}/{args.reps}", flush=True)
                 for name, mode, op, c in cases:
@@ -125,8 +144,8 @@ def main(argv=None):
         print(f"error: {e}\n# both servers stopped", file=sys.stderr)
         return 2
     finally:
-        if floor is not None:
-            floor.stop()
+        for ref in references:
+            ref.stop()
     notes = [
         memory,
         f"{args.reps} interleaved run(s) per case (ours, kamailio, ours, ...); n={args.n} "
