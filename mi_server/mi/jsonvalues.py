@@ -72,7 +72,8 @@ def _make_encoder() -> Callable[[Any], str]:
 
 
 encode = _make_encoder()
-# encode() of a value known to be a str: the C function itself, no Python frame (hot path)
+# encode() of a value known to be a str: json's string encoder itself (C when _json is
+# there), without encode's Python frame (hot path)
 encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
