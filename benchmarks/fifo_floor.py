@@ -131,11 +131,15 @@ class Floor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-                serve(self.fifo, os.fsencode(self.reply_dir))
+                self.serve()
             finally:
                 os._exit(0)
         self.child = pid
         Path(self.pidfile).write_text(f"{pid}\n")
+
+    def serve(self) -> None:
+        """What the child process runs."""
+        serve(self.fifo, os.fsencode(self.reply_dir))
 
     def pid(self) -> int:
         return self.child
@@ -195,18 +199,8 @@ class MinimalMI(Floor):
         self.arena = Arena.create(f"mqmi-minimal-{os.getpid()}", 64 << 20, [QueueSpec("q1")])
         self.serial = 0
 
-    def start(self) -> None:
-        os.mkfifo(self.fifo, 0o600)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-                serve_minimal_mi(self.fifo, os.fsencode(self.reply_dir), self.arena)
-            finally:
-                os._exit(0)
-        self.child = pid
-        Path(self.pidfile).write_text(f"{pid}\n")
+    def serve(self) -> None:
+        serve_minimal_mi(self.fifo, os.fsencode(self.reply_dir), self.arena)
 
     def refill(self, q: str, target: int) -> int:
         while self.arena.size(q) < target:
