@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import enum
+import math
 
-from mi_server.mi.jsonvalues import ParseError, encode, int32, parse, to_bytes
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mi_server.mi.jsonvalues import (
+    ParseError,
+    _stdlib_encode,
+    encode,
+    encode_str,
+    int32,
+    parse,
+    to_bytes,
+)
 from mi_server.mi.params import _digits_to_int
 
 ESCAPES = [
@@ -32,6 +45,68 @@ def test_string_escaping_matches_cjson(text, want):
 
 def test_lone_surrogate_is_written_as_escape_and_output_is_utf8():
     assert to_bytes(encode("a\ud800b\udfff")) == b'"a\\ud800b\\udfff"'
+
+
+# encode() is orjson with the stdlib's C encoder behind it for what orjson refuses; the
+# bytes must be the ones the stdlib encoder (the reference the escapes above pin) writes.
+
+def test_every_code_point_is_written_as_the_stdlib_encoder_writes_it():
+    points = [cp for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF]
+    points += [0x10000, 0x1F600, 0x10FFFF]
+    for start in range(0, len(points), 512):
+        text = "".join(map(chr, points[start:start + 512]))
+        assert encode(text) == _stdlib_encode(text) == encode_str(text)
+        assert encode({text: [text]}) == _stdlib_encode({text: [text]})
+
+
+# what MI commands return (no floats: see test_floats_are_written_in_orjsons_form)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@given(json_values)
+def test_any_reply_value_is_written_as_the_stdlib_encoder_writes_it(value):
+    # big ints and lone surrogates in st.text() take the fallback; the rest orjson
+    assert encode(value) == _stdlib_encode(value)
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    2**64, -(2**63) - 1,          # beyond orjson's 64 bits
+    {1: "a", None: "b"},          # keys that are not str (the stdlib converts them)
+    Level.HIGH, [Level.HIGH],     # int subclass
+    Name("x"), {Name("k"): 1},    # str subclass
+    (1, "a"),                     # a tuple is an array
+], ids=["int_2_64", "int_below_min", "non_str_keys", "intenum", "intenum_in_list",
+        "str_subclass", "str_subclass_key", "tuple"])
+def test_what_orjson_refuses_or_passes_through_is_written_as_before(value):
+    assert encode(value) == _stdlib_encode(value)
+
+
+def test_types_json_cannot_write_are_still_refused():
+    with pytest.raises(TypeError):
+        encode({"when": object()})
+
+
+def test_floats_are_written_in_orjsons_form():
+    # no MI command returns a float; this pins the form should one start to
+    assert encode([0.5, 1e300, 5.960464477539063e-08]) == "[0.5,1e+300,5.960464477539063e-8]"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_float_is_null_as_cjson_prints_it(value):
+    # only a bug could put one in a reply; cJSON_Print writes null for it
+    assert encode([value]) == "[null]"
 
 
 @pytest.mark.parametrize(
