@@ -45,6 +45,7 @@ _HEAD = re.compile(rb"[ \t\r\n]*:([^:\x00-\x1f\x7f./\\]{0,%d}):[ \t\r\n]*[{\[]" 
 _DECODER = json.JSONDecoder(strict=False)  # as the MI core: raw control chars in strings
 _SCAN = _DECODER.scan_once                 # raw_decode without its Python wrapper
 _COLON = 0x3A
+_NEWLINE = 0x0A
 _JSON_OPENERS = (0x7B, 0x5B)
 
 _START_STATE, _RESYNC, _SKIP = range(3)
@@ -182,7 +183,10 @@ class Framer:
             events.append(Request(name.decode(_FS_ENCODING, _FS_ERRORS), data[v:end],
                                   value if scan is value_scan else UNPARSED))
             pos = end
-            if pos == n or _WS.match(data, pos).end() == n:
+            # the end, or only whitespace after it (a lone newline, as clients send, is
+            # told without a regex call)
+            if pos == n or (pos == n - 1 and data[pos] == _NEWLINE) \
+                    or _WS.match(data, pos).end() == n:
                 return events
         if not events:
             return None
