@@ -68,7 +68,7 @@ def _members(obj: JObject) -> dict[str, Any]:
     (cJSON_GetObjectItem walks the members in order with strcasecmp).  MICore._one takes
     a shortcut first for what clients send (only the lower-case names, each once)."""
     found: dict[str, Any] = {}
-    for name, value in obj.pairs:
+    for name, value in obj:
         # ASCII-only folding, like strcasecmp: 'İd'.lower() must not become 'id'.
         key = name.lower() if name.isascii() else name
         if key in _MEMBERS and key not in found:
@@ -88,8 +88,8 @@ def match_recipe(
                 return recipe, ""
         return None, detail
     positional = type(params) is list
-    count = len(params) if positional else len(params.pairs)  # duplicates count (cJSON)
-    names = None if positional else {name for name, _ in params.pairs}
+    count = len(params)  # named: duplicates count (cJSON)
+    names = None if positional else {name for name, _ in params}
     for recipe in cmd.recipes:
         if not recipe or len(recipe) != count:
             continue
@@ -110,7 +110,7 @@ def _bind(params: JObject | None) -> dict[str, Any]:
     if params is None:
         return {}
     bound: dict[str, Any] = {}
-    for name, value in params.pairs:
+    for name, value in params:
         bound.setdefault(name, value)  # a matched recipe has each name exactly once
     return bound
 
@@ -197,11 +197,10 @@ class MICore:
         side effects is not run; the checked request comes back as a Staged instead."""
         if type(doc) is not JObject:  # a scalar or (inside a batch) a nested array
             return _INVALID_REQUEST_NULL
-        pairs = doc.pairs
-        m = dict(pairs)
+        m = dict(doc)
         # only the four lower-case names, each once: then no case folding or
         # first-duplicate rule can change anything; else the exact walk
-        if len(m) != len(pairs) or not m.keys() <= _MEMBER_SET:
+        if len(m) != len(doc) or not m.keys() <= _MEMBER_SET:
             m = _members(doc)
         id_value = m.get("id", _NO_ID)
         method = m.get("method")
@@ -244,7 +243,7 @@ class MICore:
                     *E.INVALID_PARAMS, match_recipe(cmd, params)[1], id_text)
             bound = dict(zip(recipe, params, strict=True))
         else:
-            if params is not None and not (params.pairs if type(params) is JObject else params):
+            if params is not None and not params:
                 params = None  # [] and {} count as absent
             recipe, detail = match_recipe(cmd, params)
             if recipe is None:

@@ -1,6 +1,6 @@
 """JSON text <-> Python values the way OpenSIPS's cJSON sees them, plus the compact writer.
 
-Objects are decoded to `JObject` (an ordered list of member pairs) instead of dict because
+Objects are decoded to `JObject` (a tuple of member pairs, in order) instead of dict because
 OpenSIPS reads top-level members case-insensitively with the FIRST duplicate winning, and
 counts duplicate named params; `json.loads` into a dict would keep the LAST duplicate.
 """
@@ -18,16 +18,11 @@ INT_MAX = 2147483647
 INT_MIN = -2147483648
 
 
-class JObject:
-    """A decoded JSON object: its members in document order, duplicates kept."""
-
-    __slots__ = ("pairs",)
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        self.pairs = pairs
-
-    def __repr__(self) -> str:
-        return f"JObject({self.pairs!r})"
+# A decoded JSON object: the tuple of its (name, value) members in document order,
+# duplicates kept.  JSON arrays decode to lists, so the type alone tells the two apart.
+# The decoder's hook is the tuple type itself, so each object is built in C (a class of
+# our own cost a Python __init__ per object: 1.4 % of a FIFO request's instructions).
+JObject = tuple
 
 
 def _reject_constant(name: str) -> Any:
