@@ -83,7 +83,7 @@ def serve_minimal_mi(fifo: str, reply_dir: bytes, arena: Arena) -> None:
         data = os.read(fd, 65536)
         text = data.decode("latin-1")
         for match in _HEAD.finditer(data):
-            doc = dict(scan(text, match.end() - 1)[0].pairs)
+            doc = dict(scan(text, match.end() - 1)[0])
             rid = doc.get("id")
             rid = quote(rid) if type(rid) is str else str(rid)
             method, queue = doc.get("method"), doc["params"][0]
