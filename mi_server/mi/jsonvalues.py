@@ -81,13 +81,14 @@ def encode(value: Any) -> str:
     orjson does the work, 4-10x faster than the stdlib's C encoder (175 vs 732 ns for
     mq_get_size's result, 30 vs 294 µs for 1,000 fetched items), with the same bytes for
     str, int, bool, None, dict and list (every code point compared:
-    tests/mi/test_jsonvalues.py).  What it
-    refuses — a lone surrogate (not UTF-8), an int beyond 64 bits, a non-str key, the
-    passthrough types — goes to the stdlib encoder, which writes or refuses it as before.
-    Floats differ, and no MI command returns one: orjson writes the shortest round-trip
-    form with an unpadded negative exponent (5.960464477539063e-8 where the stdlib wrote
-    e-08; cJSON's %1.15g/%1.17g matches neither), and a non-finite float as null, as cJSON
-    prints it, where the stdlib encoder (allow_nan=False) raised."""
+    tests/mi/test_jsonvalues.py).  What it refuses — a lone surrogate (not UTF-8), an
+    int beyond 64 bits, a non-str key, nesting deeper than 254, and the passthrough types
+    (subclasses, dataclasses, datetimes) — goes to the stdlib encoder, which writes or
+    refuses it as before.  Values no MI command returns are written differently: floats
+    in orjson's form (5.960464477539063e-8 and 0.00001 where the stdlib wrote e-08 and
+    1e-05; cJSON's %1.15g/%1.17g matches neither), a non-finite float as null, as cJSON
+    prints it (the stdlib, allow_nan=False, raised — and still does when it gets the value
+    as the fallback), and a UUID or a plain Enum member, which the stdlib refused."""
     try:
         return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
     except TypeError:  # orjson.JSONEncodeError included

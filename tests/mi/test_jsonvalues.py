@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import enum
 import math
 
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mi_server.mi import jsonvalues
 from mi_server.mi.jsonvalues import (
     ParseError,
     _stdlib_encode,
@@ -60,16 +63,17 @@ def test_every_code_point_is_written_as_the_stdlib_encoder_writes_it():
 
 
 # what MI commands return (no floats: see test_floats_are_written_in_orjsons_form)
+any_text = st.text(st.characters(exclude_categories=()))  # lone surrogates included
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.text(),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | any_text,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(any_text, inner, max_size=5),
     max_leaves=25,
 )
 
 
 @given(json_values)
 def test_any_reply_value_is_written_as_the_stdlib_encoder_writes_it(value):
-    # big ints and lone surrogates in st.text() take the fallback; the rest orjson
+    # big ints and lone surrogates take the fallback; the rest orjson
     assert encode(value) == _stdlib_encode(value)
 
 
@@ -93,9 +97,30 @@ def test_what_orjson_refuses_or_passes_through_is_written_as_before(value):
     assert encode(value) == _stdlib_encode(value)
 
 
-def test_types_json_cannot_write_are_still_refused():
+def test_reply_values_are_written_by_orjson_not_the_fallback(monkeypatch):
+    # the equality tests above would pass with the fallback doing everything
+    def fallback(value):
+        raise AssertionError(f"fallback used for {value!r}")
+
+    monkeypatch.setattr(jsonvalues, "_stdlib_encode", fallback)
+    text = "".join(map(chr, range(0x20))) + "\x7f\u2028\u2029\U0001F600"
+    for value in ({"Queue": {"name": "q", "size": 3}}, [{"key": text, "value": text}],
+                  {text: [None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1]}, "OK",
+                  {}, []):
+        jsonvalues.encode(value)
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize("value", [object(), Point(1), datetime.datetime(2026, 1, 1)],
+                         ids=["object", "dataclass", "datetime"])
+def test_types_json_cannot_write_are_still_refused(value):
+    # orjson would write dataclasses and datetimes; passed through, the stdlib refuses them
     with pytest.raises(TypeError):
-        encode({"when": object()})
+        encode({"when": value})
 
 
 def test_floats_are_written_in_orjsons_form():
