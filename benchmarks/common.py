@@ -458,6 +458,26 @@ def _sigterm_to_interrupt(signum, frame):
 # --------------------------------------------------------------------------
 # running the client
 
+def fifo_flags(srv, op: str, n: int, clients: int, warmup: int, mode: str) -> list[str]:
+    """bench_client's flags for one FIFO case against `srv` (fifo, reply_dir, fifo_dialect,
+    m_<op>): `op` of q1, `mode` fresh or reuse (one reply FIFO per client process)."""
+    flags = ["--transport", "fifo", "--fifo", srv.fifo, "--reply-dir", srv.reply_dir,
+             "--fifo-dialect", srv.fifo_dialect, "--method", getattr(srv, "m_" + op),
+             "--params", json.dumps(["q1"]), "-n", str(n), "-c", str(clients),
+             "--warmup", str(warmup)]
+    if mode == "reuse":
+        flags.append("--reuse-reply-fifo")
+    return flags
+
+
+def require_results(s: dict, what: str) -> None:
+    """Stop a measurement whose run had any reply other than a result (its figures would
+    describe failures, not the server's work)."""
+    if set(s["outcomes"]) != {"result"} or s.get("transport_failures"):
+        raise SystemExit(f"{what}: failed requests: outcomes {s['outcomes']}, "
+                         f"{s.get('transport_failures')} transport failures")
+
+
 def run_bench_client(shared: Path, flags: list[str], timeout: float = 900) -> dict:
     """Run the peer's bench_client.py with `flags`; return its JSON summary."""
     fd, out = tempfile.mkstemp(prefix="mqmi-run-", suffix=".json")

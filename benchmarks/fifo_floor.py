@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import run_bench_client, shared_dir
+from common import fifo_flags, require_results, run_bench_client, shared_dir
 
 from mi_server.engine import Arena
 from mi_server.engine.spec import QueueSpec
@@ -46,13 +46,15 @@ _REPLY = b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q1","size":0}},"id":1}\n'
 _FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
 
 
-def _open_waiting(path: bytes) -> int:
-    for _ in range(200):
-        time.sleep(0.0005)
+def _open_reply(path: bytes) -> int:
+    """The reply FIFO opened for writing; if nobody reads it yet (rare with bench_client),
+    tried again for up to 0.1 s, as ours waits; -1 when it never opened."""
+    for attempt in range(201):
         try:
             return os.open(path, _FLAGS)
         except OSError:
-            pass
+            if attempt < 200:
+                time.sleep(0.0005)
     return -1
 
 
@@ -62,12 +64,9 @@ def serve(fifo: str, reply_dir: bytes) -> None:
     while True:
         data = os.read(fd, 65536)
         for match in _HEAD.finditer(data):
-            try:
-                reply = os.open(reply_dir + match.group(1), _FLAGS)
-            except OSError:  # no reader yet (rare with bench_client): as ours, wait a bit
-                reply = _open_waiting(reply_dir + match.group(1))
-                if reply < 0:
-                    continue
+            reply = _open_reply(reply_dir + match.group(1))
+            if reply < 0:
+                continue
             os.fstat(reply)
             os.write(reply, _REPLY)
             os.close(reply)
@@ -97,12 +96,9 @@ def serve_minimal_mi(fifo: str, reply_dir: bytes, arena: Arena) -> None:
             else:
                 continue
             reply = f'{{"jsonrpc":"2.0","result":{result},"id":{rid}}}\n'.encode()
-            try:
-                out = os.open(reply_dir + match.group(1), _FLAGS)
-            except OSError:
-                out = _open_waiting(reply_dir + match.group(1))
-                if out < 0:
-                    continue
+            out = _open_reply(reply_dir + match.group(1))
+            if out < 0:
+                continue
             if os.fstat(out).st_nlink == 1:
                 os.write(out, reply)
             os.close(out)
@@ -155,39 +151,6 @@ class Floor:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=5000)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--shared", default=None)
-    args = ap.parse_args()
-    shared = shared_dir(args.shared)
-    floor = Floor()
-    floor.start()
-    try:
-        figures = []
-        for _ in range(args.reps):
-            s = run_bench_client(shared, [
-                "--transport", "fifo", "--fifo", floor.fifo, "--reply-dir", floor.reply_dir,
-                "--fifo-dialect", "opensips", "--method", "mq_get_size", "--params",
-                '["q1"]', "-n", str(args.n), "--warmup", "20", "--server-pid",
-                str(floor.pid())])
-            if set(s["outcomes"]) != {"result"} or s.get("transport_failures"):
-                raise SystemExit(f"floor run failed: outcomes {s['outcomes']}, "
-                                 f"{s.get('transport_failures')} transport failures")
-            figures.append(s["server_cpu_us_per_req"])
-            print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "
-                  f"completed, outcomes {s['outcomes']}")
-        print(f"do-nothing Python FIFO listener: server CPU {statistics.median(figures):.1f} "
-              f"us/request (median of {args.reps} runs of {args.n})")
-    finally:
-        floor.stop()
-
-
-if __name__ == "__main__":
-    main()
-
-
 class MinimalMI(Floor):
     """serve_minimal_mi as a server of benchmarks/mi_fifo.py, over an arena this process
     creates and refills (the child answers from the same shared memory)."""
@@ -212,3 +175,32 @@ class MinimalMI(Floor):
         super().stop()
         self.arena.close()
         self.arena.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--shared", default=None)
+    args = ap.parse_args()
+    shared = shared_dir(args.shared)
+    floor = Floor()
+    floor.start()
+    try:
+        figures = []
+        for _ in range(args.reps):
+            s = run_bench_client(shared, [*fifo_flags(floor, "get_size", args.n, 1, 20, "fresh"),
+                                          "--server-pid", str(floor.pid())])
+            require_results(s, "floor run")
+            figures.append(s["server_cpu_us_per_req"])
+            print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "
+                  f"completed, outcomes {s['outcomes']}")
+        print(f"do-nothing Python FIFO listener: server CPU {statistics.median(figures):.1f} "
+              f"us/request (median of {args.reps} runs of {args.n})")
+    finally:
+        floor.stop()
+
+
+if __name__ == "__main__":
+    main()
+

@@ -42,7 +42,6 @@ Takes ~2-5 minutes with the two default cases (everything runs 20-50x slower und
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -52,7 +51,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, Ours, _sigterm_to_interrupt, run_bench_client, shared_dir
+from common import (
+    REPO,
+    Ours,
+    _sigterm_to_interrupt,
+    fifo_flags,
+    require_results,
+    run_bench_client,
+    shared_dir,
+)
+from fifo_floor import Floor
 
 VALGRIND = ["valgrind", "--tool=callgrind", "--vgdb=no", "-q"]
 START_TIMEOUT = 300.0  # seconds: a server starting under valgrind
@@ -203,19 +211,13 @@ class KamailioUnderValgrind:
         Path(self.fifo).unlink(missing_ok=True)  # stop.sh's peer would re-create it anyway
 
 
-class FloorUnderValgrind:
-    """benchmarks/fifo_floor.py's listener, run as its own process under valgrind."""
-
-    label = "floor"
-    fifo_dialect = "opensips"
-    m_fetch = m_get_size = "mq_get_size"  # it answers the same canned reply to anything
+class FloorUnderValgrind(Floor):
+    """benchmarks/fifo_floor.py's listener, run as its own process under valgrind (not
+    forked from this one, which valgrind does not run)."""
 
     def __init__(self, cg: CallgrindOut) -> None:
+        super().__init__()
         self.cg = cg
-        self.work = cg.dir / "floor"
-        self.work.mkdir()
-        self.fifo = str(self.work / "fifo")
-        self.reply_dir = f"{self.work}/"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -231,13 +233,11 @@ class FloorUnderValgrind:
         assert self.proc is not None
         return fifo_reader(self.proc.pid, self.fifo)
 
-    def refill(self, q: str, target: int) -> int:
-        return target
-
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: callgrind still writes its counts
             self.proc.wait()
+        super().stop()
 
 
 def _wait_for_pid(srv) -> int:
@@ -268,22 +268,11 @@ def lifetime(label: str, mode: str, op: str, n: int, work: Path, shared: Path,
     try:
         srv.start()
         pid = _wait_for_pid(srv)
-        flags = ["--transport", "fifo", "--fifo", srv.fifo, "--reply-dir", srv.reply_dir,
-                 "--fifo-dialect", srv.fifo_dialect, "--method", getattr(srv, "m_" + op),
-                 "--params", json.dumps(["q1"]), "-c", "1", "-n", str(n),
-                 "--warmup", str(args.warmup)]
-        if mode == "reuse":
-            flags.append("--reuse-reply-fifo")
-        check(run_bench_client(shared, flags), label, mode, op)
+        s = run_bench_client(shared, fifo_flags(srv, op, n, 1, args.warmup, mode))
+        require_results(s, f"{label} {mode} {op}")
     finally:
         srv.stop()
     return cg.total(pid)
-
-
-def check(s: dict, label: str, mode: str, op: str) -> None:
-    if set(s["outcomes"]) != {"result"} or s.get("transport_failures"):
-        raise SystemExit(f"{label} {mode} {op}: failed requests: outcomes "
-                         f"{s['outcomes']}, {s.get('transport_failures')} transport failures")
 
 
 def serve_in_process(n: int, method: str, prefill: int) -> None:

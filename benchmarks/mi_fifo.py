@@ -20,7 +20,6 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from common import (  # noqa: E402
     apply_quick,
     client_counts,
     common_args,
+    fifo_flags,
     run_bench_client,
     shared_dir,
 )
@@ -66,16 +66,10 @@ def parse_args(argv):
 
 
 def run_case(shared, srv, mode, op, c, args):
-    method = getattr(srv, "m_" + op)
     if op == "fetch":
         srv.refill("q1", max(args.prefill, args.n + c * args.warmup + 10))
-    flags = ["--transport", "fifo", "--fifo", srv.fifo, "--reply-dir", srv.reply_dir,
-             "--fifo-dialect", srv.fifo_dialect, "--method", method,
-             "--params", json.dumps(["q1"]), "-n", str(args.n), "-c", str(c),
-             "--warmup", str(args.warmup), "--server-pidfile", srv.pidfile]
-    if mode == "reuse":
-        flags.append("--reuse-reply-fifo")
-    return run_bench_client(shared, flags)
+    flags = fifo_flags(srv, op, args.n, c, args.warmup, mode)
+    return run_bench_client(shared, [*flags, "--server-pidfile", srv.pidfile])
 
 
 REFERENCES = {

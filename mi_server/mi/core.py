@@ -178,9 +178,8 @@ class MICore:
                 text = Staged(None, doc, None) if defer else self._batch(doc)
             else:
                 text = self._one(doc, defer)
-            if text is None or type(text) is str:
-                return None if text is None else to_bytes(text)
-            return text
+            # reply text to bytes; None (a notification) and a Staged pass through
+            return to_bytes(text) if type(text) is str else text
         except Exception:  # a bug in the core itself: still answer, never crash a worker
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY

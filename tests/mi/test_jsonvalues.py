@@ -102,12 +102,12 @@ def test_reply_values_are_written_by_orjson_not_the_fallback(monkeypatch):
     def fallback(value):
         raise AssertionError(f"fallback used for {value!r}")
 
-    monkeypatch.setattr(jsonvalues, "_stdlib_encode", fallback)
     text = "".join(map(chr, range(0x20))) + "\x7f\u2028\u2029\U0001F600"
-    for value in ({"Queue": {"name": "q", "size": 3}}, [{"key": text, "value": text}],
-                  {text: [None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1]}, "OK",
-                  {}, []):
-        jsonvalues.encode(value)
+    values = [{"Queue": {"name": "q", "size": 3}}, [{"key": text, "value": text}],
+              {text: [None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1]}, "OK", {}, []]
+    want = [_stdlib_encode(v) for v in values]
+    monkeypatch.setattr(jsonvalues, "_stdlib_encode", fallback)
+    assert [jsonvalues.encode(v) for v in values] == want
 
 
 @dataclasses.dataclass
