@@ -129,6 +129,13 @@ class Framer:
         return bool(self._buf) or self._state == _SKIP
 
     @property
+    def idle(self) -> bool:
+        """Between requests: nothing held, no garbage being skipped or resynchronised
+        over.  Bytes arriving now start a fresh request (the precondition of the fast
+        path here and of the listener's compiled one)."""
+        return not self._buf and self._state == _START_STATE and self._scan is None
+
+    @property
     def buffered(self) -> int:
         return len(self._buf)
 
@@ -142,7 +149,7 @@ class Framer:
         if self._state == _RESYNC and not self._buf and now - self._last >= self.idle_timeout:
             self._state = _START_STATE  # after a silence, a new writer starts afresh
         self._last = now
-        if not self._buf and self._state == _START_STATE and self._scan is None:
+        if self.idle:
             fast = self._one_request(bytes(data))
             if fast is not None:
                 return fast

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from mi_fifo import fastpath
 from mi_fifo.framer import (
     UNPARSED,
     FrameEvent,
@@ -35,6 +36,7 @@ from mi_fifo.replyfifo import (
     NO_WAIT,
     NoReader,
     ReplyError,
+    finish_reply,
     open_reply,
     reply_prefix,
     write_reply,
@@ -51,6 +53,9 @@ Handle = Callable[[bytes], "bytes | None"]
 # send) if that runs nothing with side effects, else something `Finish` runs later
 Stage = Callable[[Any], Any]
 Finish = Callable[[Any], "bytes | None"]
+# MICore.run_checked: method, params, id text of a request whose envelope the compiled fast
+# path checked -> the reply (bytes, None: nothing to send); never raises
+RunChecked = Callable[[str, Any, str], "bytes | None"]
 
 
 class _Raw:
@@ -145,11 +150,13 @@ class _Listener:
     """The serving loop's state: the open FIFO, its identity and the framer."""
 
     def __init__(self, cfg: FifoSettings, handle: Handle, scan: Scan | None = None,
-                 stage: Stage | None = None, finish: Finish | None = None) -> None:
+                 stage: Stage | None = None, finish: Finish | None = None,
+                 run_checked: RunChecked | None = None) -> None:
         self.cfg = cfg
         self.handle = handle
         self.stage = stage
         self.finish = finish
+        self.run_checked = run_checked
         self.path = os.fspath(cfg.path)
         self.reply_prefix = reply_prefix(cfg.reply_dir)  # computed once, not per request
         # with all three, the framer's JSON pass also decodes the request for the MI core
@@ -265,6 +272,16 @@ class _Listener:
         except ReplyError as e:
             log.warning("FIFO reply to %r: %s", name, e)
 
+    def write_slow(self, fd: int, reply: bytes, done: int, err: int) -> None:
+        """The compiled fast path's reply did not go in one write: finish it as `answer`
+        does (bounded wait, log).  Never raises: it is called from the C loop."""
+        try:
+            finish_reply(fd, reply + b"\n", done, err)
+        except ReplyError as e:
+            log.warning("FIFO reply: %s", e)
+        except Exception:
+            log.exception("FIFO: failed to finish a reply")
+
     def prepare(self, body: bytes, value: Any) -> Any:
         """The reply if it is ready without running anything with side effects (bytes, or
         None: nothing to send), else the work `complete` does once the reply can go."""
@@ -287,14 +304,17 @@ class _Listener:
 
 
 def run_listener(cfg: FifoSettings, handle: Handle, *, scan: Scan | None = None,
-                 stage: Stage | None = None, finish: Finish | None = None) -> None:
+                 stage: Stage | None = None, finish: Finish | None = None,
+                 run_checked: RunChecked | None = None) -> None:
     """Serve the FIFO until SIGTERM or SIGINT, then return (the FIFO is left in place).
 
     `handle` answers request bytes.  Optionally the MI core's `scan` (a JSON scanner, see
     framer.Scan), `stage` and `finish` (see MICore.stage), for requests decoded by `scan`:
     a request is then decoded once, while framing, instead of once there and once in
-    `handle`, and a reply that runs nothing with side effects is ready before the open."""
-    lst = _Listener(cfg, handle, scan, stage, finish)
+    `handle`, and a reply that runs nothing with side effects is ready before the open.
+    With all of those and `run_checked` (MICore.run_checked), the compiled fast path
+    (mi_fifo.fastpath), if built, answers the common requests."""
+    lst = _Listener(cfg, handle, scan, stage, finish, run_checked)
     lst.open()
     log.info("FIFO listener serving %s (replies in %s)", lst.path, cfg.reply_dir)
     _Loop(lst).run()
@@ -316,6 +336,9 @@ class _Loop:
 
     def __init__(self, lst: _Listener) -> None:
         self.lst = lst
+        # the compiled fast path, when built and the MI core can run checked requests
+        decoding = lst.stage is not None and lst.finish is not None
+        self.fast = fastpath.load() if decoding and lst.run_checked is not None else None
         self.stopping = False
         self.woke = False      # a signal came: stop, check the path, expire held bytes
         self.reading = False   # the loop is in (or about to enter) read(read_fd)
@@ -346,11 +369,21 @@ class _Loop:
         framer = lst.framer
         read = os.read
         monotonic = time.monotonic
+        fast = self.fast
+        max_request = lst.cfg.max_request
         try:
             while not self.stopping:
                 self.reading = True
                 # a signal handled before this point has set woke: do not sleep on it
-                data = b"" if self.woke else read(self.read_fd, READ_SIZE)
+                if self.woke:
+                    data = b""
+                elif fast is not None and framer.idle:
+                    # reads and answers the common requests itself; returns what it left
+                    # (from the first request it did not take), b"" after a signal
+                    data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
+                                lst.ident, lst.run_checked, lst.write_slow)
+                else:
+                    data = read(self.read_fd, READ_SIZE)
                 self.reading = False
                 if data:
                     now = monotonic()

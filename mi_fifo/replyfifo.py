@@ -154,6 +154,22 @@ def write_reply(fd: int, data: bytes, stall: float = WRITE_STALL) -> None:
         os.close(fd)
 
 
+def finish_reply(fd: int, data: bytes, done: int, err: int,
+                 stall: float = WRITE_STALL) -> None:
+    """`write_reply` for a reply whose first write went elsewhere (the listener's compiled
+    fast path): `done` bytes of `data` were written, or the write failed with errno `err`.
+    Writes the rest, then closes fd (always); ReplyError as write_reply raises it."""
+    try:
+        if err == errno.EPIPE:
+            raise ReplyError("client closed its reply FIFO before the reply was written")
+        if err not in (0, errno.EAGAIN):
+            raise ReplyError(f"reply FIFO: {os.strerror(err)}")
+        if done < len(data):
+            _write_rest(fd, memoryview(data)[done:], stall)
+    finally:
+        os.close(fd)
+
+
 def _write_rest(fd: int, view: memoryview, stall: float) -> None:
     """The slow path of `write_reply`: a full pipe, waited on with poll."""
     poller: select.poll | None = None

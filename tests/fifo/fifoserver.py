@@ -22,7 +22,8 @@ from mi_server.mi import MIContext, build_core
 def _serve(cfg: FifoConfig, arena_name: str) -> None:
     arena = Arena.attach(arena_name)
     core = build_core(MIContext(engine=arena, started=time.time()))
-    run_listener(cfg, core.handle, scan=core.scan_value, stage=core.stage, finish=core.finish)
+    run_listener(cfg, core.handle, scan=core.scan_value, stage=core.stage, finish=core.finish,
+                 run_checked=core.run_checked)
 
 
 @dataclass

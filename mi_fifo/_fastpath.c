@@ -1,0 +1,443 @@
+/* mi_fifo._fastpath: the FIFO listener's common case, compiled.
+ *
+ * Optional accelerator (like PyYAML's _yaml or MarkupSafe's _speedups): the listener
+ * works without it, and everything this does is defined by the pure-Python path
+ * (mi_fifo.framer, mi_fifo.listener, mi_fifo.replyfifo), which it hands every other case.
+ *
+ * serve() blocks in read() on the listener's FIFO and answers, without running Python
+ * bytecode for framing, decoding or the reply FIFO, every request of one narrow shape:
+ *
+ *     [ws] :NAME: [ws] {"jsonrpc":"2.0","method":M,"params":P,"id":I} [ws]
+ *
+ * members in any order, each at most once, the four lower-case names only; every string
+ * printable ASCII without '"' or '\\' (no escapes), NAME also without ':', '.' or '/';
+ * P absent, an array of such strings or an object whose values are such strings; I such a
+ * string or an integer of at most 9 digits in its canonical form.  For those the decoded
+ * values (str, list, tuple of pairs) are exactly what the Python framer's JSON scan gives,
+ * and the envelope checks of MICore._one all pass, so only the command itself is left:
+ * `run(method, params, id_text)` (MICore.run_checked) is called once the reply FIFO is
+ * open, as the Python path does it.
+ *
+ * Anything else -- another shape, a request not complete in this read, a reply path that
+ * does not open at once or fails a check, a name too long, a request over max_request --
+ * is not touched: serve() returns the bytes from that request on and the Python framer
+ * takes them, with its logging, waits and error replies.  A signal (EINTR) or end-of-file
+ * (the listener's /dev/null swap) returns b"" after the Python signal handlers ran.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define NAME_MAX_ 255    /* framer.NAME_MAX */
+#define PATH_MAX_ 128    /* replyfifo.PATH_MAX */
+#define MAX_PARAMS 16    /* more go the Python way */
+#define OPEN_FLAGS (O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC)
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} span;
+
+static inline int is_ws(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static inline Py_ssize_t skip_ws(const char *b, Py_ssize_t i, Py_ssize_t n) {
+    while (i < n && is_ws((unsigned char)b[i]))
+        i++;
+    return i;
+}
+
+/* A string with no escapes and printable ASCII only, b[*i] being its opening quote.
+ * Such a string decodes to itself and json's encoder writes it back unchanged. */
+static int simple_string(const char *b, Py_ssize_t n, Py_ssize_t *i, span *out) {
+    Py_ssize_t j = *i + 1, start = j;
+    while (j < n) {
+        unsigned char c = (unsigned char)b[j];
+        if (c == '"') {
+            out->p = b + start;
+            out->n = j - start;
+            *i = j + 1;
+            return 1;
+        }
+        if (c < 0x20 || c > 0x7e || c == '\\')
+            return 0;
+        j++;
+    }
+    return 0;
+}
+
+/* An integer of 1 to 9 digits in canonical form (no "-0", no leading zero), followed by
+ * a delimiter: str(int(literal)) is the literal itself, and it is inside int32. */
+static int small_int(const char *b, Py_ssize_t n, Py_ssize_t *i, span *out) {
+    Py_ssize_t j = *i, start = j;
+    if (j < n && b[j] == '-')
+        j++;
+    Py_ssize_t d = j;
+    while (j < n && b[j] >= '0' && b[j] <= '9')
+        j++;
+    Py_ssize_t digits = j - d;
+    if (digits < 1 || digits > 9 || (b[d] == '0' && (digits > 1 || d > start)))
+        return 0;
+    if (j >= n || !(is_ws((unsigned char)b[j]) || b[j] == ',' || b[j] == '}'))
+        return 0;
+    out->p = b + start;
+    out->n = j - start;
+    *i = j;
+    return 1;
+}
+
+typedef struct {
+    span method, id;
+    int id_is_str;
+    int has_params, params_named;     /* params: [..] or {..} */
+    int nparams;
+    span pname[MAX_PARAMS], pval[MAX_PARAMS];
+} request;
+
+/* params: an array of simple strings or an object of simple string values */
+static int parse_params(const char *b, Py_ssize_t n, Py_ssize_t *i, request *r) {
+    Py_ssize_t j = *i;
+    int named = b[j] == '{';
+    char close = named ? '}' : ']';
+    r->params_named = named;
+    r->nparams = 0;
+    j = skip_ws(b, j + 1, n);
+    if (j < n && b[j] == close) {
+        *i = j + 1;
+        return 1;
+    }
+    for (;;) {
+        if (r->nparams == MAX_PARAMS || j >= n || b[j] != '"')
+            return 0;
+        if (named) {
+            if (!simple_string(b, n, &j, &r->pname[r->nparams]))
+                return 0;
+            j = skip_ws(b, j, n);
+            if (j >= n || b[j] != ':')
+                return 0;
+            j = skip_ws(b, j + 1, n);
+            if (j >= n || b[j] != '"')
+                return 0;
+        }
+        if (!simple_string(b, n, &j, &r->pval[r->nparams]))
+            return 0;
+        r->nparams++;
+        j = skip_ws(b, j, n);
+        if (j < n && b[j] == ',') {
+            j = skip_ws(b, j + 1, n);
+            continue;
+        }
+        if (j < n && b[j] == close) {
+            *i = j + 1;
+            return 1;
+        }
+        return 0;
+    }
+}
+
+static int span_is(span s, const char *lit) {
+    size_t len = strlen(lit);
+    return (size_t)s.n == len && memcmp(s.p, lit, len) == 0;
+}
+
+/* The JSON object at b[*i] == '{' in the narrow shape; *i moves past its '}'. */
+static int parse_request(const char *b, Py_ssize_t n, Py_ssize_t *i, request *r) {
+    enum { JSONRPC = 1, METHOD = 2, PARAMS = 4, ID = 8 };
+    int seen = 0;
+    Py_ssize_t j = skip_ws(b, *i + 1, n);
+    r->has_params = r->params_named = r->nparams = r->id_is_str = 0;
+    r->id.p = r->method.p = NULL;
+    r->id.n = r->method.n = 0;
+    for (;;) {
+        span key, v;
+        if (j >= n || b[j] != '"' || !simple_string(b, n, &j, &key))
+            return 0;
+        j = skip_ws(b, j, n);
+        if (j >= n || b[j] != ':')
+            return 0;
+        j = skip_ws(b, j + 1, n);
+        if (j >= n)
+            return 0;
+        if (span_is(key, "jsonrpc") && !(seen & JSONRPC)) {
+            seen |= JSONRPC;
+            if (b[j] != '"' || !simple_string(b, n, &j, &v) || !span_is(v, "2.0"))
+                return 0;
+        } else if (span_is(key, "method") && !(seen & METHOD)) {
+            seen |= METHOD;
+            if (b[j] != '"' || !simple_string(b, n, &j, &r->method))
+                return 0;
+        } else if (span_is(key, "params") && !(seen & PARAMS)) {
+            seen |= PARAMS;
+            if ((b[j] != '[' && b[j] != '{') || !parse_params(b, n, &j, r))
+                return 0;
+            r->has_params = 1;
+        } else if (span_is(key, "id") && !(seen & ID)) {
+            seen |= ID;
+            if (b[j] == '"') {
+                Py_ssize_t q = j;
+                if (!simple_string(b, n, &j, &v))
+                    return 0;
+                r->id.p = b + q;           /* echoed with its quotes, as encode_str writes it */
+                r->id.n = j - q;
+                r->id_is_str = 1;
+            } else {
+                if (!small_int(b, n, &j, &r->id))
+                    return 0;
+                r->id_is_str = 0;
+            }
+        } else {
+            return 0;  /* another member, a duplicate or a case variant: the exact walk */
+        }
+        j = skip_ws(b, j, n);
+        if (j < n && b[j] == ',') {
+            j = skip_ws(b, j + 1, n);
+            continue;
+        }
+        if (j < n && b[j] == '}') {
+            *i = j + 1;
+            /* no id: a notification, which the Python path runs */
+            return (seen & (JSONRPC | METHOD | ID)) == (JSONRPC | METHOD | ID);
+        }
+        return 0;
+    }
+}
+
+static PyObject *str_of(span s) {
+    return PyUnicode_DecodeASCII(s.p, s.n, NULL);
+}
+
+static PyObject *params_object(const request *r) {
+    if (!r->has_params)
+        Py_RETURN_NONE;
+    PyObject *seq = r->params_named ? PyTuple_New(r->nparams) : PyList_New(r->nparams);
+    if (seq == NULL)
+        return NULL;
+    for (int k = 0; k < r->nparams; k++) {
+        PyObject *item;
+        if (r->params_named) {  /* a JObject: the tuple of (name, value) pairs */
+            PyObject *name = str_of(r->pname[k]);
+            PyObject *value = name ? str_of(r->pval[k]) : NULL;
+            item = value ? PyTuple_Pack(2, name, value) : NULL;
+            Py_XDECREF(name);
+            Py_XDECREF(value);
+        } else {
+            item = str_of(r->pval[k]);
+        }
+        if (item == NULL) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (r->params_named)
+            PyTuple_SET_ITEM(seq, k, item);
+        else
+            PyList_SET_ITEM(seq, k, item);
+    }
+    return seq;
+}
+
+typedef struct {
+    const char *prefix;
+    Py_ssize_t prefix_len;
+    Py_ssize_t max_request;
+    int refuse;                 /* the server's own FIFO: (dev, ino) */
+    dev_t refuse_dev;
+    ino_t refuse_ino;
+    PyObject *run, *write_slow;
+} server;
+
+enum { SERVED, NOT_OURS, FAILED };
+
+/* One request starting at b[*i]: SERVED (and *i after it), NOT_OURS (nothing was done:
+ * the Python path takes it from *i) or FAILED (a Python exception is set). */
+static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i) {
+    Py_ssize_t j = skip_ws(b, *i, n);
+    if (j >= n || b[j] != ':')
+        return NOT_OURS;
+    Py_ssize_t colon = j, name = j + 1;
+    j = name;
+    while (j < n && j - name <= NAME_MAX_) {
+        unsigned char c = (unsigned char)b[j];
+        if (c == ':' || c < 0x20 || c > 0x7e || c == '.' || c == '/' || c == '\\')
+            break;
+        j++;
+    }
+    Py_ssize_t name_len = j - name;
+    /* an empty name (run, no reply) goes the Python way */
+    if (j >= n || b[j] != ':' || name_len == 0 || name_len > NAME_MAX_)
+        return NOT_OURS;
+    j = skip_ws(b, j + 1, n);
+    if (j >= n || b[j] != '{')
+        return NOT_OURS;
+    request r;
+    if (!parse_request(b, n, &j, &r))
+        return NOT_OURS;
+    if (j - colon > s->max_request)
+        return NOT_OURS;
+
+    char path[PATH_MAX_ + 1];
+    if (s->prefix_len + name_len > PATH_MAX_)
+        return NOT_OURS;
+    memcpy(path, s->prefix, s->prefix_len);
+    memcpy(path + s->prefix_len, b + name, name_len);
+    path[s->prefix_len + name_len] = '\0';
+    int fd = open(path, OPEN_FLAGS);
+    if (fd < 0)
+        return NOT_OURS;  /* no reader yet, a symlink, missing...: waits and logs are Python's */
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1
+            || (s->refuse && st.st_dev == s->refuse_dev && st.st_ino == s->refuse_ino)) {
+        close(fd);
+        return NOT_OURS;
+    }
+
+    PyObject *method = str_of(r.method);
+    PyObject *params = method ? params_object(&r) : NULL;
+    PyObject *id_text = params ? str_of(r.id) : NULL;
+    PyObject *reply = id_text
+        ? PyObject_CallFunctionObjArgs(s->run, method, params, id_text, NULL) : NULL;
+    Py_XDECREF(method);
+    Py_XDECREF(params);
+    Py_XDECREF(id_text);
+    if (reply == NULL) {
+        close(fd);
+        return FAILED;
+    }
+    *i = j;
+    if (reply == Py_None) {  /* nothing to send: close with nothing written */
+        Py_DECREF(reply);
+        close(fd);
+        return SERVED;
+    }
+    if (!PyBytes_Check(reply)) {
+        Py_DECREF(reply);
+        close(fd);
+        PyErr_SetString(PyExc_TypeError, "run() must return bytes or None");
+        return FAILED;
+    }
+    /* the reply and its newline in one system call (opensips-cli reads with readline) */
+    struct iovec iov[2] = {
+        {PyBytes_AS_STRING(reply), (size_t)PyBytes_GET_SIZE(reply)},
+        {"\n", 1},
+    };
+    ssize_t done = writev(fd, iov, 2);
+    if (done == PyBytes_GET_SIZE(reply) + 1) {
+        Py_DECREF(reply);
+        close(fd);
+        return SERVED;
+    }
+    /* a full pipe or a reader gone: write_slow(fd, reply, done, errno) finishes as
+     * replyfifo.write_reply does (bounded wait, log) and closes fd */
+    int err = done < 0 ? errno : 0;
+    PyObject *res = PyObject_CallFunction(s->write_slow, "iOni", fd, reply,
+                                          done < 0 ? (Py_ssize_t)0 : (Py_ssize_t)done, err);
+    Py_DECREF(reply);
+    if (res == NULL)
+        return FAILED;
+    Py_DECREF(res);
+    return SERVED;
+}
+
+PyDoc_STRVAR(serve_doc,
+"serve(read_fd, size, prefix, max_request, refuse, run, write_slow) -> bytes\n\n"
+"Read the FIFO and answer the requests of the narrow shape until one is not (its bytes\n"
+"and all after them are returned) or a signal or end-of-file interrupts the read (b'').\n"
+"refuse: (st_dev, st_ino) of the server's own FIFO, or None.  run(method, params, id_text)\n"
+"-> bytes | None; write_slow(fd, reply, written, errno) finishes a reply that did not go\n"
+"in one write and closes fd.");
+
+static PyObject *serve(PyObject *module, PyObject *args) {
+    int read_fd;
+    Py_ssize_t size;
+    Py_buffer prefix;
+    server s;
+    PyObject *refuse;
+    if (!PyArg_ParseTuple(args, "iny*nOOO:serve", &read_fd, &size, &prefix, &s.max_request,
+                          &refuse, &s.run, &s.write_slow))
+        return NULL;
+    PyObject *result = NULL;
+    char *buf = NULL;
+    s.prefix = prefix.buf;
+    s.prefix_len = prefix.len;
+    s.refuse = refuse != Py_None;
+    if (s.refuse) {
+        unsigned long long dev, ino;
+        if (!PyArg_ParseTuple(refuse, "KK:refuse", &dev, &ino))
+            goto out;
+        s.refuse_dev = (dev_t)dev;
+        s.refuse_ino = (ino_t)ino;
+    }
+    if (size <= 0 || !PyCallable_Check(s.run) || !PyCallable_Check(s.write_slow)) {
+        PyErr_SetString(PyExc_ValueError, "serve: bad size or callbacks");
+        goto out;
+    }
+    buf = PyMem_Malloc((size_t)size);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (;;) {
+        /* handlers of signals that came while we were answering run now; one arriving
+         * between this check and read() is seen at the next interval-timer tick, as with
+         * os.read in the Python loop */
+        if (PyErr_CheckSignals() < 0)
+            goto out;
+        ssize_t got;
+        Py_BEGIN_ALLOW_THREADS
+        got = read(read_fd, buf, (size_t)size);
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    goto out;
+                result = PyBytes_FromStringAndSize("", 0);
+                goto out;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto out;
+        }
+        if (got == 0) {  /* /dev/null swapped in by the signal handler */
+            result = PyBytes_FromStringAndSize("", 0);
+            goto out;
+        }
+        Py_ssize_t i = 0;
+        for (;;) {
+            i = skip_ws(buf, i, got);
+            if (i == got)
+                break;
+            Py_ssize_t at = i;
+            int status = serve_one(&s, buf, got, &i);
+            if (status == FAILED)
+                goto out;
+            if (status == NOT_OURS) {
+                result = PyBytes_FromStringAndSize(buf + at, got - at);
+                goto out;
+            }
+        }
+    }
+out:
+    PyMem_Free(buf);
+    PyBuffer_Release(&prefix);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"serve", serve, METH_VARARGS, serve_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "mi_fifo._fastpath",
+    "The FIFO listener's common case, compiled (optional; see mi_fifo.fastpath).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    return PyModule_Create(&module);
+}
