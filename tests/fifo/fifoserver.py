@@ -13,13 +13,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mi_fifo import fastpath
 from mi_fifo.listener import create_fifo, run_listener
 from mi_server.config import FifoConfig
 from mi_server.engine import Arena, QueueSpec
 from mi_server.mi import MIContext, build_core
 
 
-def _serve(cfg: FifoConfig, arena_name: str) -> None:
+def _serve(cfg: FifoConfig, arena_name: str, compiled: bool) -> None:
+    if not compiled:  # the listener reads the switch when it starts serving
+        os.environ[fastpath.ENV] = "0"
     arena = Arena.attach(arena_name)
     core = build_core(MIContext(engine=arena, started=time.time()))
     run_listener(cfg, core.handle, scan=core.scan_value, stage=core.stage, finish=core.finish,
@@ -54,8 +57,10 @@ class FifoServer:
         return self.arena.size(q)
 
 
-def start(tmp: Path, replies: Path | None = None, **kw) -> FifoServer:
-    """A listener on tmp/mi_fifo; reply FIFOs in `replies` (default: tmp/r)."""
+def start(tmp: Path, replies: Path | None = None, compiled: bool = True,
+          **kw) -> FifoServer:
+    """A listener on tmp/mi_fifo; reply FIFOs in `replies` (default: tmp/r).  `compiled`
+    False: with the compiled fast path turned off (MQMI_FIFO_FASTPATH=0)."""
     if replies is None:
         replies = tmp / "r"
         replies.mkdir(exist_ok=True)
@@ -63,7 +68,8 @@ def start(tmp: Path, replies: Path | None = None, **kw) -> FifoServer:
     arena = Arena.create(f"mqfifo_{os.getpid()}_{tmp.name}", 1 << 20,
                          [QueueSpec("q"), QueueSpec("big")])
     create_fifo(cfg)
-    proc = multiprocessing.get_context("fork").Process(target=_serve, args=(cfg, arena.name))
+    proc = multiprocessing.get_context("fork").Process(target=_serve,
+                                                       args=(cfg, arena.name, compiled))
     proc.start()
     return FifoServer(cfg, arena, proc)
 

@@ -18,9 +18,11 @@ from tests.serverproc import wait_for
 ADD = rpc("mq_add", ["q", "k", "v"])
 
 
-@pytest.fixture
-def server(short_tmp):
-    srv = start(short_tmp, max_request=8192)
+# every listener test runs twice: with the compiled fast path (what a built install
+# serves with) and with it turned off (the pure-Python path that defines the behaviour)
+@pytest.fixture(params=["compiled", "python"])
+def server(short_tmp, request):
+    srv = start(short_tmp, max_request=8192, compiled=request.param == "compiled")
     yield srv
     try:
         assert srv.stop() == 0

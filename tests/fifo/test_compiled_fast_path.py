@@ -1,0 +1,407 @@
+"""The compiled fast path (mi_fifo/_fastpath.c) against the Python path it stands in for.
+
+`serve` is driven in this process over a real pipe (its write end closed, so it returns at
+end-of-file) and real reply FIFOs.  Whatever it serves must reach the MI core exactly as
+the Python path would: the same reply name, and `run_checked` called with the very
+(method, params, id text) that `MICore._one` hands to `_dispatch` after the envelope
+checks.  Whatever it does not serve it must hand back untouched, from the right byte.
+(Whole servers with and without it: tests/fifo/test_listener.py runs every test twice.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mi_fifo import fastpath
+from mi_fifo.framer import UNPARSED, Framer, Request
+from mi_fifo.replyfifo import reply_prefix
+from mi_server.mi.commands import REGISTRY
+from mi_server.mi.context import MIContext
+from mi_server.mi.core import MICore
+from mi_server.mi.jsonvalues import parse
+
+serve = fastpath._serve
+needs_it = pytest.mark.skipif(serve is None, reason="the extension was not built "
+                              "(test_the_extension_is_built says why that fails)")
+MAX_REQUEST = 8192
+
+
+def test_the_extension_is_built():
+    # CI and the README's install have a C compiler: a silent fallback would leave the
+    # compiled path untested and the FIFO CPU figures unmet
+    assert fastpath.built(), ("mi_fifo._fastpath is missing: reinstall with a C compiler "
+                              "(pip install -e '.[test]') and look for its build error")
+
+
+def test_the_environment_turns_it_off(monkeypatch):
+    monkeypatch.setenv(fastpath.ENV, "0")
+    assert fastpath.load() is None
+    monkeypatch.setenv(fastpath.ENV, "1")
+    assert fastpath.load() is fastpath._serve
+
+
+class Recorder:
+    """run / write_slow for `serve`: what it was called with; replies `b"R<n>"`."""
+
+    def __init__(self, reply: bytes | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.slow: list[tuple[int, bytes, int, int]] = []
+        self.reply = reply
+
+    def run(self, method, params, id_text):
+        self.calls.append((method, params, id_text))
+        return self.reply if self.reply is not None else b"R%d" % len(self.calls)
+
+    def write_slow(self, fd, reply, done, err):
+        self.slow.append((fd, reply, done, err))
+        os.close(fd)
+
+
+def serve_bytes(data: bytes, replies: Path, rec: Recorder, refuse=None) -> bytes:
+    """Run serve over `data` in a pipe; what it handed back."""
+    r, w = os.pipe()
+    try:
+        assert os.write(w, data) == len(data)
+        os.close(w)
+        return serve(r, 65536, reply_prefix(replies), MAX_REQUEST, refuse, rec.run,
+                     rec.write_slow)
+    finally:
+        os.close(r)
+
+
+class ReplyFifos:
+    """Reply FIFOs, each opened for reading (as a waiting client has it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.fds: dict[str, int] = {}
+
+    def make(self, name: str) -> None:
+        os.mkfifo(self.dir / name)
+        self.fds[name] = os.open(self.dir / name, os.O_RDONLY | os.O_NONBLOCK)
+
+    def got(self, name: str) -> bytes:
+        try:
+            return os.read(self.fds[name], 1 << 20)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+@pytest.fixture
+def fifos(short_tmp):
+    f = ReplyFifos(short_tmp)
+    yield f
+    f.close()
+
+
+class DispatchRecorder(MICore):
+    """The Python path up to the command: what `_one` hands to `_dispatch`."""
+
+    def __init__(self) -> None:
+        super().__init__(REGISTRY, MIContext(engine=None, started=0.0))
+        self.dispatched: list[tuple] = []
+
+    def _dispatch(self, method, params, id_text, defer):
+        self.dispatched.append((method, params, id_text))
+        return None
+
+
+def python_path(data: bytes) -> list[tuple[str, tuple]]:
+    """(reply name, dispatch args) for each request the Python path dispatches in `data`."""
+    core = DispatchRecorder()
+    framer = Framer(MAX_REQUEST, 1.0, core.scan_value)
+    out = []
+    for ev in framer.feed(data, 0.0):
+        if type(ev) is Request:
+            before = len(core.dispatched)
+            core.stage(parse(ev.body) if ev.value is UNPARSED else ev.value)
+            if len(core.dispatched) > before:
+                out.append((ev.reply_name, core.dispatched[-1]))
+    return out
+
+
+def exact(args) -> str:
+    """repr tells list from tuple and str from int, which == would not."""
+    return repr(args)
+
+
+def test_the_common_request_is_served_with_the_python_paths_arguments(fifos):
+    fifos.make("a")
+    rec = Recorder()
+    data = b':a:{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":7}\n'
+    assert serve_bytes(data, fifos.dir, rec) == b""
+    assert fifos.got("a") == b"R1\n"
+    assert exact(rec.calls) == exact([("mq_get_size", ["q1"], "7")])
+    assert exact([c for _, c in python_path(data)]) == exact(rec.calls)
+
+
+@pytest.mark.parametrize("body, args", [
+    (b'{"id":"x y","params":{"name":"q","limit":"2"},"method":"mq_fetch","jsonrpc":"2.0"}',
+     ("mq_fetch", (("name", "q"), ("limit", "2")), '"x y"')),
+    (b'{ "jsonrpc" : "2.0" ,\n\t"method":"which", "params" : [ ] , "id" : -123456789 }',
+     ("which", [], "-123456789")),
+    (b'{"jsonrpc":"2.0","method":"ps","params":{},"id":0}', ("ps", (), "0")),
+    (b'{"jsonrpc":"2.0","method":"nosuch","id":"a.b/c:d"}', ("nosuch", None, '"a.b/c:d"')),
+])
+def test_shapes_it_takes(fifos, body, args):
+    fifos.make("n")
+    rec = Recorder()
+    data = b" \n:n:\t" + body + b"\r\n"
+    assert serve_bytes(data, fifos.dir, rec) == b""
+    assert exact(rec.calls) == exact([args])
+    assert exact([c for _, c in python_path(data)]) == exact(rec.calls)
+    assert fifos.got("n") == b"R1\n"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"jsonrpc":"2.0","method":"m","params":["q"]}',                # no id: notification
+    b'{"jsonrpc":"2.0","method":"m","id":-0}',                        # -0 echoes as 0
+    b'{"jsonrpc":"2.0","method":"m","id":01}',                        # invalid JSON
+    b'{"jsonrpc":"2.0","method":"m","id":1.0}',
+    b'{"jsonrpc":"2.0","method":"m","id":1e3}',
+    b'{"jsonrpc":"2.0","method":"m","id":1234567890}',                # may leave int32
+    b'{"jsonrpc":"2.0","method":"m","id":null}',
+    b'{"jsonrpc":"2.0","method":"m","id":"\\u0041"}',                 # an escape
+    b'{"jsonrpc":"2.0","method":"m","id":"\xc3\xa9"}',                # not ASCII
+    b'{"jsonrpc":"2.0","method":"m","params":[1],"id":1}',            # not a string
+    b'{"jsonrpc":"2.0","method":"m","params":[["q"]],"id":1}',
+    b'{"jsonrpc":"2.0","method":"m","params":"q","id":1}',
+    b'{"jsonrpc":"2.0","method":"m","params":{"a":1},"id":1}',
+    b'{"jsonrpc":"2.0","Method":"m","id":1}',                         # case variant
+    b'{"jsonrpc":"2.0","method":"m","method":"n","id":1}',            # duplicate
+    b'{"jsonrpc":"2.0","method":"m","id":1,"extra":1}',
+    b'{"jsonrpc":"1.0","method":"m","id":1}',
+    b'{"jsonrpc":2.0,"method":"m","id":1}',
+    b'{"method":"m","id":1}',
+    b'{"jsonrpc":"2.0","method":"m","id":1',                          # unfinished
+    b'{"jsonrpc":"2.0","method":"m","id":1,}',
+    b'[{"jsonrpc":"2.0","method":"m","id":1}]',                       # a batch
+    b'{}',
+])
+def test_shapes_it_hands_back_untouched(fifos, body):
+    fifos.make("n")
+    rec = Recorder()
+    data = b":n:" + body
+    assert serve_bytes(data, fifos.dir, rec) == data
+    assert rec.calls == []
+    assert fifos.got("n") == b""
+
+
+@pytest.mark.parametrize("head", [b"::", b":a.b:", b":a/b:", b":a\\b:", b":\xc3\xa9:",
+                                  b":" + b"n" * 256 + b":", b"x:n:", b":n"])
+def test_names_it_leaves_to_python(fifos, head):
+    rec = Recorder()
+    data = head + b'{"jsonrpc":"2.0","method":"m","id":1}'
+    assert serve_bytes(data, fifos.dir, rec) == data
+    assert rec.calls == []
+
+
+def test_a_request_over_max_request_is_left_to_python(fifos):
+    fifos.make("n")
+    rec = Recorder()
+    pad = b" " * (MAX_REQUEST - 40)
+    ok = b':n:{"jsonrpc":"2.0","method":"m",' + pad + b'"id":1}'
+    assert len(ok) - 1 <= MAX_REQUEST  # measured from the first colon, as the framer does
+    assert serve_bytes(ok, fifos.dir, rec) == b""
+    big = b':n:{"jsonrpc":"2.0","method":"m",' + pad + b'  "id":1}'
+    assert len(big) - 1 > MAX_REQUEST
+    assert serve_bytes(big, fifos.dir, rec) == big
+    assert len(rec.calls) == 1
+
+
+def test_what_follows_the_served_requests_is_handed_back_from_its_first_byte(fifos):
+    fifos.make("a")
+    fifos.make("b")
+    rec = Recorder()
+    first = b':a:{"jsonrpc":"2.0","method":"m","id":1}'
+    second = b':b:{"jsonrpc":"2.0","method":"m","id":2}'
+    rest = b'\n:c:{"jsonrpc":"2.0","method":"m","id":3} :b:{"jsonrp'
+    assert serve_bytes(first + second + rest, fifos.dir, rec) == rest.lstrip(b"\n")
+    assert [c[2] for c in rec.calls] == ["1", "2"]
+    assert fifos.got("a") == b"R1\n" and fifos.got("b") == b"R2\n"
+
+
+def test_reply_paths_it_cannot_use_at_once_are_left_to_python(fifos, short_tmp):
+    """Nothing is run for them: Python then waits, refuses and logs as it always did."""
+    (short_tmp / "file").write_bytes(b"keep")
+    os.mkfifo(short_tmp / "noreader")
+    os.symlink(short_tmp / "noreader", short_tmp / "link")
+    fifos.make("linked")
+    os.link(short_tmp / "linked", short_tmp / "linked2")
+    fifos.make("own")
+    st = os.stat(short_tmp / "own")
+    for name, refuse in [("missing", None), ("file", None), ("noreader", None),
+                         ("link", None), ("linked", None), ("own", (st.st_dev, st.st_ino))]:
+        rec = Recorder()
+        data = b':%s:{"jsonrpc":"2.0","method":"m","id":1}' % name.encode()
+        assert serve_bytes(data, fifos.dir, rec, refuse) == data, name
+        assert rec.calls == [], name
+    assert (short_tmp / "file").read_bytes() == b"keep"
+
+
+def test_a_notification_reply_closes_with_nothing_written(fifos):
+    fifos.make("a")
+    rec = Recorder()
+    rec.reply = None
+    rec.run = lambda m, p, i: None  # type: ignore[method-assign]
+    assert serve_bytes(b':a:{"jsonrpc":"2.0","method":"m","id":1}', fifos.dir, rec) == b""
+    assert fifos.got("a") == b""  # end of file: the writer came and went
+
+
+def test_a_reply_bigger_than_the_pipe_is_finished_by_write_slow(fifos):
+    fifos.make("a")
+    rec = Recorder(reply=b"x" * 100_000)
+    assert serve_bytes(b':a:{"jsonrpc":"2.0","method":"m","id":1}', fifos.dir, rec) == b""
+    ((_fd, reply, done, err),) = rec.slow
+    assert reply == b"x" * 100_000 and err == 0
+    assert 0 < done < len(reply) + 1
+    assert fifos.got("a") == b"x" * done
+
+
+def test_an_exception_in_run_propagates_and_closes_the_reply(fifos):
+    fifos.make("a")
+
+    def boom(method, params, id_text):
+        raise RuntimeError("boom")
+
+    r, w = os.pipe()
+    os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
+    os.close(w)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, boom, boom)
+    finally:
+        os.close(r)
+    assert fifos.got("a") == b""
+
+
+def test_a_signal_interrupts_the_read_after_its_handler_ran():
+    r, w = os.pipe()  # w stays open: serve sleeps in read() until the timer fires
+    seen = []
+    old = signal.signal(signal.SIGALRM, lambda *a: seen.append(a[0]))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert serve(r, 65536, b"/nonexistent/", MAX_REQUEST, None, print, print) == b""
+        assert seen == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(r)
+        os.close(w)
+
+
+# -- property: whatever it serves, the Python path dispatches identically ---------------
+
+_SIMPLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=6)
+_ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=4)
+
+
+def _json_string(draw) -> str:
+    s = draw(st.one_of(_SIMPLE, _SIMPLE, _ANY_TEXT))
+    if draw(st.booleans()):  # escape the way a JSON writer might, or as literally as legal
+        return json.dumps(s, ensure_ascii=draw(st.booleans()))
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_NUMBERS = st.sampled_from(["0", "1", "-1", "-0", "01", "7.0", "1e2", "123456789",
+                            "-123456789", "1234567890", "2147483647", "-2147483648"])
+
+
+@st.composite
+def _value(draw, depth=0) -> str:
+    kind = draw(st.sampled_from(["str", "str", "num", "lit", "arr", "obj"]
+                                if depth < 2 else ["str", "num", "lit"]))
+    if kind == "str":
+        return _json_string(draw)
+    if kind == "num":
+        return draw(_NUMBERS)
+    if kind == "lit":
+        return draw(st.sampled_from(["null", "true", "false"]))
+    ws = draw(st.sampled_from(["", " ", "\n\t"]))
+    items = draw(st.lists(_value(depth + 1), max_size=3))
+    if kind == "arr":
+        return "[" + ws + ("," + ws).join(items) + "]"
+    names = [_json_string(draw) for _ in items]
+    return "{" + ",".join(f"{n}{ws}:{ws}{v}" for n, v in zip(names, items, strict=True)) + "}"
+
+
+_SIMPLE_JSON = _SIMPLE.map(lambda s: '"' + s.replace("\\", "").replace('"', "") + '"')
+
+
+def _simple(draw) -> str:
+    return draw(_SIMPLE_JSON)
+
+
+@st.composite
+def _request(draw) -> bytes:
+    """A request of the shape the fast path takes (half the time), or anything near it."""
+    clean = draw(st.booleans())
+    members = []
+    for key in draw(st.permutations(["jsonrpc", "method", "params", "id"])):
+        if draw(st.integers(0, 9 if not clean else 40)) == 0:
+            continue  # a member left out
+        if key == "jsonrpc":
+            value = draw(st.sampled_from(['"2.0"'] * 8 + ['"2.00"', '2.0', '"1.0"']))
+        elif key == "method":
+            value = draw(st.sampled_from(['"mq_get_size"', '"mq_fetch"', '"which"',
+                                          '"nosuch"', '""'])) \
+                if draw(st.booleans()) else _json_string(draw)
+        elif key == "params" and clean:
+            items = [_simple(draw) for _ in range(draw(st.integers(0, 3)))]
+            if draw(st.booleans()):
+                value = "[" + ",".join(items) + "]"
+            else:
+                value = "{" + ",".join(f"{_simple(draw)}:{v}" for v in items) + "}"
+        elif key == "params":
+            value = draw(st.one_of(_value(1), st.sampled_from(['["q1"]', '{"name":"q1"}',
+                                                               '["q1","3"]', "[]", "{}"])))
+        elif clean:
+            value = draw(st.one_of(st.integers(-999999999, 999999999).map(str),
+                                   _SIMPLE_JSON))
+        else:
+            value = draw(st.one_of(_NUMBERS, st.just('"abc"'), _value(2)))
+        name = key
+        if draw(st.integers(0, 14 if not clean else 60)) == 0:
+            name = draw(st.sampled_from(["ID", "Method", "extra", "jsonrpc", "id"]))
+        ws = draw(st.sampled_from(["", "", " ", "\n\t"]))
+        members.append(f'"{name}"{ws}:{ws}{value}')
+    ws = draw(st.sampled_from(["", " ", "\r\n", "\t "]))
+    return ("{" + ws + ("," + ws).join(members) + ws + "}").encode()
+
+
+@needs_it
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(bodies=st.lists(_request(), min_size=1, max_size=3),
+       tail=st.sampled_from([b"", b"\n", b" \r\n", b":x", b"garbage"]))
+def test_whatever_it_serves_the_python_path_dispatches_identically(fifos, bodies, tail):
+    names = []
+    for k in range(len(bodies)):
+        name = f"h{k}"
+        names.append(name)
+        if name not in fifos.fds:
+            fifos.make(name)
+    data = b"".join(b":%s:%s" % (n.encode(), b) for n, b in zip(names, bodies, strict=True)) + tail
+    rec = Recorder()
+    left = serve_bytes(data, fifos.dir, rec)
+    served = len(data) - len(left)
+    assert data.endswith(left)
+    # the served prefix, framed and checked the Python way, dispatches the same calls
+    expected = python_path(data[:served]) if served else []
+    assert exact([c for _, c in expected]) == exact(rec.calls)
+    assert [n for n, _ in expected] == names[:len(rec.calls)]
+    for k, name in enumerate(names[:len(rec.calls)]):
+        assert fifos.got(name) == b"R%d\n" % (k + 1)
+    # what it handed back starts where a request starts (or is the tail)
+    assert left == b"" or left[:1] == b":" or left == tail.lstrip()
