@@ -301,8 +301,13 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     PyObject *method = str_of(r.method);
     PyObject *params = method ? params_object(&r) : NULL;
     PyObject *id_text = params ? str_of(r.id) : NULL;
-    PyObject *reply = id_text
-        ? PyObject_CallFunctionObjArgs(s->run, method, params, id_text, NULL) : NULL;
+    PyObject *reply = NULL;
+    if (id_text != NULL) {
+        /* slot 0 free for the callee: a bound method prepends self without a new tuple */
+        PyObject *argv[4] = {NULL, method, params, id_text};
+        reply = PyObject_Vectorcall(s->run, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                    NULL);
+    }
     Py_XDECREF(method);
     Py_XDECREF(params);
     Py_XDECREF(id_text);
