@@ -29,12 +29,14 @@ of our own Python path with, and the part of the CPU-time gap that is ours to cl
 the CPU-time ratio itself.
 
     .venv/bin/python benchmarks/fifo_instructions.py [-n 1000] [--servers ours,kamailio,floor]
-    .venv/bin/python benchmarks/fifo_instructions.py --in-process   # ours only, ~40 s
+    .venv/bin/python benchmarks/fifo_instructions.py --in-process   # ours only, ~80 s
 
-`--in-process` counts our listener's path alone, for judging a change quickly: one process
-feeds a request to the framer and dispatches it exactly as the listener does, the reply
-going to a reply FIFO that the same process holds open for reading and drains (no client,
-no wake-ups; the figure is a few thousand instructions below the served one).
+`--in-process` counts our listener's path alone, for judging a change quickly, both ways:
+"compiled", the C fast path's loop (mi_fifo/_fastpath.c) reading each request from a pipe,
+as served when the extension is built; "python", the request fed to the framer and
+dispatched exactly as the listener does without it.  The reply goes to a reply FIFO that
+the same process holds open for reading and drains (no client, no wake-ups; the figure is
+a few thousand instructions below the served one).
 
 Takes ~2-5 minutes with the two default cases (everything runs 20-50x slower under valgrind).
 """
@@ -275,13 +277,15 @@ def lifetime(label: str, mode: str, op: str, n: int, work: Path, shared: Path,
     return cg.total(pid)
 
 
-def serve_in_process(n: int, method: str, prefill: int) -> None:
-    """--loop: `n` requests through our listener's framer, dispatch and reply code, in this
-    process (run under callgrind by `in_process`), q1 holding `prefill` items first."""
+def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
+    """--loop: `n` requests through our listener's request path, in this process (run under
+    callgrind by `in_process`), q1 holding `prefill` items first.  `path`: "compiled" (the
+    C fast path's loop over a pipe) or "python" (the framer, dispatch and reply code)."""
     import types
 
     # this script's directory holds benchmarks/mi_fifo.py, which would shadow the package
     sys.path.insert(0, str(REPO))
+    from mi_fifo import fastpath
     from mi_fifo.listener import _Listener
     from mi_server.engine import Arena
     from mi_server.engine.spec import QueueSpec
@@ -298,13 +302,31 @@ def serve_in_process(n: int, method: str, prefill: int) -> None:
         cfg = types.SimpleNamespace(path=str(work / "fifo"), mode=0o600, user=None,
                                     group=None, reply_dir=f"{work}/", max_request=65536,
                                     idle_timeout=1.0)
-        lst = _Listener(cfg, core.handle, core.scan_value, core.stage, core.finish)
+        lst = _Listener(cfg, core.handle, core.scan_value, core.stage, core.finish,
+                        core.run_checked)
         lst.ident = (0, 0)  # no FIFO of our own to refuse
         os.mkfifo(work / "r1")
         reply_fd = os.open(work / "r1", os.O_RDONLY | os.O_NONBLOCK)
         request = b':r1:{"jsonrpc":"2.0","method":"%s","params":["q1"],"id":"1"}\n' % (
             method.encode())
-        feed, dispatch, read, monotonic = lst.framer.feed, lst.dispatch, os.read, time.monotonic
+        read, write, monotonic = os.read, os.write, time.monotonic
+        if path == "compiled":
+            # the C loop over a non-blocking pipe: it serves the request, then finds
+            # nothing more to read and returns
+            serve = fastpath.load()
+            if serve is None:
+                raise SystemExit("the compiled fast path is not built or turned off")
+            pipe_r, pipe_w = os.pipe()
+            os.set_blocking(pipe_r, False)
+            prefix, slow = lst.reply_prefix, lst.write_slow
+            for _ in range(n):
+                write(pipe_w, request)
+                if serve(pipe_r, 65536, prefix, 65536, None, core.run_checked, slow):
+                    raise SystemExit(f"{method}: not taken by the compiled path")
+                if b'"result"' not in read(reply_fd, 4096):
+                    raise SystemExit(f"{method}: no result reply")
+            return
+        feed, dispatch = lst.framer.feed, lst.dispatch
         for _ in range(n):
             dispatch(feed(request, monotonic()))
             if b'"result"' not in read(reply_fd, 4096):
@@ -319,19 +341,20 @@ def in_process(args) -> int:
     """Our listener path alone under callgrind: (2n run - n run) / n per method."""
     work = Path(tempfile.mkdtemp(prefix="mqmi-cg-"))
     try:
-        for method in ("mq_get_size", "mq_fetch"):
-            # the same prefill in both runs, so that the difference holds no mq_add
-            prefill = 2 * args.n if method == "mq_fetch" else 0
-            totals = []
-            for n in (args.n, 2 * args.n):
-                out = work / f"{method}.{n}"
-                subprocess.run([*VALGRIND, f"--callgrind-out-file={out}", sys.executable,
-                                __file__, "--loop", str(n), method, str(prefill)],
-                               check=True, cwd=REPO)
-                totals.append(_totals_line(out))
-            print(f"{method:12} {(totals[1] - totals[0]) / args.n:10,.0f} instructions/request "
-                  f"(in process; {totals[0]:,} with {args.n}, {totals[1]:,} with {2 * args.n})",
-                  flush=True)
+        for path in ("compiled", "python"):
+            for method in ("mq_get_size", "mq_fetch"):
+                # the same prefill in both runs, so that the difference holds no mq_add
+                prefill = 2 * args.n if method == "mq_fetch" else 0
+                totals = []
+                for n in (args.n, 2 * args.n):
+                    out = work / f"{path}.{method}.{n}"
+                    subprocess.run([*VALGRIND, f"--callgrind-out-file={out}", sys.executable,
+                                    __file__, "--loop", str(n), method, str(prefill), path],
+                                   check=True, cwd=REPO)
+                    totals.append(_totals_line(out))
+                print(f"{path:8} {method:12} {(totals[1] - totals[0]) / args.n:10,.0f} "
+                      f"instructions/request (in process; {totals[0]:,} with {args.n}, "
+                      f"{totals[1]:,} with {2 * args.n})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -349,11 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", default=None)
     ap.add_argument("--in-process", action="store_true",
                     help="count our listener's path alone, in one process (see above)")
-    ap.add_argument("--loop", nargs=3, metavar=("N", "METHOD", "PREFILL"),
+    ap.add_argument("--loop", nargs=4, metavar=("N", "METHOD", "PREFILL", "PATH"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.loop:
-        serve_in_process(int(args.loop[0]), args.loop[1], int(args.loop[2]))
+        serve_in_process(int(args.loop[0]), args.loop[1], int(args.loop[2]), args.loop[3])
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind (Debian package valgrind)")

@@ -353,7 +353,7 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
 PyDoc_STRVAR(serve_doc,
 "serve(read_fd, size, prefix, max_request, refuse, run, write_slow) -> bytes\n\n"
 "Read the FIFO and answer the requests of the narrow shape until one is not (its bytes\n"
-"and all after them are returned) or a signal or end-of-file interrupts the read (b'').\n"
+"and all after them are returned) or a signal, end-of-file or EAGAIN ends the read (b'').\n"
 "refuse: (st_dev, st_ino) of the server's own FIFO, or None.  run(method, params, id_text)\n"
 "-> bytes | None; write_slow(fd, reply, written, errno) finishes a reply that did not go\n"
 "in one write and closes fd.");
@@ -399,7 +399,9 @@ static PyObject *serve(PyObject *module, PyObject *args) {
         got = read(read_fd, buf, (size_t)size);
         Py_END_ALLOW_THREADS
         if (got < 0) {
-            if (errno == EINTR) {
+            if (errno == EINTR || errno == EAGAIN) {
+                /* a signal (its handler runs now), or nothing left on a non-blocking
+                 * descriptor (never the listener's: tests and benchmarks use that) */
                 if (PyErr_CheckSignals() < 0)
                     goto out;
                 result = PyBytes_FromStringAndSize("", 0);

@@ -258,7 +258,9 @@ class MICore:
             if recipe is None:
                 return None if id_text is None else error_text(
                     *E.INVALID_PARAMS, match_recipe(cmd, params)[1], id_text)
-            bound = dict(zip(recipe, params, strict=True))
+            # same length by construction (the recipe was picked by it); strict= would
+            # cost a keyword-argument parse per request (~120 ns of ~2 us)
+            bound = dict(zip(recipe, params))  # noqa: B905
         else:
             if params is not None and not params:
                 params = None  # [] and {} count as absent

@@ -405,3 +405,18 @@ def test_whatever_it_serves_the_python_path_dispatches_identically(fifos, bodies
         assert fifos.got(name) == b"R%d\n" % (k + 1)
     # what it handed back starts where a request starts (or is the tail)
     assert left == b"" or left[:1] == b":" or left == tail.lstrip()
+
+
+def test_a_non_blocking_descriptor_with_nothing_left_returns(fifos):
+    fifos.make("a")
+    r, w = os.pipe()  # w stays open: without O_NONBLOCK this would sleep in read()
+    os.set_blocking(r, False)
+    rec = Recorder()
+    try:
+        os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
+        assert serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, rec.run,
+                     rec.write_slow) == b""
+        assert len(rec.calls) == 1 and fifos.got("a") == b"R1\n"
+    finally:
+        os.close(r)
+        os.close(w)
