@@ -21,7 +21,10 @@ from mi_server.mi import MIContext, build_core
 
 
 def _serve(cfg: FifoConfig, arena_name: str, compiled: bool) -> None:
-    if not compiled:  # the listener reads the switch when it starts serving
+    # the listener reads the switch when it starts serving
+    if compiled:
+        os.environ.pop(fastpath.ENV, None)
+    else:
         os.environ[fastpath.ENV] = "0"
     arena = Arena.attach(arena_name)
     core = build_core(MIContext(engine=arena, started=time.time()))

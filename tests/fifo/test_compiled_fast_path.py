@@ -28,23 +28,9 @@ from mi_server.mi.core import MICore
 from mi_server.mi.jsonvalues import parse
 
 serve = fastpath._serve
-needs_it = pytest.mark.skipif(serve is None, reason="the extension was not built "
-                              "(test_the_extension_is_built says why that fails)")
+# without the extension these skip, and test_fastpath_build.py fails and says why
+pytestmark = pytest.mark.skipif(serve is None, reason="mi_fifo._fastpath was not built")
 MAX_REQUEST = 8192
-
-
-def test_the_extension_is_built():
-    # CI and the README's install have a C compiler: a silent fallback would leave the
-    # compiled path untested and the FIFO CPU figures unmet
-    assert fastpath.built(), ("mi_fifo._fastpath is missing: reinstall with a C compiler "
-                              "(pip install -e '.[test]') and look for its build error")
-
-
-def test_the_environment_turns_it_off(monkeypatch):
-    monkeypatch.setenv(fastpath.ENV, "0")
-    assert fastpath.load() is None
-    monkeypatch.setenv(fastpath.ENV, "1")
-    assert fastpath.load() is fastpath._serve
 
 
 class Recorder:
@@ -380,7 +366,6 @@ def _request(draw) -> bytes:
     return ("{" + ws + ("," + ws).join(members) + ws + "}").encode()
 
 
-@needs_it
 @settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(bodies=st.lists(_request(), min_size=1, max_size=3),
