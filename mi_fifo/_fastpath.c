@@ -371,9 +371,17 @@ static PyObject *serve(PyObject *module, PyObject *args) {
     char *buf = NULL;
     s.prefix = prefix.buf;
     s.prefix_len = prefix.len;
+    if (memchr(s.prefix, 0, (size_t)s.prefix_len) != NULL) {  /* open() would cut it short */
+        PyErr_SetString(PyExc_ValueError, "serve: NUL byte in the reply prefix");
+        goto out;
+    }
     s.refuse = refuse != Py_None;
     if (s.refuse) {
         unsigned long long dev, ino;
+        if (!PyTuple_Check(refuse)) {
+            PyErr_SetString(PyExc_TypeError, "serve: refuse must be (st_dev, st_ino) or None");
+            goto out;
+        }
         if (!PyArg_ParseTuple(refuse, "KK:refuse", &dev, &ino))
             goto out;
         s.refuse_dev = (dev_t)dev;

@@ -380,8 +380,14 @@ class _Loop:
                 elif fast is not None and framer.idle:
                     # reads and answers the common requests itself; returns what it left
                     # (from the first request it did not take), b"" after a signal
-                    data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
-                                lst.ident, lst.run_checked, lst.write_slow)
+                    try:
+                        data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
+                                    lst.ident, lst.run_checked, lst.write_slow)
+                    except OSError:
+                        raise  # the read itself failed: as os.read's failure would
+                    except Exception:  # a bug or MemoryError in a request: as dispatch does
+                        log.exception("FIFO: the compiled fast path failed on a request")
+                        data = b""
                 else:
                     data = read(self.read_fd, READ_SIZE)
                 self.reading = False

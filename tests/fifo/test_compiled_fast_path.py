@@ -405,3 +405,18 @@ def test_a_non_blocking_descriptor_with_nothing_left_returns(fifos):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_bad_arguments_are_refused_before_any_read(fifos):
+    rec = Recorder()
+    for prefix, refuse, error in [(b"/tmp/\x00x/", None, ValueError),
+                                  (reply_prefix(fifos.dir), [1, 2], TypeError)]:
+        r, w = os.pipe()
+        try:
+            os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
+            with pytest.raises(error):
+                serve(r, 65536, prefix, MAX_REQUEST, refuse, rec.run, rec.write_slow)
+            assert os.read(r, 100).startswith(b":a:")  # nothing was read
+        finally:
+            os.close(r)
+            os.close(w)
