@@ -303,7 +303,7 @@ def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
                                     group=None, reply_dir=f"{work}/", max_request=65536,
                                     idle_timeout=1.0)
         lst = _Listener(cfg, core.handle, core.scan_value, core.stage, core.finish,
-                        core.run_checked)
+                        core.stage_checked)
         lst.ident = (0, 0)  # no FIFO of our own to refuse
         os.mkfifo(work / "r1")
         reply_fd = os.open(work / "r1", os.O_RDONLY | os.O_NONBLOCK)
@@ -321,7 +321,8 @@ def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
             prefix, slow = lst.reply_prefix, lst.write_slow
             for _ in range(n):
                 write(pipe_w, request)
-                if serve(pipe_r, 65536, prefix, 65536, None, core.run_checked, slow):
+                if serve(pipe_r, 65536, prefix, 65536, None, core.stage_checked, core.finish,
+                         slow):
                     raise SystemExit(f"{method}: not taken by the compiled path")
                 if b'"result"' not in read(reply_fd, 4096):
                     raise SystemExit(f"{method}: no result reply")

@@ -14,9 +14,12 @@
  * P absent, an array of such strings or an object whose values are such strings; I such a
  * string or an integer of at most 9 digits in its canonical form.  For those the decoded
  * values (str, list, tuple of pairs) are exactly what the Python framer's JSON scan gives,
- * and the envelope checks of MICore._one all pass, so only the command itself is left:
- * `run(method, params, id_text)` (MICore.run_checked) is called once the reply FIFO is
- * open, as the Python path does it.
+ * and the envelope checks of MICore._one all pass, so only the command itself is left,
+ * in the Python path's order (mi_fifo.listener, _Listener.answer): `stage(method, params,
+ * id_text)` (MICore.stage_checked) makes the reply at once unless the command has side
+ * effects, and then returns the work `finish` (MICore.finish) does once the reply FIFO is
+ * open.  A ready reply is written right after the open, so the client, woken by the open,
+ * finds it without sleeping in read() again.
  *
  * Anything else -- another shape, a request not complete in this read, a reply path that
  * does not open at once or fails a check, a name too long, a request over max_request --
@@ -250,7 +253,7 @@ typedef struct {
     int refuse;                 /* the server's own FIFO: (dev, ino) */
     dev_t refuse_dev;
     ino_t refuse_ino;
-    PyObject *run, *write_slow;
+    PyObject *stage, *finish, *write_slow;
 } server;
 
 enum { SERVED, NOT_OURS, FAILED };
@@ -288,32 +291,48 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     memcpy(path, s->prefix, s->prefix_len);
     memcpy(path + s->prefix_len, b + name, name_len);
     path[s->prefix_len + name_len] = '\0';
-    int fd = open(path, OPEN_FLAGS);
-    if (fd < 0)
-        return NOT_OURS;  /* no reader yet, a symlink, missing...: waits and logs are Python's */
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1
-            || (s->refuse && st.st_dev == s->refuse_dev && st.st_ino == s->refuse_ino)) {
-        close(fd);
-        return NOT_OURS;
-    }
 
     PyObject *method = str_of(r.method);
     PyObject *params = method ? params_object(&r) : NULL;
     PyObject *id_text = params ? str_of(r.id) : NULL;
-    PyObject *reply = NULL;
+    PyObject *work = NULL;
     if (id_text != NULL) {
         /* slot 0 free for the callee: a bound method prepends self without a new tuple */
         PyObject *argv[4] = {NULL, method, params, id_text};
-        reply = PyObject_Vectorcall(s->run, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                    NULL);
+        work = PyObject_Vectorcall(s->stage, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                   NULL);
     }
     Py_XDECREF(method);
     Py_XDECREF(params);
     Py_XDECREF(id_text);
-    if (reply == NULL) {
-        close(fd);
+    if (work == NULL)
         return FAILED;
+
+    /* Anything but an open at once that passes the checks: the Python path does this
+     * request again from the start, waits, refuses and logs as it always does.  Nothing
+     * with side effects has run (`work` is only what would run it); a read-only command
+     * that ran runs again there, as the Python path itself re-makes a ready reply after
+     * waiting for the reader. */
+    int fd = open(path, OPEN_FLAGS);
+    if (fd < 0) {
+        Py_DECREF(work);
+        return NOT_OURS;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1
+            || (s->refuse && st.st_dev == s->refuse_dev && st.st_ino == s->refuse_ino)) {
+        close(fd);
+        Py_DECREF(work);
+        return NOT_OURS;
+    }
+    PyObject *reply = work;
+    if (work != Py_None && !PyBytes_Check(work)) {  /* side effects: run them now */
+        reply = PyObject_CallOneArg(s->finish, work);
+        Py_DECREF(work);
+        if (reply == NULL) {
+            close(fd);
+            return FAILED;
+        }
     }
     *i = j;
     if (reply == Py_None) {  /* nothing to send: close with nothing written */
@@ -324,7 +343,7 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     if (!PyBytes_Check(reply)) {
         Py_DECREF(reply);
         close(fd);
-        PyErr_SetString(PyExc_TypeError, "run() must return bytes or None");
+        PyErr_SetString(PyExc_TypeError, "finish() must return bytes or None");
         return FAILED;
     }
     /* the reply and its newline in one system call (opensips-cli reads with readline) */
@@ -351,12 +370,13 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
 }
 
 PyDoc_STRVAR(serve_doc,
-"serve(read_fd, size, prefix, max_request, refuse, run, write_slow) -> bytes\n\n"
+"serve(read_fd, size, prefix, max_request, refuse, stage, finish, write_slow) -> bytes\n\n"
 "Read the FIFO and answer the requests of the narrow shape until one is not (its bytes\n"
 "and all after them are returned) or a signal, end-of-file or EAGAIN ends the read (b'').\n"
-"refuse: (st_dev, st_ino) of the server's own FIFO, or None.  run(method, params, id_text)\n"
-"-> bytes | None; write_slow(fd, reply, written, errno) finishes a reply that did not go\n"
-"in one write and closes fd.");
+"refuse: (st_dev, st_ino) of the server's own FIFO, or None.  stage(method, params,\n"
+"id_text) -> the reply (bytes, None: nothing to send) or work for finish(work) -> bytes |\n"
+"None, called once the reply FIFO is open; write_slow(fd, reply, written, errno) finishes\n"
+"a reply that did not go in one write and closes fd.");
 
 static PyObject *serve(PyObject *module, PyObject *args) {
     int read_fd;
@@ -364,8 +384,8 @@ static PyObject *serve(PyObject *module, PyObject *args) {
     Py_buffer prefix;
     server s;
     PyObject *refuse;
-    if (!PyArg_ParseTuple(args, "iny*nOOO:serve", &read_fd, &size, &prefix, &s.max_request,
-                          &refuse, &s.run, &s.write_slow))
+    if (!PyArg_ParseTuple(args, "iny*nOOOO:serve", &read_fd, &size, &prefix, &s.max_request,
+                          &refuse, &s.stage, &s.finish, &s.write_slow))
         return NULL;
     PyObject *result = NULL;
     char *buf = NULL;
@@ -387,7 +407,8 @@ static PyObject *serve(PyObject *module, PyObject *args) {
         s.refuse_dev = (dev_t)dev;
         s.refuse_ino = (ino_t)ino;
     }
-    if (size <= 0 || !PyCallable_Check(s.run) || !PyCallable_Check(s.write_slow)) {
+    if (size <= 0 || !PyCallable_Check(s.stage) || !PyCallable_Check(s.finish)
+            || !PyCallable_Check(s.write_slow)) {
         PyErr_SetString(PyExc_ValueError, "serve: bad size or callbacks");
         goto out;
     }

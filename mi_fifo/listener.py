@@ -53,9 +53,9 @@ Handle = Callable[[bytes], "bytes | None"]
 # send) if that runs nothing with side effects, else something `Finish` runs later
 Stage = Callable[[Any], Any]
 Finish = Callable[[Any], "bytes | None"]
-# MICore.run_checked: method, params, id text of a request whose envelope the compiled fast
-# path checked -> the reply (bytes, None: nothing to send); never raises
-RunChecked = Callable[[str, Any, str], "bytes | None"]
+# MICore.stage_checked: method, params, id text of a request whose envelope the compiled
+# fast path checked -> what Stage returns; never raises
+StageChecked = Callable[[str, Any, str], Any]
 
 
 class _Raw:
@@ -151,12 +151,12 @@ class _Listener:
 
     def __init__(self, cfg: FifoSettings, handle: Handle, scan: Scan | None = None,
                  stage: Stage | None = None, finish: Finish | None = None,
-                 run_checked: RunChecked | None = None) -> None:
+                 stage_checked: StageChecked | None = None) -> None:
         self.cfg = cfg
         self.handle = handle
         self.stage = stage
         self.finish = finish
-        self.run_checked = run_checked
+        self.stage_checked = stage_checked
         self.path = os.fspath(cfg.path)
         self.reply_prefix = reply_prefix(cfg.reply_dir)  # computed once, not per request
         # with all three, the framer's JSON pass also decodes the request for the MI core
@@ -305,16 +305,16 @@ class _Listener:
 
 def run_listener(cfg: FifoSettings, handle: Handle, *, scan: Scan | None = None,
                  stage: Stage | None = None, finish: Finish | None = None,
-                 run_checked: RunChecked | None = None) -> None:
+                 stage_checked: StageChecked | None = None) -> None:
     """Serve the FIFO until SIGTERM or SIGINT, then return (the FIFO is left in place).
 
     `handle` answers request bytes.  Optionally the MI core's `scan` (a JSON scanner, see
     framer.Scan), `stage` and `finish` (see MICore.stage), for requests decoded by `scan`:
     a request is then decoded once, while framing, instead of once there and once in
     `handle`, and a reply that runs nothing with side effects is ready before the open.
-    With all of those and `run_checked` (MICore.run_checked), the compiled fast path
+    With all of those and `stage_checked` (MICore.stage_checked), the compiled fast path
     (mi_fifo.fastpath), if built, answers the common requests."""
-    lst = _Listener(cfg, handle, scan, stage, finish, run_checked)
+    lst = _Listener(cfg, handle, scan, stage, finish, stage_checked)
     lst.open()
     log.info("FIFO listener serving %s (replies in %s)", lst.path, cfg.reply_dir)
     _Loop(lst).run()
@@ -338,7 +338,7 @@ class _Loop:
         self.lst = lst
         # the compiled fast path, when built and the MI core can run checked requests
         decoding = lst.stage is not None and lst.finish is not None
-        self.fast = fastpath.load() if decoding and lst.run_checked is not None else None
+        self.fast = fastpath.load() if decoding and lst.stage_checked is not None else None
         self.stopping = False
         self.woke = False      # a signal came: stop, check the path, expire held bytes
         self.reading = False   # the loop is in (or about to enter) read(read_fd)
@@ -382,7 +382,7 @@ class _Loop:
                     # (from the first request it did not take), b"" after a signal
                     try:
                         data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
-                                    lst.ident, lst.run_checked, lst.write_slow)
+                                    lst.ident, lst.stage_checked, lst.finish, lst.write_slow)
                     except OSError:
                         raise  # the read itself failed: as os.read's failure would
                     except Exception:  # a bug or MemoryError in a request: as dispatch does

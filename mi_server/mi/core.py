@@ -233,15 +233,16 @@ class MICore:
             )
         return self._dispatch(method, params, id_text, defer)
 
-    def run_checked(self, method: str, params: list | JObject | None,
-                    id_text: str) -> bytes | None:
-        """The reply bytes for a request whose envelope a transport has already checked
-        exactly as `_one` does (mi_fifo's compiled fast path: version "2.0", a str method,
-        params a list, a JObject or absent, `id_text` the id as echoed), run at once.
-        Never raises: a failure is answered like any other."""
+    def stage_checked(self, method: str, params: list | JObject | None,
+                      id_text: str) -> bytes | None | Staged:
+        """`stage` for a request whose envelope a transport has already checked exactly as
+        `_one` does (mi_fifo's compiled fast path: version "2.0", a str method, params a
+        list, a JObject or absent, `id_text` the id as echoed): the reply, or a `Staged`
+        command with side effects for `finish`.  Never raises: a failure is answered like
+        any other."""
         try:
-            text = self._dispatch(method, params, id_text, False)
-            return None if text is None else to_bytes(text)  # type: ignore[arg-type]
+            text = self._dispatch(method, params, id_text, True)
+            return to_bytes(text) if type(text) is str else text
         except Exception:  # as in _reply
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY

@@ -234,7 +234,7 @@ class Supervisor:
 
         core = self._core()
         run_listener(self.cfg.fifo, core.handle, scan=core.scan_value, stage=core.stage,
-                     finish=core.finish, run_checked=core.run_checked)
+                     finish=core.finish, stage_checked=core.stage_checked)
 
     # ---- processes -------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ def _serve(cfg: FifoConfig, arena_name: str, compiled: bool) -> None:
     arena = Arena.attach(arena_name)
     core = build_core(MIContext(engine=arena, started=time.time()))
     run_listener(cfg, core.handle, scan=core.scan_value, stage=core.stage, finish=core.finish,
-                 run_checked=core.run_checked)
+                 stage_checked=core.stage_checked)
 
 
 @dataclass

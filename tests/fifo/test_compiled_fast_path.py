@@ -2,9 +2,10 @@
 
 `serve` is driven in this process over a real pipe (its write end closed, so it returns at
 end-of-file) and real reply FIFOs.  Whatever it serves must reach the MI core exactly as
-the Python path would: the same reply name, and `run_checked` called with the very
+the Python path would: the same reply name, and `stage_checked` called with the very
 (method, params, id text) that `MICore._one` hands to `_dispatch` after the envelope
-checks.  Whatever it does not serve it must hand back untouched, from the right byte.
+checks; a command with side effects runs (`finish`) only once the reply FIFO is open.
+Whatever it does not serve it must hand back untouched, from the right byte.
 (Whole servers with and without it: tests/fifo/test_listener.py runs every test twice.)
 """
 
@@ -33,17 +34,45 @@ pytestmark = pytest.mark.skipif(serve is None, reason="mi_fifo._fastpath was not
 MAX_REQUEST = 8192
 
 
-class Recorder:
-    """run / write_slow for `serve`: what it was called with; replies `b"R<n>"`."""
+class Work:
+    """What Recorder.stage returns for the method "side" (a command with side effects)."""
 
-    def __init__(self, reply: bytes | None = None) -> None:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def writers_open(path: Path) -> int:
+    """Descriptors of this process open on `path` (the test's reader is one)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path))
+
+
+class Recorder:
+    """stage / finish / write_slow for `serve`: what they were called with.  Ready replies
+    are `b"R<n>"` (n: the stage call); "side" is staged and finished as `b"F<n>"`."""
+
+    def __init__(self, reply: bytes | None = None, replies: Path | None = None) -> None:
         self.calls: list[tuple] = []
+        self.finished: list[int] = []
         self.slow: list[tuple[int, bytes, int, int]] = []
         self.reply = reply
+        self.replies = replies
+        self.open_at_stage: list[int] = []
+        self.open_at_finish: list[int] = []
 
-    def run(self, method, params, id_text):
+    def stage(self, method, params, id_text):
         self.calls.append((method, params, id_text))
+        if self.replies is not None:
+            self.open_at_stage.append(writers_open(self.replies / "a"))
+        if method == "side":
+            return Work(len(self.calls))
         return self.reply if self.reply is not None else b"R%d" % len(self.calls)
+
+    def finish(self, work):
+        self.finished.append(work.n)
+        if self.replies is not None:
+            self.open_at_finish.append(writers_open(self.replies / "a"))
+        return b"F%d" % work.n
 
     def write_slow(self, fd, reply, done, err):
         self.slow.append((fd, reply, done, err))
@@ -56,8 +85,8 @@ def serve_bytes(data: bytes, replies: Path, rec: Recorder, refuse=None) -> bytes
     try:
         assert os.write(w, data) == len(data)
         os.close(w)
-        return serve(r, 65536, reply_prefix(replies), MAX_REQUEST, refuse, rec.run,
-                     rec.write_slow)
+        return serve(r, 65536, reply_prefix(replies), MAX_REQUEST, refuse, rec.stage,
+                     rec.finish, rec.write_slow)
     finally:
         os.close(r)
 
@@ -214,7 +243,9 @@ def test_what_follows_the_served_requests_is_handed_back_from_its_first_byte(fif
     second = b':b:{"jsonrpc":"2.0","method":"m","id":2}'
     rest = b'\n:c:{"jsonrpc":"2.0","method":"m","id":3} :b:{"jsonrp'
     assert serve_bytes(first + second + rest, fifos.dir, rec) == rest.lstrip(b"\n")
-    assert [c[2] for c in rec.calls] == ["1", "2"]
+    # the third was staged (a read-only reply is made before the open), then handed back
+    # when its reply FIFO did not open: the Python path makes it again
+    assert [c[2] for c in rec.calls] == ["1", "2", "3"]
     assert fifos.got("a") == b"R1\n" and fifos.got("b") == b"R2\n"
 
 
@@ -229,18 +260,33 @@ def test_reply_paths_it_cannot_use_at_once_are_left_to_python(fifos, short_tmp):
     st = os.stat(short_tmp / "own")
     for name, refuse in [("missing", None), ("file", None), ("noreader", None),
                          ("link", None), ("linked", None), ("own", (st.st_dev, st.st_ino))]:
-        rec = Recorder()
-        data = b':%s:{"jsonrpc":"2.0","method":"m","id":1}' % name.encode()
-        assert serve_bytes(data, fifos.dir, rec, refuse) == data, name
-        assert rec.calls == [], name
+        for method in ("side", "m"):
+            rec = Recorder()
+            data = b':%s:{"jsonrpc":"2.0","method":"%s","id":1}' % (name.encode(),
+                                                                   method.encode())
+            assert serve_bytes(data, fifos.dir, rec, refuse) == data, name
+            assert rec.finished == [], name  # side effects never ran
+            assert rec.slow == []
     assert (short_tmp / "file").read_bytes() == b"keep"
+    assert fifos.got("linked") == b"" and fifos.got("own") == b""
+
+
+def test_side_effects_run_once_the_reply_fifo_is_open_ready_replies_before(fifos):
+    fifos.make("a")
+    rec = Recorder(replies=fifos.dir)
+    data = (b':a:{"jsonrpc":"2.0","method":"m","id":1}'
+            b':a:{"jsonrpc":"2.0","method":"side","id":2}')
+    assert serve_bytes(data, fifos.dir, rec) == b""
+    assert fifos.got("a") == b"R1\nF2\n"
+    assert rec.finished == [2]
+    # only the test's reader while staging; the server's writer too while finishing
+    assert rec.open_at_stage == [1, 1] and rec.open_at_finish == [2]
 
 
 def test_a_notification_reply_closes_with_nothing_written(fifos):
     fifos.make("a")
     rec = Recorder()
-    rec.reply = None
-    rec.run = lambda m, p, i: None  # type: ignore[method-assign]
+    rec.stage = lambda m, p, i: None  # type: ignore[method-assign]
     assert serve_bytes(b':a:{"jsonrpc":"2.0","method":"m","id":1}', fifos.dir, rec) == b""
     assert fifos.got("a") == b""  # end of file: the writer came and went
 
@@ -255,21 +301,24 @@ def test_a_reply_bigger_than_the_pipe_is_finished_by_write_slow(fifos):
     assert fifos.got("a") == b"x" * done
 
 
-def test_an_exception_in_run_propagates_and_closes_the_reply(fifos):
+@pytest.mark.parametrize("method", ["m", "side"])
+def test_an_exception_in_stage_or_finish_propagates_and_closes_the_reply(fifos, method):
     fifos.make("a")
 
-    def boom(method, params, id_text):
+    def boom(*args):
         raise RuntimeError("boom")
 
+    rec = Recorder()
+    stage = boom if method == "m" else rec.stage
     r, w = os.pipe()
-    os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
+    os.write(w, b':a:{"jsonrpc":"2.0","method":"%s","id":1}' % method.encode())
     os.close(w)
     try:
         with pytest.raises(RuntimeError, match="boom"):
-            serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, boom, boom)
+            serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, stage, boom, boom)
     finally:
         os.close(r)
-    assert fifos.got("a") == b""
+    assert fifos.got("a") == b""  # end of file if it was opened, nothing written
 
 
 def test_a_signal_interrupts_the_read_after_its_handler_ran():
@@ -278,7 +327,8 @@ def test_a_signal_interrupts_the_read_after_its_handler_ran():
     old = signal.signal(signal.SIGALRM, lambda *a: seen.append(a[0]))
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
-        assert serve(r, 65536, b"/nonexistent/", MAX_REQUEST, None, print, print) == b""
+        assert serve(r, 65536, b"/nonexistent/", MAX_REQUEST, None, print, print,
+                     print) == b""
         assert seen == [signal.SIGALRM]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -399,8 +449,8 @@ def test_a_non_blocking_descriptor_with_nothing_left_returns(fifos):
     rec = Recorder()
     try:
         os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
-        assert serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, rec.run,
-                     rec.write_slow) == b""
+        assert serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, rec.stage,
+                     rec.finish, rec.write_slow) == b""
         assert len(rec.calls) == 1 and fifos.got("a") == b"R1\n"
     finally:
         os.close(r)
@@ -415,7 +465,8 @@ def test_bad_arguments_are_refused_before_any_read(fifos):
         try:
             os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
             with pytest.raises(error):
-                serve(r, 65536, prefix, MAX_REQUEST, refuse, rec.run, rec.write_slow)
+                serve(r, 65536, prefix, MAX_REQUEST, refuse, rec.stage, rec.finish,
+                      rec.write_slow)
             assert os.read(r, 100).startswith(b":a:")  # nothing was read
         finally:
             os.close(r)
