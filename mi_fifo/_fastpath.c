@@ -23,8 +23,9 @@
  *
  * Anything else -- another shape, a request not complete in this read, a reply path that
  * does not open at once or fails a check, a name too long, a request over max_request --
- * is not touched: serve() returns the bytes from that request on and the Python framer
- * takes them, with its logging, waits and error replies.  A signal (EINTR) or end-of-file
+ * is left to Python: serve() returns the bytes from that request on and the Python framer
+ * takes them, with its logging, waits and error replies.  Nothing with side effects has
+ * run for them (a read-only command may have, and runs again there).  A signal (EINTR) or end-of-file
  * (the listener's /dev/null swap) returns b"" after the Python signal handlers ran.
  */
 
@@ -258,8 +259,9 @@ typedef struct {
 
 enum { SERVED, NOT_OURS, FAILED };
 
-/* One request starting at b[*i]: SERVED (and *i after it), NOT_OURS (nothing was done:
- * the Python path takes it from *i) or FAILED (a Python exception is set). */
+/* One request starting at b[*i]: SERVED (and *i after it), NOT_OURS (nothing with side
+ * effects was done: the Python path takes it from *i) or FAILED (a Python exception is
+ * set). */
 static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i) {
     Py_ssize_t j = skip_ws(b, *i, n);
     if (j >= n || b[j] != ':')
