@@ -316,8 +316,11 @@ def run_listener(cfg: FifoSettings, handle: Handle, *, scan: Scan | None = None,
     (mi_fifo.fastpath), if built, answers the common requests."""
     lst = _Listener(cfg, handle, scan, stage, finish, stage_checked)
     lst.open()
-    log.info("FIFO listener serving %s (replies in %s)", lst.path, cfg.reply_dir)
-    _Loop(lst).run()
+    loop = _Loop(lst)
+    log.info("FIFO listener serving %s (replies in %s; compiled fast path %s)", lst.path,
+             cfg.reply_dir, "on" if loop.fast is not None else
+             "off" if fastpath.built() else "not built")
+    loop.run()
 
 
 class _Loop:
