@@ -261,7 +261,7 @@ enum { SERVED, NOT_OURS, FAILED };
 
 /* One request starting at b[*i]: SERVED (and *i after it), NOT_OURS (nothing with side
  * effects was done: the Python path takes it from *i) or FAILED (a Python exception is
- * set). */
+ * set; *i after the request, which is not answered). */
 static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i) {
     Py_ssize_t j = skip_ws(b, *i, n);
     if (j >= n || b[j] != ':')
@@ -307,8 +307,10 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     Py_XDECREF(method);
     Py_XDECREF(params);
     Py_XDECREF(id_text);
-    if (work == NULL)
+    if (work == NULL) {
+        *i = j;
         return FAILED;
+    }
 
     /* Anything but an open at once that passes the checks: the Python path does this
      * request again from the start, waits, refuses and logs as it always does.  Nothing
@@ -333,6 +335,7 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
         Py_DECREF(work);
         if (reply == NULL) {
             close(fd);
+            *i = j;
             return FAILED;
         }
     }
@@ -378,7 +381,8 @@ PyDoc_STRVAR(serve_doc,
 "refuse: (st_dev, st_ino) of the server's own FIFO, or None.  stage(method, params,\n"
 "id_text) -> the reply (bytes, None: nothing to send) or work for finish(work) -> bytes |\n"
 "None, called once the reply FIFO is open; write_slow(fd, reply, written, errno) finishes\n"
-"a reply that did not go in one write and closes fd.");
+"a reply that did not go in one write and closes fd.  If one of them raises an Exception,\n"
+"(bytes after that request, the exception) is returned instead.");
 
 static PyObject *serve(PyObject *module, PyObject *args) {
     int read_fd;
@@ -452,8 +456,22 @@ static PyObject *serve(PyObject *module, PyObject *args) {
                 break;
             Py_ssize_t at = i;
             int status = serve_one(&s, buf, got, &i);
-            if (status == FAILED)
+            if (status == FAILED) {
+                /* A callback raised (they are written not to) or memory ran out: hand back
+                 * the exception with the bytes after this request, so that nothing else in
+                 * this read is lost.  KeyboardInterrupt and the like propagate. */
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                    goto out;
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_NormalizeException(&type, &value, &tb);
+                if (tb != NULL)
+                    PyException_SetTraceback(value, tb);
+                result = Py_BuildValue("(y#N)", buf + i, (Py_ssize_t)(got - i), value);
+                Py_XDECREF(type);
+                Py_XDECREF(tb);
                 goto out;
+            }
             if (status == NOT_OURS) {
                 result = PyBytes_FromStringAndSize(buf + at, got - at);
                 goto out;

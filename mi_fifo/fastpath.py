@@ -21,8 +21,9 @@ try:
 except ImportError:  # not built: no compiler at install time
     _serve = None
 
-# serve(read_fd, size, prefix, max_request, refuse, run, write_slow) -> unserved bytes
-Serve = Callable[[int, int, bytes, int, Any, Any, Any], bytes]
+# serve(read_fd, size, prefix, max_request, refuse, stage, finish, write_slow) -> the bytes
+# it did not serve, or (those bytes, exception) after a callback raised on one request
+Serve = Callable[[int, int, bytes, int, Any, Any, Any, Any], "bytes | tuple[bytes, Exception]"]
 
 
 def built() -> bool:

@@ -383,14 +383,12 @@ class _Loop:
                 elif fast is not None and framer.idle:
                     # reads and answers the common requests itself; returns what it left
                     # (from the first request it did not take), b"" after a signal
-                    try:
-                        data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
-                                    lst.ident, lst.stage_checked, lst.finish, lst.write_slow)
-                    except OSError:
-                        raise  # the read itself failed: as os.read's failure would
-                    except Exception:  # a bug or MemoryError in a request: as dispatch does
-                        log.exception("FIFO: the compiled fast path failed on a request")
-                        data = b""
+                    data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
+                                lst.ident, lst.stage_checked, lst.finish, lst.write_slow)
+                    if type(data) is tuple:  # one request failed; the rest is given back
+                        data, exc = data
+                        log.error("FIFO: the compiled fast path failed on a request",
+                                  exc_info=exc)
                 else:
                     data = read(self.read_fd, READ_SIZE)
                 self.reading = False

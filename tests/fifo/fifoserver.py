@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mi_fifo import fastpath
 from mi_fifo.listener import create_fifo, run_listener
@@ -20,7 +21,7 @@ from mi_server.engine import Arena, QueueSpec
 from mi_server.mi import MIContext, build_core
 
 
-def _serve(cfg: FifoConfig, arena_name: str, compiled: bool) -> None:
+def _serve(cfg: FifoConfig, arena_name: str, compiled: bool, fast_calls) -> None:
     # the listener reads the switch when it starts serving
     if compiled:
         os.environ.pop(fastpath.ENV, None)
@@ -28,8 +29,14 @@ def _serve(cfg: FifoConfig, arena_name: str, compiled: bool) -> None:
         os.environ[fastpath.ENV] = "0"
     arena = Arena.attach(arena_name)
     core = build_core(MIContext(engine=arena, started=time.time()))
+    stage_checked = core.stage_checked
+
+    def counted(method, params, id_text):  # only the compiled fast path calls this
+        fast_calls.value += 1
+        return stage_checked(method, params, id_text)
+
     run_listener(cfg, core.handle, scan=core.scan_value, stage=core.stage, finish=core.finish,
-                 stage_checked=core.stage_checked)
+                 stage_checked=counted)
 
 
 @dataclass
@@ -37,6 +44,8 @@ class FifoServer:
     cfg: FifoConfig
     arena: Arena
     proc: multiprocessing.process.BaseProcess
+    compiled: bool
+    fast_calls: Any  # a shared int: requests the compiled fast path staged
 
     @property
     def fifo(self) -> Path:
@@ -71,10 +80,11 @@ def start(tmp: Path, replies: Path | None = None, compiled: bool = True,
     arena = Arena.create(f"mqfifo_{os.getpid()}_{tmp.name}", 1 << 20,
                          [QueueSpec("q"), QueueSpec("big")])
     create_fifo(cfg)
-    proc = multiprocessing.get_context("fork").Process(target=_serve,
-                                                       args=(cfg, arena.name, compiled))
+    ctx = multiprocessing.get_context("fork")
+    fast_calls = ctx.Value("q", 0, lock=False)  # written by the listener alone
+    proc = ctx.Process(target=_serve, args=(cfg, arena.name, compiled, fast_calls))
     proc.start()
-    return FifoServer(cfg, arena, proc)
+    return FifoServer(cfg, arena, proc, compiled, fast_calls)
 
 
 def rpc(method: str, params, id_=1) -> bytes:

@@ -11,9 +11,11 @@ Whatever it does not serve it must hand back untouched, from the right byte.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import weakref
 from pathlib import Path
 
 import pytest
@@ -253,7 +255,8 @@ def test_reply_paths_it_cannot_use_at_once_are_left_to_python(fifos, short_tmp):
     """Nothing is run for them: Python then waits, refuses and logs as it always did."""
     (short_tmp / "file").write_bytes(b"keep")
     os.mkfifo(short_tmp / "noreader")
-    os.symlink(short_tmp / "noreader", short_tmp / "link")
+    fifos.make("target")  # a FIFO with a reader: only O_NOFOLLOW refuses the link to it
+    os.symlink(short_tmp / "target", short_tmp / "link")
     fifos.make("linked")
     os.link(short_tmp / "linked", short_tmp / "linked2")
     fifos.make("own")
@@ -269,6 +272,7 @@ def test_reply_paths_it_cannot_use_at_once_are_left_to_python(fifos, short_tmp):
             assert rec.slow == []
     assert (short_tmp / "file").read_bytes() == b"keep"
     assert fifos.got("linked") == b"" and fifos.got("own") == b""
+    assert fifos.got("target") == b""
 
 
 def test_side_effects_run_once_the_reply_fifo_is_open_ready_replies_before(fifos):
@@ -302,23 +306,67 @@ def test_a_reply_bigger_than_the_pipe_is_finished_by_write_slow(fifos):
 
 
 @pytest.mark.parametrize("method", ["m", "side"])
-def test_an_exception_in_stage_or_finish_propagates_and_closes_the_reply(fifos, method):
+def test_an_exception_in_stage_or_finish_comes_back_with_the_rest_of_the_read(fifos, method):
+    """Nothing after the failed request is lost: the listener logs the exception and frames
+    the bytes that come back with it."""
     fifos.make("a")
+    fifos.make("b")
 
     def boom(*args):
         raise RuntimeError("boom")
 
     rec = Recorder()
     stage = boom if method == "m" else rec.stage
+    rest = b':b:{"jsonrpc":"2.0","method":"m","id":2} :c:{"jsonr'
     r, w = os.pipe()
-    os.write(w, b':a:{"jsonrpc":"2.0","method":"%s","id":1}' % method.encode())
+    os.write(w, b':a:{"jsonrpc":"2.0","method":"%s","id":1}' % method.encode() + rest)
     os.close(w)
     try:
-        with pytest.raises(RuntimeError, match="boom"):
-            serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, stage, boom, boom)
+        left, exc = serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, stage, boom,
+                          boom)
     finally:
         os.close(r)
-    assert fifos.got("a") == b""  # end of file if it was opened, nothing written
+    assert left == rest
+    assert type(exc) is RuntimeError and exc.__traceback__ is not None
+    assert fifos.got("a") == b"" and fifos.got("b") == b""  # a: end of file if opened
+
+
+def test_a_base_exception_that_is_not_an_exception_propagates(fifos):
+    fifos.make("a")
+
+    class Stop(BaseException):
+        pass
+
+    def stop(*args):
+        raise Stop
+
+    r, w = os.pipe()
+    os.write(w, b':a:{"jsonrpc":"2.0","method":"m","id":1}')
+    os.close(w)
+    try:
+        with pytest.raises(Stop):
+            serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, stop, stop, stop)
+    finally:
+        os.close(r)
+
+
+def test_what_stage_returned_is_released_whether_served_or_handed_back(fifos):
+    fifos.make("a")
+    rec = Recorder()
+    refs: list[weakref.ref] = []
+    stage = rec.stage
+
+    def tracked(method, params, id_text):
+        work = stage(method, params, id_text)
+        refs.append(weakref.ref(work))
+        return work
+
+    rec.stage = tracked  # type: ignore[method-assign]
+    for name in (b"missing", b"a"):  # handed back (no such reply FIFO), then served
+        serve_bytes(b':%s:{"jsonrpc":"2.0","method":"side","id":1}' % name, fifos.dir, rec)
+    gc.collect()
+    assert len(refs) == 2 and all(ref() is None for ref in refs)
+    assert rec.finished == [2]
 
 
 def test_a_signal_interrupts_the_read_after_its_handler_ran():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -38,6 +39,51 @@ def test_raw_client_gets_one_line_reply(server):
     assert call(server, "r1", rpc("which", {})).startswith(b'{"jsonrpc":"2.0","result":["')
     assert call(server, "r2", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
     assert server.size() == 1
+
+
+def test_the_compiled_run_serves_through_the_fast_path(server):
+    # the common request: the compiled listener stages it in C, the other never does
+    assert call(server, "c1", rpc("mq_get_size", ["q"])) == (
+        b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":1}\n')
+    assert (server.fast_calls.value == 1) is server.compiled
+    assert (server.fast_calls.value == 0) is not server.compiled
+
+
+def test_a_reply_bigger_than_the_pipe_arrives_whole(server):
+    for i in range(40):
+        server.arena.add("big", f"k{i}", "v" * 4000)
+    # a shape the compiled path takes: its first write fills the pipe, the rest is waited
+    # for (write_slow) while the client reads
+    reply = call(server, "big1", rpc("mq_fetch", ["big", "100"]))
+    assert len(reply) > 65536 and reply.endswith(b"}\n") and reply.count(b"\n") == 1
+    items = json.loads(reply)["result"]
+    assert [it["key"] for it in items] == [f"k{i}" for i in range(40)]
+    assert server.size("big") == 0
+
+
+def test_bytes_of_a_skipped_oversize_request_are_never_run(server):
+    """While the framer skips the rest of an oversize request, what looks like a request
+    inside it (here inside its unfinished JSON string) must not be served."""
+    fds = {}
+    for n in ("a", "b"):
+        os.mkfifo(server.reply_dir / n)
+        fds[n] = os.open(server.reply_dir / n, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert call(server, "c", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+        w = os.open(server.fifo, os.O_WRONLY)
+        try:
+            os.write(w, b':a:{"jsonrpc":"2.0","method":"mq_get_size","params":["' + b"x" * 9000)
+            assert read_all(fds["a"], 5) == TOO_LARGE_REPLY + b"\n"
+            os.write(w, b':b:{"jsonrpc":"2.0","method":"mq_fetch","params":["q"],"id":2}')
+        finally:
+            os.close(w)
+        # a request after the skipped one's time-out is served as usual: b never was
+        assert size_via_fifo(server) == (
+            b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n')
+        assert read_all(fds["b"], 0.2) is None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def test_plain_shell_client_byte_for_byte(server):
