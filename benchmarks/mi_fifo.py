@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    REPO,
     Results,
     Servers,
     apply_quick,
@@ -79,6 +80,20 @@ REFERENCES = {
                "method check, our engine, one f-string reply; nothing else), interleaved; "
                "the least a Python listener doing the MI work can cost here",
 }
+
+
+def listener_note(server_cmd: str | None) -> str:
+    """Which request path our FIFO listener served with (mi_fifo/fastpath.py)."""
+    if server_cmd:
+        return ("ours: run by --server-cmd, so its FIFO listener's compiled fast path is as "
+                "that interpreter and environment make it (its start-up log line says)")
+    # the package, not this script of the same name; the interpreter that ran our server
+    sys.path.insert(0, str(REPO))
+    from mi_fifo import fastpath
+
+    state = ("on" if fastpath.load() is not None else
+             f"off ({fastpath.ENV}=0)" if fastpath.built() else "not built")
+    return f"ours: FIFO listener's compiled fast path {state}"
 
 
 def floor_notes(res: Results) -> list[str]:
@@ -152,6 +167,7 @@ def main(argv=None):
         "same cores.",
         "ratio columns: ours / kamailio (req/s: >1 means ours is faster; CPU: <1 means ours "
         "uses less).",
+        listener_note(args.server_cmd),
         *floor_notes(res),
         f"total time {time.monotonic() - t0:.0f} s",
     ]
