@@ -29,6 +29,7 @@ OPEN_SCHEDULE = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.08, 
 OPEN_BUDGET = sum(OPEN_SCHEDULE)
 NO_WAIT: tuple[float, ...] = ()  # a schedule: one attempt, NoReader if nobody reads yet
 WRITE_STALL = 1.0         # seconds a full pipe may make no progress before we give up
+_READER_GONE = "client closed its reply FIFO before the reply was written"
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
 
@@ -140,28 +141,21 @@ def write_reply(fd: int, data: bytes, stall: float = WRITE_STALL) -> None:
     A full pipe is waited on with poll; `stall` seconds without progress, or the reader
     going away (EPIPE), abandons the reply with ReplyError."""
     try:
-        try:
-            # the common case: a reply smaller than the pipe goes in one write
-            done = os.write(fd, data)
-        except BlockingIOError:
-            done = 0
-        except BrokenPipeError:
-            raise ReplyError("client closed its reply FIFO before the reply was written") \
-                from None
-        if done < len(data):
-            _write_rest(fd, memoryview(data)[done:], stall)
-    finally:
-        os.close(fd)
+        # the common case: a reply smaller than the pipe goes in one write
+        done, err = os.write(fd, data), 0
+    except OSError as e:
+        done, err = 0, e.errno
+    finish_reply(fd, data, done, err, stall)
 
 
 def finish_reply(fd: int, data: bytes, done: int, err: int,
                  stall: float = WRITE_STALL) -> None:
-    """`write_reply` for a reply whose first write went elsewhere (the listener's compiled
-    fast path): `done` bytes of `data` were written, or the write failed with errno `err`.
-    Writes the rest, then closes fd (always); ReplyError as write_reply raises it."""
+    """What follows a reply's first write (`write_reply`'s, or the listener's compiled fast
+    path's): `done` bytes of `data` went, or that write failed with errno `err`.  Writes
+    the rest, then closes fd (always); ReplyError when the reply is abandoned."""
     try:
         if err == errno.EPIPE:
-            raise ReplyError("client closed its reply FIFO before the reply was written")
+            raise ReplyError(_READER_GONE)
         if err not in (0, errno.EAGAIN):
             raise ReplyError(f"reply FIFO: {os.strerror(err)}")
         if done < len(data):
@@ -180,8 +174,7 @@ def _write_rest(fd: int, view: memoryview, stall: float) -> None:
         except BlockingIOError:
             pass
         except BrokenPipeError:
-            raise ReplyError("client closed its reply FIFO before the reply was written") \
-                from None
+            raise ReplyError(_READER_GONE) from None
         if poller is None:
             poller = select.poll()
             poller.register(fd, select.POLLOUT)
