@@ -83,11 +83,11 @@ def serve_minimal_mi(fifo: str, reply_dir: bytes, arena: Arena) -> None:
         text = data.decode("latin-1")
         for match in _HEAD.finditer(data):
             doc = dict(scan(text, match.end() - 1)[0])
+            if doc.get("jsonrpc") != "2.0":
+                continue
             rid = doc.get("id")
             rid = quote(rid) if type(rid) is str else str(rid)
             method, queue = doc.get("method"), doc["params"][0]
-            if doc.get("jsonrpc") != "2.0":
-                continue
             if method == "mq_get_size":
                 result = f'{{"Queue":{{"name":{quote(queue)},"size":{size(queue)}}}}}'
             elif method == "mq_fetch":
@@ -185,12 +185,12 @@ def main() -> None:
     args = ap.parse_args()
     shared = shared_dir(args.shared)
     floor = Floor()
-    floor.start()
     try:
+        floor.start()
         figures = []
         for _ in range(args.reps):
             s = run_bench_client(shared, [*fifo_flags(floor, "get_size", args.n, 1, 20, "fresh"),
-                                          "--server-pid", str(floor.pid())])
+                                          "--server-pidfile", floor.pidfile])
             require_results(s, "floor run")
             figures.append(s["server_cpu_us_per_req"])
             print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "

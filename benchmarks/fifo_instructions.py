@@ -55,7 +55,9 @@ from pathlib import Path
 
 from common import (
     REPO,
+    Kamailio,
     Ours,
+    _children,
     _sigterm_to_interrupt,
     fifo_flags,
     require_results,
@@ -96,11 +98,7 @@ def fifo_reader(root: int, path: str) -> int | None:
                     return pid
         except (OSError, ValueError):
             pass  # gone, or not in read(): its children may still be the one
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            pass
+        todo.extend(_children(pid))
     return None
 
 
@@ -116,12 +114,13 @@ class CallgrindOut:
         """Every instruction process `pid` executed, from its start to its exit."""
         path = self.dir / f"cg.{pid}"
         deadline = time.monotonic() + 60
-        while not path.exists():  # written at exit; the parent may reap it first
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no callgrind output {path}")
-            time.sleep(0.2)
-        time.sleep(0.5)
-        return _totals_line(path)
+        while True:  # written at exit, totals last; the parent may reap it first
+            try:
+                return _totals_line(path)
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no complete callgrind output {path}") from None
+                time.sleep(0.2)
 
 
 def _totals_line(path: Path) -> int:
@@ -142,10 +141,6 @@ class OursUnderValgrind(Ours):
                sys.executable, "-m", "mi_server"]
         super().__init__(1, prefill, "64M", cmd)
 
-    def server_pid(self) -> int | None:
-        assert self.proc is not None
-        return fifo_reader(self.proc.pid, self.fifo)
-
 
 class KamailioUnderValgrind:
     """The peer's binary and cfg as start.sh runs them, under valgrind, FIFO in /tmp/kamailio-mq."""
@@ -160,20 +155,16 @@ class KamailioUnderValgrind:
         self.log = cg.dir / "kamailio.log"
         self.fifo = str(self.run_dir / "kamailio_rpc.fifo")
         self.reply_dir = f"{self.run_dir}/"
-        self.peer_pidfile = self.run_dir / "kamailio.pid"  # start.sh's: the peer is up
+        self.shared = shared
         self.pidfile = str(cg.dir / "kamailio.pid")
         self.prefill = prefill
         self.cg = cg
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        try:
-            pid = int(self.peer_pidfile.read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            pass
-        else:
-            raise SystemExit(f"the kamailio peer is running (pid {pid}): stop it first "
+        peer = Kamailio(self.shared, self.prefill)
+        if peer._running():
+            raise SystemExit(f"the kamailio peer is running (pid {peer.pid()}): stop it first "
                              "(../shared/peers/kamailio/stop.sh)")
         if shutil.which("kamailio") is None:
             raise SystemExit("no kamailio binary: run ../shared/peers/kamailio/start.sh once "
@@ -194,10 +185,6 @@ class KamailioUnderValgrind:
                 raise RuntimeError("kamailio under valgrind did not come up; its log ends:\n"
                                    + "\n".join(tail))
             time.sleep(0.5)
-
-    def server_pid(self) -> int | None:
-        assert self.proc is not None
-        return fifo_reader(self.proc.pid, self.fifo)
 
     def refill(self, q: str, target: int) -> int:
         return target  # prefilled at start with enough for every fetch run
@@ -231,10 +218,6 @@ class FloorUnderValgrind(Floor):
              sys.executable, "-c", code, str(REPO / "benchmarks"), self.fifo,
              self.reply_dir], stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def server_pid(self) -> int | None:
-        assert self.proc is not None
-        return fifo_reader(self.proc.pid, self.fifo)
-
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: callgrind still writes its counts
@@ -243,8 +226,9 @@ class FloorUnderValgrind(Floor):
 
 
 def _wait_for_pid(srv) -> int:
+    """The process of `srv`'s tree serving its FIFO, once it waits in read() on it."""
     deadline = time.monotonic() + START_TIMEOUT
-    while (pid := srv.server_pid()) is None:
+    while (pid := fifo_reader(srv.proc.pid, srv.fifo)) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{srv.label}: no process serving {srv.fifo}")
         time.sleep(0.2)
@@ -292,8 +276,8 @@ def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
     from mi_server.mi import build_core
     from mi_server.mi.context import MIContext
 
-    arena = Arena.create(f"mqmi-loop-{os.getpid()}", 1 << 24, [QueueSpec("q1")])
     work = Path(tempfile.mkdtemp(prefix="mqmi-loop-"))
+    arena = Arena.create(f"mqmi-loop-{os.getpid()}", 1 << 24, [QueueSpec("q1")])
     try:
         for i in range(prefill):
             arena.add("q1", f"key{i}", "value")

@@ -109,7 +109,7 @@ def floor_notes(res: Results) -> list[str]:
             parts = [f"{case}: {ref} {base:.1f} us/req"]
             for other in ("kamailio", "ours"):
                 cpu = res.median_cpu(case, other)
-                if cpu is not None:
+                if cpu:  # absent, or below the clock tick: no ratio to give
                     parts.append(f"{other}/{ref} {cpu / base:.2f}")
             rows.append(", ".join(parts))
         if rows:

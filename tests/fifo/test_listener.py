@@ -45,8 +45,7 @@ def test_the_compiled_run_serves_through_the_fast_path(server):
     # the common request: the compiled listener stages it in C, the other never does
     assert call(server, "c1", rpc("mq_get_size", ["q"])) == (
         b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":1}\n')
-    assert (server.fast_calls.value == 1) is server.compiled
-    assert (server.fast_calls.value == 0) is not server.compiled
+    assert server.fast_calls.value == int(server.compiled)
 
 
 def test_a_reply_bigger_than_the_pipe_arrives_whole(server):

@@ -58,7 +58,8 @@ def test_every_code_point_is_written_as_the_stdlib_encoder_writes_it():
     points += [0x10000, 0x1F600, 0x10FFFF]
     for start in range(0, len(points), 512):
         text = "".join(map(chr, points[start:start + 512]))
-        assert encode(text) == _stdlib_encode(text) == encode_str(text)
+        # orjson against the stdlib's string encoder (which _stdlib_encode uses for a str)
+        assert encode(text) == encode_str(text)
         assert encode({text: [text]}) == _stdlib_encode({text: [text]})
 
 
