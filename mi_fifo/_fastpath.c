@@ -19,7 +19,10 @@
  * id_text)` (MICore.stage_checked) makes the reply at once unless the command has side
  * effects, and then returns the work `finish` (MICore.finish) does once the reply FIFO is
  * open.  A ready reply is written right after the open, so the client, woken by the open,
- * finds it without sleeping in read() again.
+ * finds it without sleeping in read() again.  A command that can hold its change pending
+ * (mq_fetch of one item) comes back as (reply, settle): it ran with the engine locked and
+ * its change uncommitted; settle(True) right after the open commits it, settle(False)
+ * undoes it when the reply FIFO cannot be used, so its reply too is ready at the open.
  *
  * Anything else -- another shape, a request not complete in this read, a reply path that
  * does not open at once or fails a check, a name too long, a request over max_request --
@@ -259,6 +262,38 @@ typedef struct {
 
 enum { SERVED, NOT_OURS, FAILED };
 
+#define SETTLE_RETRIES 8
+
+/* settle(commit) for a held command; 0, or -1 with the exception set.  The engine stays
+ * locked until settle's body has run, so it must run: pending signal handlers run first,
+ * here, so that none runs (and raises) as settle's frame begins.  Should the call still
+ * fail, settle(False) is called, a bounded number of times, until it returns: it undoes
+ * a change still pending and does nothing once nothing is; the first exception is kept.
+ * A commit comes before the reply is written: if this process dies after it, the client
+ * misses an item that was taken, as when it dies after finish(); the other order would
+ * hand out an item that is then put back. */
+static int settle_held(PyObject *settle, int commit) {
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    if (PyErr_CheckSignals() == 0) {
+        PyObject *r = PyObject_CallOneArg(settle, commit ? Py_True : Py_False);
+        if (r != NULL) {
+            Py_DECREF(r);
+            return 0;
+        }
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    for (int k = 0; k < SETTLE_RETRIES; k++) {
+        PyObject *r = PyObject_CallOneArg(settle, Py_False);
+        if (r != NULL) {
+            Py_DECREF(r);
+            break;
+        }
+        PyErr_Clear();
+    }
+    PyErr_Restore(type, value, tb);
+    return -1;
+}
+
 /* One request starting at b[*i]: SERVED (and *i after it), NOT_OURS (nothing with side
  * effects was done: the Python path takes it from *i) or FAILED (a Python exception is
  * set; *i after the request, which is not answered). */
@@ -312,25 +347,57 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
         return FAILED;
     }
 
+    /* A held command (stage returned (reply, settle)) has run with its change pending and
+     * the engine locked: settle(True) commits once the reply FIFO is open, settle(False)
+     * undoes it when the FIFO cannot be used, and nothing else runs in between. */
+    PyObject *reply = NULL, *settle = NULL;
+    if (PyTuple_CheckExact(work)) {
+        if (PyTuple_GET_SIZE(work) != 2 || !PyCallable_Check(PyTuple_GET_ITEM(work, 1))) {
+            Py_DECREF(work);
+            PyErr_SetString(PyExc_TypeError, "stage() must return (reply, settle)");
+            *i = j;
+            return FAILED;
+        }
+        reply = Py_NewRef(PyTuple_GET_ITEM(work, 0));
+        settle = Py_NewRef(PyTuple_GET_ITEM(work, 1));
+        Py_SETREF(work, NULL);
+    }
+
     /* Anything but an open at once that passes the checks: the Python path does this
      * request again from the start, waits, refuses and logs as it always does.  Nothing
-     * with side effects has run (`work` is only what would run it); a read-only command
-     * that ran runs again there, as the Python path itself re-makes a ready reply after
-     * waiting for the reader. */
+     * with side effects has run (`work` is only what would run it, a held change is
+     * undone); a read-only command that ran runs again there, as the Python path itself
+     * re-makes a ready reply after waiting for the reader. */
     int fd = open(path, OPEN_FLAGS);
-    if (fd < 0) {
-        Py_DECREF(work);
-        return NOT_OURS;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1
-            || (s->refuse && st.st_dev == s->refuse_dev && st.st_ino == s->refuse_ino)) {
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_nlink != 1
+            || (s->refuse && st.st_dev == s->refuse_dev && st.st_ino == s->refuse_ino))) {
         close(fd);
-        Py_DECREF(work);
+        fd = -1;
+    }
+    if (fd < 0) {
+        Py_XDECREF(work);
+        if (settle != NULL) {
+            Py_DECREF(reply);
+            int failed = settle_held(settle, 0);
+            Py_DECREF(settle);
+            if (failed) {
+                *i = j;
+                return FAILED;
+            }
+        }
         return NOT_OURS;
     }
-    PyObject *reply = work;
-    if (work != Py_None && !PyBytes_Check(work)) {  /* side effects: run them now */
+    if (settle != NULL) {  /* committed before the reply is written: see settle_held */
+        int failed = settle_held(settle, 1);
+        Py_DECREF(settle);
+        if (failed) {
+            Py_DECREF(reply);
+            close(fd);
+            *i = j;
+            return FAILED;
+        }
+    } else if (work != Py_None && !PyBytes_Check(work)) {  /* side effects: run them now */
         reply = PyObject_CallOneArg(s->finish, work);
         Py_DECREF(work);
         if (reply == NULL) {
@@ -338,6 +405,8 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
             *i = j;
             return FAILED;
         }
+    } else {
+        reply = work;
     }
     *i = j;
     if (reply == Py_None) {  /* nothing to send: close with nothing written */
@@ -348,7 +417,7 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     if (!PyBytes_Check(reply)) {
         Py_DECREF(reply);
         close(fd);
-        PyErr_SetString(PyExc_TypeError, "finish() must return bytes or None");
+        PyErr_SetString(PyExc_TypeError, "the reply must be bytes or None");
         return FAILED;
     }
     /* the reply and its newline in one system call (opensips-cli reads with readline) */
@@ -379,8 +448,9 @@ PyDoc_STRVAR(serve_doc,
 "Read the FIFO and answer the requests of the narrow shape until one is not (its bytes\n"
 "and all after them are returned) or a signal, end-of-file or EAGAIN ends the read (b'').\n"
 "refuse: (st_dev, st_ino) of the server's own FIFO, or None.  stage(method, params,\n"
-"id_text) -> the reply (bytes, None: nothing to send) or work for finish(work) -> bytes |\n"
-"None, called once the reply FIFO is open; write_slow(fd, reply, written, errno) finishes\n"
+"id_text) -> the reply (bytes, None: nothing to send), work for finish(work) -> bytes |\n"
+"None, called once the reply FIFO is open, or (reply, settle): settle(True) is called once\n"
+"it is open, settle(False) if it cannot be used; write_slow(fd, reply, written, errno) finishes\n"
 "a reply that did not go in one write and closes fd.  If one of them raises an Exception,\n"
 "(bytes after that request, the exception) is returned instead.");
 

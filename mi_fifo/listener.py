@@ -54,7 +54,9 @@ Handle = Callable[[bytes], "bytes | None"]
 Stage = Callable[[Any], Any]
 Finish = Callable[[Any], "bytes | None"]
 # MICore.stage_checked: method, params, id text of a request whose envelope the compiled
-# fast path checked -> what Stage returns; never raises
+# fast path checked -> what Stage returns, or (reply, settle) for a command held pending,
+# which the compiled path settles at once (only it: the Python path may wait for the
+# reader, and the engine is locked while a command is held); never raises
 StageChecked = Callable[[str, Any, str], Any]
 
 

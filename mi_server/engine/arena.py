@@ -252,6 +252,8 @@ class Arena:
         self._bmask = w[H_BMASK]
         # "$mqk/$mqv": the last item fetched by this process, per queue (as OpenSIPS)
         self._last: dict[str, tuple[str, str]] = {}
+        # (undo log length, rollback count) of a fetch_pending not yet settled, else None
+        self._pending: tuple[int, int] | None = None
         track(self)
 
     @classmethod
@@ -323,6 +325,7 @@ class Arena:
                 os.close(self._fd)
                 self._fd = -1
         self._last = {}  # "the last item fetched by this process"
+        self._pending = None  # the parent's lock is not this child's
 
     def specs(self) -> list[QueueSpec]:
         return list(self._specs)
@@ -527,6 +530,44 @@ class Arena:
         logged_write(w, base + Q_FETCHED, w[base + Q_FETCHED] + 1)
         return item
 
+    def _pop_plain(self, w: memoryview, base: int) -> tuple[bytes, bytes] | None:
+        """`_pop` for an unkeyed queue (addmode 0), written out: remove the head item, its
+        writes logged and NOT committed (word 13 is left at 10); its key and value bytes,
+        or None (nothing logged) when the queue is empty.  Lock held by the caller."""
+        # Literal word indices (see add): queue +0 head, +1 tail, +3 fetched; item +0 next,
+        # +1 prev, +3 lengths, +5 block words, +6 payload; 12 large list, 16.. the log.
+        p = w[base]
+        if not p:
+            return None
+        lens = w[p + 3]
+        kl = lens & 0xFFFFFFFF
+        o = (p + 6) << 3
+        mm = self._mm
+        kb = mm[o : o + kl]
+        vb = mm[o + kl : o + kl + (lens >> 32)]
+        nx = w[p]
+        c = w[p + 5] >> 1
+        fh = 272 + c if c < 4096 else 12
+        f = w[base + 3]
+        fold = w[fh]
+        w[16] = base
+        w[17] = p
+        w[18] = nx + 1 if nx else base + 1  # next item's prev, or the tail: both were p
+        w[19] = p
+        w[20] = base + 3
+        w[21] = f
+        w[22] = p  # the freed block's first word becomes its free-list link
+        w[23] = nx
+        w[24] = fh
+        w[25] = fold
+        w[13] = 10
+        w[base] = nx
+        w[nx + 1 if nx else base + 1] = 0
+        w[base + 3] = f + 1
+        w[p] = fold
+        w[fh] = p
+        return kb, vb
+
     def fetch(self, q: str) -> tuple[str, str] | None:
         """Remove and return the oldest (key, value); None when empty. UnknownQueue."""
         try:
@@ -536,52 +577,91 @@ class Arena:
         if mode:
             with self._locked() as w:
                 return self._pop(w, base, True)
-        # Hot path with literal word indices (see add): queue +0 head, +1 tail, +3 fetched;
-        # item +0 next, +1 prev, +3 lengths, +5 block words, +6 payload; 12 large list.
+        # the hot path: the lock taken as in _records, not through _locked()
         fd = self._fd
         w = self._w
         flock(fd, 2)
         try:
             if w[13]:
                 rollback(w)
-            p = w[base]
-            if not p:
-                return None
-            lens = w[p + 3]
-            kl = lens & 0xFFFFFFFF
-            o = (p + 6) << 3
-            mm = self._mm
-            kb = mm[o : o + kl]
-            vb = mm[o + kl : o + kl + (lens >> 32)]
-            nx = w[p]
-            c = w[p + 5] >> 1
-            fh = 272 + c if c < 4096 else 12
-            f = w[base + 3]
-            fold = w[fh]
-            w[16] = base
-            w[17] = p
-            w[18] = nx + 1 if nx else base + 1  # next item's prev, or the tail: both were p
-            w[19] = p
-            w[20] = base + 3
-            w[21] = f
-            w[22] = p  # the freed block's first word becomes its free-list link
-            w[23] = nx
-            w[24] = fh
-            w[25] = fold
-            w[13] = 10
-            w[base] = nx
-            w[nx + 1 if nx else base + 1] = 0
-            w[base + 3] = f + 1
-            w[p] = fold
-            w[fh] = p
-            w[13] = 0
+            item = self._pop_plain(w, base)
+            w[13] = 0  # commit
         except BaseException:
             if w[13]:
                 rollback(w)
             raise
         finally:
             flock(fd, 8)
-        return kb.decode(_ENC, _ERR), vb.decode(_ENC, _ERR)
+        if item is None:
+            return None
+        return item[0].decode(_ENC, _ERR), item[1].decode(_ENC, _ERR)
+
+    # ---- a fetch left pending ---------------------------------------------------------
+    # For a caller that must know the item can be delivered before the fetch counts:
+    # mi_fifo's compiled path removes the item, opens the reply FIFO, and only then
+    # commits (or, when the FIFO cannot be opened, puts the item back).  The client is
+    # then woken once, with its reply ready, instead of once by the open and again by the
+    # reply; nobody sees the removal before it is committed, since the lock stays held
+    # and lock-free readers take the lock while the undo log is busy.
+
+    def fetch_pending(self, q: str) -> tuple[str, str] | None:
+        """`fetch` with the removal left pending: the item is returned with the arena lock
+        still held and its removal logged but not committed.  `settle(True)` commits it,
+        `settle(False)` puts the item back as it was.  Until then every other process
+        waits for the lock, so the caller must settle at once, with nothing between that
+        can block; and this process must use the arena for nothing else (another
+        operation would undo the removal, which `settle(True)` then reports).  A process
+        that dies before it settles is rolled back by the next locker, as any unfinished
+        operation is.  None when the queue is empty (nothing pending, lock released).
+        UnknownQueue."""
+        try:
+            base, _qidx, _limit, mode, _seed = self._queues[q]
+        except KeyError:
+            raise UnknownQueue(q) from None
+        if self._pending is not None:
+            raise RuntimeError("a fetch is already pending on this arena")
+        fd, w = self._fd, self._w
+        flock(fd, 2)
+        try:
+            if w[13]:
+                rollback(w)
+            if mode:
+                item = self._pop(w, base, True)
+            else:
+                raw = self._pop_plain(w, base)
+                item = None if raw is None else (raw[0].decode(_ENC, _ERR),
+                                                 raw[1].decode(_ENC, _ERR))
+        except BaseException:
+            if w[13]:
+                rollback(w)
+            flock(fd, 8)
+            raise
+        if item is None:
+            flock(fd, 8)
+            return None
+        # the undo log's length and the rollback count: if either moves before settle,
+        # an operation of this process ran in between and undid the removal
+        self._pending = (w[13], w[15])
+        return item
+
+    def settle(self, commit: bool) -> None:
+        """End what `fetch_pending` left pending: commit the removal (True) or undo it
+        (False); the lock is released either way.  With nothing pending it does nothing,
+        so calling it again is harmless.  RuntimeError (lock released, item still queued)
+        when another operation of this process undid the removal in between."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        w = self._w
+        try:
+            if (w[13], w[15]) != pending:
+                raise RuntimeError("the pending fetch was undone before it was settled")
+            if commit:
+                w[13] = 0
+            else:
+                rollback(w)
+        finally:
+            flock(self._fd, 8)
 
     def fetch_many(self, q: str, limit: int) -> list[tuple[str, str]]:
         """Up to `limit` items, oldest first, in one locked step. UnknownQueue.

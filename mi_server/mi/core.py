@@ -14,7 +14,8 @@ as the contract between this core and the commands.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from jsonrpcserver.exceptions import JsonRpcError
 from jsonrpcserver.result import Error, Result
@@ -123,6 +124,13 @@ class Staged:
 
     def __init__(self, cmd: Command | None, params: Any, id_text: str | None) -> None:
         self.cmd, self.params, self.id_text = cmd, params, id_text
+
+
+# `stage_checked`'s answer for a command whose change is held pending (Command.pending):
+# the reply, made already, and settle(commit), which the transport calls at once, True
+# once the reply FIFO is open, False when it cannot be.
+Held = tuple[bytes | None, Callable[[bool], None]]
+HOLD: Literal["hold"] = "hold"  # _dispatch's `defer` for stage_checked: hold if it can
 
 
 class MICore:
@@ -234,22 +242,28 @@ class MICore:
         return self._dispatch(method, params, id_text, defer)
 
     def stage_checked(self, method: str, params: list | JObject | None,
-                      id_text: str) -> bytes | None | Staged:
+                      id_text: str) -> bytes | None | Staged | Held:
         """`stage` for a request whose envelope a transport has already checked exactly as
         `_one` does (mi_fifo's compiled fast path: version "2.0", a str method, params a
-        list, a JObject or absent, `id_text` the id as echoed): the reply, or a `Staged`
-        command with side effects for `finish`.  Never raises: a failure is answered like
-        any other."""
+        list, a JObject or absent, `id_text` the id as echoed): the reply, a `Staged`
+        command with side effects for `finish`, or, for a command that can hold its change
+        pending (Command.pending), a `Held` (reply, settle): the command has run, and its
+        change counts only once the transport calls settle(True).  The transport must
+        settle at once, with nothing between that can block or run Python, because the
+        engine is locked until then.  Never raises: a failure is answered like any
+        other."""
         try:
-            text = self._dispatch(method, params, id_text, True)
+            text = self._dispatch(method, params, id_text, HOLD)
             return to_bytes(text) if type(text) is str else text
         except Exception:  # as in _reply
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY
 
     def _dispatch(self, method: str, params: Any, id_text: str | None,
-                  defer: bool) -> str | None | Staged:
-        """`_one` after the envelope checks: the command, its params, the call."""
+                  defer: bool | Literal["hold"]) -> str | None | Staged | Held:
+        """`_one` after the envelope checks: the command, its params, the call.  `defer`:
+        a command with side effects is not run but staged; HOLD: run with its change held
+        pending where the command can (see stage_checked), else staged."""
         cmd = self._command(method)
         if cmd is None:
             return None if id_text is None else error_text(*E.METHOD_NOT_FOUND, NODATA, id_text)
@@ -270,6 +284,8 @@ class MICore:
                 return None if id_text is None else error_text(*E.INVALID_PARAMS, detail, id_text)
             bound = _bind(params)
         if defer and cmd.side_effects:
+            if defer is HOLD and cmd.pending is not None:
+                return self._hold(cmd, bound, id_text)
             return Staged(cmd, bound, id_text)
         return self._run(cmd, bound, id_text)
 
@@ -283,9 +299,35 @@ class MICore:
             # OpenSIPS answers a failed handler (NULL reply) with this; -32603 is never used.
             log.exception("MI command %s failed", cmd.name)
             result = Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
-        if id_text is None:
-            return None
-        if isinstance(result, Left):
-            err = result._error
-            return error_text(err.code, err.message, err.data, id_text)
-        return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
+        return None if id_text is None else result_text(result, id_text)
+
+    def _hold(self, cmd: Command, params: dict[str, Any],
+              id_text: str | None) -> str | None | Staged | Held:
+        """Run a command's `pending` form: a Held when it left a change pending, the reply
+        text when it did not (an error, say), Staged when that form does not apply."""
+        try:
+            held = cmd.pending(self.ctx, params)  # type: ignore[misc]
+        except JsonRpcError as exc:  # raised before anything was held (as in _run)
+            held = Error(exc.code, exc.message, exc.data), None
+        except Exception:
+            log.exception("MI command %s failed", cmd.name)
+            held = Error(*E.SERVER_ERROR, E.DET_CMD_NULL), None
+        if held is None:
+            return Staged(cmd, params, id_text)
+        result, settle = held
+        if settle is None:
+            return None if id_text is None else result_text(result, id_text)
+        try:
+            reply = None if id_text is None else to_bytes(result_text(result, id_text))
+        except BaseException:
+            settle(False)  # the engine must not stay locked for a reply never made
+            raise
+        return reply, settle
+
+
+def result_text(result: Result, id_text: str) -> str:
+    """A command's result as the reply text for the request with `id_text`."""
+    if isinstance(result, Left):
+        err = result._error
+        return error_text(err.code, err.message, err.data, id_text)
+    return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'

@@ -15,6 +15,11 @@ from jsonrpcserver.result import Result
 from mi_server.mi.context import MIContext
 
 Handler = Callable[[MIContext, dict[str, Any]], Result]
+# A command run with its change held pending: (result, settle) where settle(commit) commits
+# or undoes the change (None: nothing was held, e.g. an error); None when this form does
+# not apply to these params (the command is then staged as usual).  See MICore.stage_checked.
+PendingHandler = Callable[
+    [MIContext, dict[str, Any]], "tuple[Result, Callable[[bool], None] | None] | None"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class Command:
     # A transport may then run it before it knows the reply can be delivered (the FIFO
     # listener does, see MICore.stage); True (the safe default) means it must not.
     side_effects: bool = True
+    # The handler's form that holds its change pending until the transport knows the reply
+    # can be delivered (mq_fetch: Arena.fetch_pending); None: the command has none.
+    pending: PendingHandler | None = None
     # params count -> the one non-empty recipe of that length, for positional params; counts
     # with no recipe or with several (ambiguous) are absent: match_recipe says which error
     positional: dict[int, tuple[str, ...]] = field(init=False, repr=False, compare=False)

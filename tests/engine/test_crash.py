@@ -58,6 +58,9 @@ OPS: dict[str, Op] = {
     "fetch_plain": lambda a: a.fetch("plain"),
     "fetch_keyed": lambda a: a.fetch("newest"),
     "fetch_many": lambda a: a.fetch_many("plain", 2),
+    "fetch_pending_committed": lambda a: (a.fetch_pending("plain"), a.settle(True)),
+    "fetch_pending_keyed_committed": lambda a: (a.fetch_pending("newest"), a.settle(True)),
+    "fetch_pending_undone": lambda a: (a.fetch_pending("plain"), a.settle(False)),
     "reset_stats_one_queue": lambda a: a.reset_stats("bounded"),
 }
 

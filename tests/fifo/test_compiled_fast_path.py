@@ -11,10 +11,13 @@ Whatever it does not serve it must hand back untouched, from the right byte.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
 import signal
+import struct
+import termios
 import weakref
 from pathlib import Path
 
@@ -43,6 +46,11 @@ class Work:
         self.n = n
 
 
+def fionread(fd: int) -> int:
+    """Bytes waiting in a pipe, without reading them."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
 def writers_open(path: Path) -> int:
     """Descriptors of this process open on `path` (the test's reader is one)."""
     fds = Path("/proc/self/fd")
@@ -51,7 +59,8 @@ def writers_open(path: Path) -> int:
 
 class Recorder:
     """stage / finish / write_slow for `serve`: what they were called with.  Ready replies
-    are `b"R<n>"` (n: the stage call); "side" is staged and finished as `b"F<n>"`."""
+    are `b"R<n>"` (n: the stage call); "side" is staged and finished as `b"F<n>"`; "held"
+    is held as `(b"H<n>", settle)`, each settle call recorded with the writers open."""
 
     def __init__(self, reply: bytes | None = None, replies: Path | None = None) -> None:
         self.calls: list[tuple] = []
@@ -61,6 +70,7 @@ class Recorder:
         self.replies = replies
         self.open_at_stage: list[int] = []
         self.open_at_finish: list[int] = []
+        self.settled: list[tuple[int, bool, int]] = []  # (stage call, commit, writers)
 
     def stage(self, method, params, id_text):
         self.calls.append((method, params, id_text))
@@ -68,6 +78,9 @@ class Recorder:
             self.open_at_stage.append(writers_open(self.replies / "a"))
         if method == "side":
             return Work(len(self.calls))
+        if method == "held":
+            n = len(self.calls)
+            return b"H%d" % n, lambda commit: self.settle(n, commit)
         return self.reply if self.reply is not None else b"R%d" % len(self.calls)
 
     def finish(self, work):
@@ -75,6 +88,10 @@ class Recorder:
         if self.replies is not None:
             self.open_at_finish.append(writers_open(self.replies / "a"))
         return b"F%d" % work.n
+
+    def settle(self, n, commit):
+        open_now = writers_open(self.replies / "a") if self.replies is not None else -1
+        self.settled.append((n, commit, open_now))
 
     def write_slow(self, fd, reply, done, err):
         self.slow.append((fd, reply, done, err))
@@ -263,12 +280,14 @@ def test_reply_paths_it_cannot_use_at_once_are_left_to_python(fifos, short_tmp):
     st = os.stat(short_tmp / "own")
     for name, refuse in [("missing", None), ("file", None), ("noreader", None),
                          ("link", None), ("linked", None), ("own", (st.st_dev, st.st_ino))]:
-        for method in ("side", "m"):
+        for method in ("side", "m", "held"):
             rec = Recorder()
             data = b':%s:{"jsonrpc":"2.0","method":"%s","id":1}' % (name.encode(),
                                                                    method.encode())
             assert serve_bytes(data, fifos.dir, rec, refuse) == data, name
             assert rec.finished == [], name  # side effects never ran
+            # a held change is undone, once
+            assert rec.settled == ([(1, False, -1)] if method == "held" else []), name
             assert rec.slow == []
     assert (short_tmp / "file").read_bytes() == b"keep"
     assert fifos.got("linked") == b"" and fifos.got("own") == b""
@@ -285,6 +304,90 @@ def test_side_effects_run_once_the_reply_fifo_is_open_ready_replies_before(fifos
     assert rec.finished == [2]
     # only the test's reader while staging; the server's writer too while finishing
     assert rec.open_at_stage == [1, 1] and rec.open_at_finish == [2]
+
+
+def test_a_held_change_is_committed_once_the_reply_fifo_is_open_then_answered(fifos):
+    fifos.make("a")
+    rec = Recorder(replies=fifos.dir)
+    data = (b':a:{"jsonrpc":"2.0","method":"held","id":1}'
+            b':a:{"jsonrpc":"2.0","method":"m","id":2}')
+    unread: list[int] = []
+    settle = rec.settle
+
+    def settle_and_look(n, commit):
+        settle(n, commit)
+        unread.append(fionread(fifos.fds["a"]))
+
+    rec.settle = settle_and_look  # type: ignore[method-assign]
+    assert serve_bytes(data, fifos.dir, rec) == b""
+    assert fifos.got("a") == b"H1\nR2\n"
+    # committed while the server's writer was open (the test's reader + it), once, and
+    # before the reply was written
+    assert rec.settled == [(1, True, 2)] and unread == [0]
+    assert rec.finished == [] and rec.open_at_stage == [1, 1]
+    assert writers_open(fifos.dir / "a") == 1  # closed after the reply
+
+
+def test_a_held_notification_commits_and_closes_with_nothing_written(fifos):
+    fifos.make("a")
+    rec = Recorder(replies=fifos.dir)
+    rec.stage = lambda m, p, i: (None, lambda commit: rec.settle(1, commit))  # type: ignore
+    assert serve_bytes(b':a:{"jsonrpc":"2.0","method":"held","id":1}', fifos.dir, rec) == b""
+    assert rec.settled == [(1, True, 2)]
+    assert fifos.got("a") == b""
+    assert writers_open(fifos.dir / "a") == 1
+
+
+@pytest.mark.parametrize("commit_fails_times", [1, 3])
+def test_a_failed_commit_is_undone_and_not_answered(fifos, commit_fails_times):
+    """settle raising: settle(False) is called until it returns (so the engine is never
+    left locked), the reply is not written, and the first exception comes back with the
+    rest of the read."""
+    fifos.make("a")
+    fifos.make("b")
+    calls: list[bool] = []
+
+    def settle(commit):
+        calls.append(commit)
+        if len(calls) <= commit_fails_times:
+            raise RuntimeError(f"boom {len(calls)}")
+
+    rec = Recorder()
+    rec.stage = lambda m, p, i: (b"H", settle) if m == "held" else b"R"  # type: ignore
+    rest = b':b:{"jsonrpc":"2.0","method":"m","id":2}'
+    left, exc = serve_bytes(b':a:{"jsonrpc":"2.0","method":"held","id":1}' + rest,
+                            fifos.dir, rec)
+    assert left == rest
+    assert str(exc) == "boom 1"
+    assert calls == [True] + [False] * commit_fails_times
+    assert fifos.got("a") == b""
+    assert writers_open(fifos.dir / "a") == 1
+
+
+def test_a_failed_undo_is_retried_and_reported(fifos):
+    calls: list[bool] = []
+
+    def settle(commit):
+        calls.append(commit)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    rec = Recorder()
+    rec.stage = lambda m, p, i: (b"H", settle)  # type: ignore[method-assign]
+    data = b':missing:{"jsonrpc":"2.0","method":"held","id":1}'
+    left, exc = serve_bytes(data, fifos.dir, rec)
+    assert left == b"" and str(exc) == "boom"
+    assert calls == [False, False]
+
+
+@pytest.mark.parametrize("bad", [(b"H",), (b"H", "not callable"), (b"H", len, 3)])
+def test_a_malformed_held_answer_is_refused(fifos, bad):
+    fifos.make("a")
+    rec = Recorder()
+    rec.stage = lambda m, p, i: bad  # type: ignore[method-assign]
+    left, exc = serve_bytes(b':a:{"jsonrpc":"2.0","method":"held","id":1}', fifos.dir, rec)
+    assert left == b"" and type(exc) is TypeError
+    assert fifos.got("a") == b""
 
 
 def test_a_notification_reply_closes_with_nothing_written(fifos):
@@ -353,15 +456,18 @@ def test_what_stage_returned_is_released_whether_served_or_handed_back(fifos):
 
     def tracked(method, params, id_text):
         work = stage(method, params, id_text)
-        refs.append(weakref.ref(work))
+        # of a held answer, its settle (a tuple and bytes cannot be weakly referenced)
+        refs.append(weakref.ref(work[1] if type(work) is tuple else work))
         return work
 
     rec.stage = tracked  # type: ignore[method-assign]
     for name in (b"missing", b"a"):  # handed back (no such reply FIFO), then served
         serve_bytes(b':%s:{"jsonrpc":"2.0","method":"side","id":1}' % name, fifos.dir, rec)
+        serve_bytes(b':%s:{"jsonrpc":"2.0","method":"held","id":1}' % name, fifos.dir, rec)
     gc.collect()
-    assert len(refs) == 2 and all(ref() is None for ref in refs)
-    assert rec.finished == [2]
+    assert len(refs) == 4 and all(ref() is None for ref in refs)
+    assert rec.finished == [3]
+    assert [s[:2] for s in rec.settled] == [(2, False), (4, True)]
 
 
 def test_a_signal_interrupts_the_read_after_its_handler_ran():

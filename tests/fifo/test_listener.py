@@ -13,6 +13,7 @@ import pytest
 from opensips.mi import OpenSIPSMI
 
 from mi_fifo.replies import PARSE_ERROR_REPLY, TOO_LARGE_REPLY
+from mi_server.engine import Arena
 from tests.fifo.fifoserver import call, read_all, rpc, send, shell_client, start
 from tests.serverproc import wait_for
 
@@ -29,6 +30,21 @@ def server(short_tmp, request):
         assert srv.stop() == 0
     finally:
         srv.arena.unlink()  # also when the listener had to be killed
+
+
+def late_reader_reply(server, request: bytes, before_open=lambda: None) -> bytes:
+    """The reply to `request` for a client that opens its reply FIFO only once the
+    listener is waiting for a reader; `before_open` runs just before that open."""
+    path = server.reply_dir / "late"
+    os.mkfifo(path, 0o600)
+    send(server, b":late:" + request)
+    time.sleep(0.05)  # the listener is now waiting for a reader (bounded, ~0.3 s)
+    before_open()
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return read_all(rfd, 10)
+    finally:
+        os.close(rfd)
 
 
 def size_via_fifo(server) -> bytes:
@@ -135,14 +151,18 @@ def _hostile(reply_dir: Path, kind: str) -> tuple[str, Path | None]:
 
 @pytest.mark.parametrize("kind", ["dotdot", "slash", "dot", "symlink", "regular", "hardlink",
                                   "toolong", "missing"])
-def test_hostile_reply_target_gets_no_reply_and_is_not_run(server, kind):
+@pytest.mark.parametrize("command", ["add", "fetch"])
+def test_hostile_reply_target_gets_no_reply_and_is_not_run(server, kind, command):
     name, target = _hostile(server.reply_dir, kind)
     rfd = os.open(target, os.O_RDONLY | os.O_NONBLOCK) if target else None
+    if command == "fetch":  # the compiled path takes it and puts it back
+        server.arena.add("q", "k", "v")
     try:
-        send(server, b":%s:%s" % (name.encode(), ADD))
+        request = ADD if command == "add" else rpc("mq_fetch", ["q"])
+        send(server, b":%s:%s" % (name.encode(), request))
         # served in order: once this answers, the hostile request has been dealt with
         assert size_via_fifo(server).startswith(b'{"jsonrpc":"2.0","result":{"Queue"')
-        assert server.size() == 0
+        assert server.size() == (0 if command == "add" else 1)
         if rfd is not None:
             assert os.read(rfd, 100) == b""  # no reply bytes reached the target
     finally:
@@ -157,6 +177,47 @@ def test_reply_fifo_without_reader_means_the_command_is_not_run(server):
     send(server, b":deaf:" + ADD)
     assert size_via_fifo(server).startswith(b'{"jsonrpc"')
     assert server.size() == 0
+
+
+def test_a_fetch_whose_reader_comes_late_gives_its_item_once(server):
+    """The compiled path takes the item, cannot open the reply FIFO, puts the item back;
+    the Python path waits for the reader and fetches it: one item, to one client."""
+    server.arena.add("q", "k1", "v1")
+    server.arena.add("q", "k2", "v2")
+    assert late_reader_reply(server, rpc("mq_fetch", ["q"])) == \
+        b'{"jsonrpc":"2.0","result":{"Item":{"key":"k1","value":"v1"}},"id":1}\n'
+    assert server.size() == 1
+    assert server.arena.stats()["q"].fetched == 1
+    assert call(server, "next", rpc("mq_fetch", ["q"])) == \
+        b'{"jsonrpc":"2.0","result":{"Item":{"key":"k2","value":"v2"}},"id":1}\n'
+
+
+def test_fetches_served_while_another_process_adds_lose_and_repeat_nothing(server):
+    """The compiled path commits a fetch only after its open, with the engine locked in
+    between: a producer in another process meanwhile neither loses an item nor sees one
+    twice."""
+    n = 300
+    done = threading.Event()
+
+    producer_arena = Arena.attach(server.arena.name)  # its own lock, apart from the test's
+
+    def produce() -> None:
+        for i in range(n):
+            producer_arena.add("q", f"k{i}", str(i))
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    got: list[str] = []
+    while not (done.is_set() and server.size() == 0):
+        reply = json.loads(call(server, "f", rpc("mq_fetch", ["q"])))
+        if "result" in reply:
+            got.append(reply["result"]["Item"]["value"])
+    producer.join()
+    producer_arena.close()
+    assert got == [str(i) for i in range(n)]
+    assert server.arena.stats()["q"].fetched == n
+    assert server.fast_calls.value >= (n if server.compiled else 0)
 
 
 def test_the_servers_own_fifo_is_not_a_reply_fifo(short_tmp):
@@ -319,14 +380,7 @@ def test_hung_clients_do_not_block_the_next_one(server):
 def test_a_read_only_reply_waited_for_is_made_again(server):
     # The reply to mq_get_size is made before the open; the client opens its end only
     # later, after an item was added: the reply must say 1 (as of the open), not 0.
-    path = server.reply_dir / "late"
-    os.mkfifo(path, 0o600)
-    send(server, b":late:" + rpc("mq_get_size", ["q"]))
-    time.sleep(0.05)  # the listener is now waiting for a reader (bounded, ~0.3 s)
-    server.arena.add("q", "k", "v")
-    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        assert read_all(rfd, 10) == \
-            b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n'
-    finally:
-        os.close(rfd)
+    reply = late_reader_reply(server, rpc("mq_get_size", ["q"]),
+                              before_open=lambda: server.arena.add("q", "k", "v"))
+    assert reply == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n'
+

@@ -86,3 +86,101 @@ def test_read_only_commands_change_nothing():
                     got = core.finish(got)
                 assert step.matches(got), (step.request, got)
     assert checked >= {"mq_get_size", "mq_get_sizes", "which"}
+
+
+# ---- stage_checked: a command that holds its change pending (mi_fifo's compiled path) ----
+
+
+def checked(core, request_: bytes):
+    """stage_checked with what the compiled path passes: (method, params, id text)."""
+    m = dict(parse(request_))
+    return core.stage_checked(m["method"], m.get("params"), json_id(m))
+
+
+def json_id(m: dict) -> str:
+    return f'"{m["id"]}"' if type(m["id"]) is str else str(m["id"])
+
+
+FETCH = b'{"jsonrpc":"2.0","method":"mq_fetch","params":["q"],"id":"f"}'
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_held_fetch_counts_only_once_settled(commit):
+    with arena_core(QUEUES, ITEMS) as (core, arena), arena_core(QUEUES, ITEMS) as (ref, _):
+        before = state(arena)
+        held = checked(core, FETCH)
+        assert type(held) is tuple
+        reply, settle = held
+        assert reply == ref.handle(FETCH)  # the bytes a plain run answers
+        settle(commit)
+        if commit:
+            assert dict(arena.sizes()) == {"q": 1, "r": 1}
+            assert arena.stats()["q"].fetched == 1
+        else:
+            assert state(arena) == before
+        assert core.handle(FETCH) == (ref.handle(FETCH) if commit else reply)
+
+
+@pytest.mark.parametrize("request_, reply", [
+    (b'{"jsonrpc":"2.0","method":"mq_fetch","params":["nope"],"id":1}',
+     b'{"jsonrpc":"2.0","error":{"code":404,"message":"No such queue"},"id":1}'),
+    (b'{"jsonrpc":"2.0","method":"mq_fetch","params":["e"],"id":2}',
+     b'{"jsonrpc":"2.0","error":{"code":404,"message":"Empty queue"},"id":2}'),
+    (b'{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":[]},"id":3}',
+     b'{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params",'
+     b'"data":"Bad type for parameter \'name\'"},"id":3}'),
+])
+def test_a_held_fetch_that_changes_nothing_answers_at_once(request_, reply):
+    """Errors hold nothing: a plain reply, and the engine is not locked afterwards."""
+    with arena_core([*QUEUES, QueueSpec("e")], ITEMS) as (core, arena):
+        before = state(arena)
+        assert checked(core, request_) == reply == core.handle(request_)
+        assert state(arena) == before
+        assert arena.fetch_pending("q") is not None  # nothing was left pending
+        arena.settle(False)
+
+
+def test_a_fetch_with_a_limit_is_staged_as_before():
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        staged = checked(core, b'{"jsonrpc":"2.0","method":"mq_fetch",'
+                               b'"params":["q","5"],"id":1}')
+        assert type(staged) is Staged
+        assert core.finish(staged) == (
+            b'{"jsonrpc":"2.0","result":[{"key":"a","value":"1"},{"key":"b","value":"2"}],'
+            b'"id":1}')
+
+
+def test_a_held_notification_has_no_reply_but_still_settles():
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        reply, settle = core.stage_checked("mq_fetch", ["q"], None)
+        assert reply is None
+        settle(True)
+        assert arena.size("q") == 1
+
+
+def test_a_reply_that_cannot_be_made_undoes_the_held_change(monkeypatch):
+    """The engine must never stay locked for a reply that was never made."""
+    from mi_server.mi import core as core_module
+
+    def broken(result, id_text):
+        raise RuntimeError("boom")
+
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        before = state(arena)
+        monkeypatch.setattr(core_module, "result_text", broken)
+        assert checked(core, FETCH) == (
+            b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error"},"id":null}')
+        monkeypatch.undo()
+        assert state(arena) == before
+        assert arena.fetch_pending("q") == ("a", "1")  # not left pending or locked
+        arena.settle(False)
+
+
+def test_only_stage_checked_holds():
+    """The Python listener's stage (it may wait for the reader) and HTTP never hold."""
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        assert type(core.stage(parse(FETCH))) is Staged
+        assert core.handle(FETCH) == (
+            b'{"jsonrpc":"2.0","result":{"Item":{"key":"a","value":"1"}},"id":"f"}')
+        assert arena.fetch_pending("q") is not None  # handle left nothing pending
+        arena.settle(False)

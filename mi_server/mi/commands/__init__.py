@@ -45,7 +45,7 @@ COMMANDS = (
     Command("mq_get_size", mqueue.mq_get_size, (("name",),), mqueue.HELP_GET_SIZE, "mqueue",
             aliases=("mqueue:get_size",), side_effects=False),
     Command("mq_fetch", mqueue.mq_fetch, (("name",), ("name", "limit")), mqueue.HELP_FETCH,
-            "mqueue", aliases=("mqueue:fetch",)),
+            "mqueue", aliases=("mqueue:fetch",), pending=mqueue.mq_fetch_pending),
     Command("mq_add", mqueue.mq_add, (("name", "key", "value"),), mqueue.HELP_ADD, "mqueue"),
 )
 

@@ -6,6 +6,7 @@ emitted literally (no printf formatting, no loss of empty items).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jsonrpcserver.result import Error, Result, Success
@@ -61,6 +62,29 @@ def mq_fetch(ctx: MIContext, params: dict[str, Any]) -> Result:
     if item is None:
         return Error(*EMPTY_QUEUE)
     return Success({"Item": {"key": item[0], "value": item[1]}})
+
+
+def mq_fetch_pending(
+    ctx: MIContext, params: dict[str, Any]
+) -> tuple[Result, Callable[[bool], None] | None] | None:
+    """mq_fetch of one item with its removal held pending (Arena.fetch_pending): the
+    result and the engine's settle, which commits or undoes the removal.  None with a
+    `limit` (that form is staged and run as usual)."""
+    if "limit" in params:
+        return None
+    name = get_str(params, "name")
+    engine = ctx.engine
+    try:
+        item = engine.fetch_pending(name)
+    except UnknownQueue:
+        return Error(*NO_SUCH_QUEUE), None
+    if item is None:
+        return Error(*EMPTY_QUEUE), None
+    try:
+        return Success({"Item": {"key": item[0], "value": item[1]}}), engine.settle
+    except BaseException:
+        engine.settle(False)  # never leave the engine locked
+        raise
 
 
 def mq_add(ctx: MIContext, params: dict[str, Any]) -> Result:
