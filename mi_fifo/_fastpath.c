@@ -349,17 +349,25 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
 
     /* A held command (stage returned (reply, settle)) has run with its change pending and
      * the engine locked: settle(True) commits once the reply FIFO is open, settle(False)
-     * undoes it when the FIFO cannot be used, and nothing else runs in between. */
+     * undoes it when the FIFO cannot be used; nothing that touches the engine runs in
+     * between (the engine is locked until then). */
     PyObject *reply = NULL, *settle = NULL;
     if (PyTuple_CheckExact(work)) {
-        if (PyTuple_GET_SIZE(work) != 2 || !PyCallable_Check(PyTuple_GET_ITEM(work, 1))) {
+        int pair = PyTuple_GET_SIZE(work) == 2;
+        PyObject *first = pair ? PyTuple_GET_ITEM(work, 0) : NULL;
+        PyObject *last = pair ? PyTuple_GET_ITEM(work, 1) : NULL;
+        int callable = pair && PyCallable_Check(last);
+        if (!callable || (first != Py_None && !PyBytes_Check(first))) {
+            /* not a reply we can send: undo whatever a callable settle holds, first */
+            if (callable && settle_held(last, 0) < 0)
+                PyErr_Clear();
             Py_DECREF(work);
-            PyErr_SetString(PyExc_TypeError, "stage() must return (reply, settle)");
+            PyErr_SetString(PyExc_TypeError, "stage() must return (bytes | None, settle)");
             *i = j;
             return FAILED;
         }
-        reply = Py_NewRef(PyTuple_GET_ITEM(work, 0));
-        settle = Py_NewRef(PyTuple_GET_ITEM(work, 1));
+        reply = Py_NewRef(first);
+        settle = Py_NewRef(last);
         Py_SETREF(work, NULL);
     }
 

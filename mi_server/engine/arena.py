@@ -16,6 +16,7 @@ memoryview.cast('Q'): a Python call per word write would cost more than the floc
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import platform
@@ -71,6 +72,8 @@ from .layout import (
 from .lock import flock, reopen, track
 from .spec import QueueSpec
 from .stats import QueueStats
+
+_log = logging.getLogger("mqueue.engine")
 
 SHM_DIR = "/dev/shm"
 # Lock-free size()/sizes(): a queue's length is added - fetched - dropped_size -
@@ -252,8 +255,8 @@ class Arena:
         self._bmask = w[H_BMASK]
         # "$mqk/$mqv": the last item fetched by this process, per queue (as OpenSIPS)
         self._last: dict[str, tuple[str, str]] = {}
-        # (undo log length, rollback count) of a fetch_pending not yet settled, else None
-        self._pending: tuple[int, int] | None = None
+        # the rollback count when a fetch_pending, not yet settled, took its item; else None
+        self._pending: int | None = None
         track(self)
 
     @classmethod
@@ -303,6 +306,7 @@ class Arena:
         """Unmap in this process (the file and other processes are untouched)."""
         if self._fd < 0:
             return
+        self._pending = None  # closing the fd drops the lock: the next locker rolls it back
         self._w.release()
         self._mm.close()
         os.close(self._fd)
@@ -610,21 +614,22 @@ class Arena:
         `settle(False)` puts the item back as it was.  Until then every other process
         waits for the lock, so the caller must settle at once, with nothing between that
         can block; and this process must use the arena for nothing else (another
-        operation would undo the removal, which `settle(True)` then reports).  A process
-        that dies before it settles is rolled back by the next locker, as any unfinished
-        operation is.  None when the queue is empty (nothing pending, lock released).
-        UnknownQueue."""
+        operation, another fetch_pending included, would undo the removal, which
+        `settle(True)` then reports).  A process that dies before it settles, or closes the
+        arena, is rolled back by the next locker, as any unfinished operation is.  None when
+        the queue is empty (nothing pending, lock released).  UnknownQueue."""
         try:
             base, _qidx, _limit, mode, _seed = self._queues[q]
         except KeyError:
             raise UnknownQueue(q) from None
-        if self._pending is not None:
-            raise RuntimeError("a fetch is already pending on this arena")
         fd, w = self._fd, self._w
         flock(fd, 2)
         try:
-            if w[13]:
+            if w[13]:  # a dead holder's operation, or (a caller's bug) one never settled
                 rollback(w)
+            if self._pending is not None:  # the lock is ours again; its settle will say so
+                self._pending = None
+                _log.error("a pending fetch was never settled: its item was put back")
             if mode:
                 item = self._pop(w, base, True)
             else:
@@ -639,9 +644,10 @@ class Arena:
         if item is None:
             flock(fd, 8)
             return None
-        # the undo log's length and the rollback count: if either moves before settle,
-        # an operation of this process ran in between and undid the removal
-        self._pending = (w[13], w[15])
+        # the rollback count: if it moves before settle, an operation of this process ran
+        # in between and undid the removal (any operation taking the lock rolls back a
+        # busy undo log, and counts it)
+        self._pending = w[15]
         return item
 
     def settle(self, commit: bool) -> None:
@@ -654,7 +660,7 @@ class Arena:
             return
         w = self._w
         try:
-            if (w[13], w[15]) != pending:
+            if w[15] != pending:
                 raise RuntimeError("the pending fetch was undone before it was settled")
             if commit:
                 w[13] = 0
@@ -785,9 +791,7 @@ class Arena:
         except UnknownQueue:
             return False
         except ArenaFull:
-            import logging
-
-            logging.getLogger("mqueue.engine").error(
+            _log.error(
                 "no more shared memory for an item of queue %r (%d+%d bytes)",
                 q, len(key), len(value),
             )

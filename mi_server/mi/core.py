@@ -249,9 +249,9 @@ class MICore:
         command with side effects for `finish`, or, for a command that can hold its change
         pending (Command.pending), a `Held` (reply, settle): the command has run, and its
         change counts only once the transport calls settle(True).  The transport must
-        settle at once, with nothing between that can block or run Python, because the
-        engine is locked until then.  Never raises: a failure is answered like any
-        other."""
+        settle at once, with nothing between that can block or touch the engine, because
+        the engine is locked until then.  Never raises: a failure is answered like any
+        other (and leaves nothing held)."""
         try:
             text = self._dispatch(method, params, id_text, HOLD)
             return to_bytes(text) if type(text) is str else text
@@ -318,11 +318,11 @@ class MICore:
         if settle is None:
             return None if id_text is None else result_text(result, id_text)
         try:
-            reply = None if id_text is None else to_bytes(result_text(result, id_text))
+            return (None if id_text is None else to_bytes(result_text(result, id_text)),
+                    settle)
         except BaseException:
             settle(False)  # the engine must not stay locked for a reply never made
             raise
-        return reply, settle
 
 
 def result_text(result: Result, id_text: str) -> str:

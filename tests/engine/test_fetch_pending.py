@@ -4,7 +4,8 @@ mi_fifo's compiled path takes the item, opens the reply FIFO, then commits (or p
 item back when the FIFO cannot be used).  Pinned here: a commit is exactly a fetch, an
 undo leaves every byte of state as it was, nobody sees the removal before the commit, a
 process dying before it settles loses nothing, and a misuse is reported instead of
-handing out an item that is still queued.
+handing out an item that is still queued.  ("As it was": the queues, every counter and
+the heap; the undo log's scratch words and the rollback count are the engine's own.)
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def test_a_committed_pending_fetch_is_a_fetch(pair, q):
 
 
 @pytest.mark.parametrize("q", ["plain", "newest"])
-def test_an_undone_pending_fetch_leaves_everything_as_it_was(pair, q):
+def test_an_undone_pending_fetch_leaves_the_queues_as_they_were(pair, q):
     a, _ = pair
     before = state(a)
     first = a.fetch_pending(q)
@@ -146,14 +147,74 @@ def test_another_operation_in_between_undoes_it_and_settle_says_so(make_arena):
         other.close()
 
 
-def test_one_pending_fetch_at_a_time(make_arena):
+def test_a_fetch_pending_left_unsettled_is_put_back_by_the_next(make_arena, caplog):
+    """A caller's bug: the next fetch_pending finds the lock its own, rolls the stale
+    removal back and says so, instead of leaving the engine locked for good."""
     a = make_arena(SPECS)
     fill(a)
-    a.fetch_pending("plain")
-    with pytest.raises(RuntimeError, match="already pending"):
-        a.fetch_pending("newest")
-    a.settle(False)
-    assert a.size("plain") == 3
+    assert a.fetch_pending("plain") == ("k0", "v0")
+    with caplog.at_level("ERROR", logger="mqueue.engine"):
+        assert a.fetch_pending("plain") == ("k0", "v0")  # the same item: it was put back
+    assert "never settled" in caplog.text
+    a.settle(True)
+    assert a.size("plain") == 2 and a.stats()["plain"].fetched == 1
+
+
+def test_settle_checks_the_rollback_count_not_just_a_busy_log(make_arena):
+    """Undone by this process, then another process holds its own pending fetch: the log
+    is as busy as before, so only the rollback count tells settle(True) that what it
+    would commit is not its own."""
+    a = make_arena(SPECS)
+    fill(a)
+    b = Arena.attach(a.name)
+    try:
+        assert a.fetch_pending("plain") == ("k0", "v0")
+        a.size("newest")  # takes the lock: rolls a's removal back, releases the lock
+        assert b.fetch_pending("plain") == ("k0", "v0")
+        with pytest.raises(RuntimeError, match="undone"):
+            a.settle(True)  # must not commit b's removal
+        b.settle(False)
+        assert a.size("plain") == 3 and a.stats()["plain"].fetched == 0
+    finally:
+        b.close()
+
+
+def test_a_failure_while_taking_the_item_leaves_nothing_held(make_arena, monkeypatch):
+    a = make_arena(SPECS)
+    fill(a)
+    before = state(a)
+    pop = a._pop_plain
+
+    def pop_then_fail(w, base):
+        pop(w, base)  # every write of the removal made, nothing committed
+        raise MemoryError
+
+    monkeypatch.setattr(a, "_pop_plain", pop_then_fail)
+    with pytest.raises(MemoryError):
+        a.fetch_pending("plain")
+    monkeypatch.undo()
+    assert state(a) == before
+    other = Arena.attach(a.name)
+    try:
+        assert other.fetch("plain") == ("k0", "v0")  # not locked (a hang fails the test)
+    finally:
+        other.close()
+    a.settle(True)  # nothing was left pending
+    assert a.size("plain") == 2
+
+
+def test_closing_the_arena_puts_a_pending_item_back(make_arena):
+    a = make_arena(SPECS)
+    fill(a)
+    b = Arena.attach(a.name)
+    try:
+        b.fetch_pending("plain")
+        b.close()  # drops the lock
+        b.settle(True)  # nothing left to settle
+        assert a.size("plain") == 3
+        assert a.fetch("plain") == ("k0", "v0")
+    finally:
+        b.close()
 
 
 def test_a_forked_child_does_not_inherit_the_pending_fetch(make_arena):

@@ -380,14 +380,24 @@ def test_a_failed_undo_is_retried_and_reported(fifos):
     assert calls == [False, False]
 
 
-@pytest.mark.parametrize("bad", [(b"H",), (b"H", "not callable"), (b"H", len, 3)])
-def test_a_malformed_held_answer_is_refused(fifos, bad):
+@pytest.mark.parametrize("bad", ["short", "not callable", "long", "str reply", "int reply"])
+def test_a_malformed_held_answer_is_refused_and_undone(fifos, bad):
+    """Nothing is committed or written; a callable settle of a pair is undone first."""
     fifos.make("a")
+    calls: list[bool] = []
+
+    def settle(commit):
+        calls.append(commit)
+
+    answer = {"short": (b"H",), "not callable": (b"H", "x"), "long": (b"H", settle, 3),
+              "str reply": ("H", settle), "int reply": (3, settle)}[bad]
     rec = Recorder()
-    rec.stage = lambda m, p, i: bad  # type: ignore[method-assign]
+    rec.stage = lambda m, p, i: answer  # type: ignore[method-assign]
     left, exc = serve_bytes(b':a:{"jsonrpc":"2.0","method":"held","id":1}', fifos.dir, rec)
     assert left == b"" and type(exc) is TypeError
+    assert calls == ([False] if bad.endswith("reply") else [])
     assert fifos.got("a") == b""
+    assert writers_open(fifos.dir / "a") == 1
 
 
 def test_a_notification_reply_closes_with_nothing_written(fifos):

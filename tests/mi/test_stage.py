@@ -184,3 +184,35 @@ def test_only_stage_checked_holds():
             b'{"jsonrpc":"2.0","result":{"Item":{"key":"a","value":"1"}},"id":"f"}')
         assert arena.fetch_pending("q") is not None  # handle left nothing pending
         arena.settle(False)
+
+
+def test_an_item_too_big_to_encode_under_the_lock_is_put_back_and_staged():
+    from mi_server.mi.commands.mqueue import HOLD_MAX_CHARS
+
+    big = "v" * HOLD_MAX_CHARS
+    with arena_core([QueueSpec("q")], [("q", "k", big), ("q", "k2", "2")]) as (core, arena):
+        before = state(arena)
+        staged = checked(core, FETCH)
+        assert type(staged) is Staged
+        assert state(arena) == before
+        assert arena.snapshot("q") == [("k", big), ("k2", "2")]
+        assert core.finish(staged).startswith(b'{"jsonrpc":"2.0","result":{"Item":{"key":"k"')
+        assert arena.size("q") == 1
+
+
+def test_a_result_that_cannot_be_built_undoes_the_held_fetch(monkeypatch):
+    from mi_server.mi.commands import mqueue
+
+    def no_memory(value):
+        raise MemoryError
+
+    with arena_core(QUEUES, ITEMS) as (core, arena):
+        before = state(arena)
+        monkeypatch.setattr(mqueue, "Success", no_memory)
+        assert checked(core, FETCH) == (
+            b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error",'
+            b'"data":"Command handler returned null"},"id":"f"}')
+        monkeypatch.undo()
+        assert state(arena) == before
+        assert arena.fetch_pending("q") == ("a", "1")  # nothing left pending or locked
+        arena.settle(False)
