@@ -303,26 +303,28 @@ class MICore:
 
     def _hold(self, cmd: Command, params: dict[str, Any],
               id_text: str | None) -> str | None | Staged | Held:
-        """Run a command's `pending` form: a Held when it left a change pending, the reply
-        text when it did not (an error, say), Staged when that form does not apply."""
+        """Run a command's `pending` form: a Held when it left a change pending, the error
+        reply text when it raised (nothing held), Staged when that form does not apply."""
         try:
             held = cmd.pending(self.ctx, params)  # type: ignore[misc]
-        except JsonRpcError as exc:  # raised before anything was held (as in _run)
-            held = Error(exc.code, exc.message, exc.data), None
+        except JsonRpcError as exc:  # as in _run
+            result: Result = Error(exc.code, exc.message, exc.data)
         except Exception:
             log.exception("MI command %s failed", cmd.name)
-            held = Error(*E.SERVER_ERROR, E.DET_CMD_NULL), None
-        if held is None:
-            return Staged(cmd, params, id_text)
-        result, settle = held
-        if settle is None:
-            return None if id_text is None else result_text(result, id_text)
-        try:
-            return (None if id_text is None else to_bytes(result_text(result, id_text)),
-                    settle)
-        except BaseException:
-            settle(False)  # the engine must not stay locked for a reply never made
-            raise
+            result = Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
+        else:
+            if held is None:
+                return Staged(cmd, params, id_text)
+            value, settle = held
+            try:
+                if id_text is None:
+                    return None, settle
+                return to_bytes(f'{{"jsonrpc":"2.0","result":{encode(value)},"id":{id_text}}}'
+                                ), settle
+            except BaseException:
+                settle(False)  # the engine must not stay locked for a reply never made
+                raise
+        return None if id_text is None else result_text(result, id_text)
 
 
 def result_text(result: Result, id_text: str) -> str:

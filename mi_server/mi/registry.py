@@ -15,11 +15,11 @@ from jsonrpcserver.result import Result
 from mi_server.mi.context import MIContext
 
 Handler = Callable[[MIContext, dict[str, Any]], Result]
-# A command run with its change held pending: (result, settle) where settle(commit) commits
-# or undoes the change (None: nothing was held, e.g. an error); None when this form does
-# not apply to these params (the command is then staged as usual).  See MICore.stage_checked.
-PendingHandler = Callable[
-    [MIContext, dict[str, Any]], "tuple[Result, Callable[[bool], None] | None] | None"]
+# A command run with its change held pending: (result value, settle) where settle(commit)
+# commits or undoes the change; an error is raised as JsonRpcError with nothing held; None
+# when this form does not apply to these params (the command is then staged as usual).
+# See MICore.stage_checked.
+PendingHandler = Callable[[MIContext, dict[str, Any]], "tuple[Any, Callable[[bool], None]] | None"]
 
 
 @dataclass(frozen=True)

@@ -162,12 +162,12 @@ def test_a_reply_that_cannot_be_made_undoes_the_held_change(monkeypatch):
     """The engine must never stay locked for a reply that was never made."""
     from mi_server.mi import core as core_module
 
-    def broken(result, id_text):
+    def broken(value):
         raise RuntimeError("boom")
 
     with arena_core(QUEUES, ITEMS) as (core, arena):
         before = state(arena)
-        monkeypatch.setattr(core_module, "result_text", broken)
+        monkeypatch.setattr(core_module, "encode", broken)
         assert checked(core, FETCH) == (
             b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error"},"id":null}')
         monkeypatch.undo()
@@ -200,15 +200,12 @@ def test_an_item_too_big_to_encode_under_the_lock_is_put_back_and_staged():
         assert arena.size("q") == 1
 
 
-def test_a_result_that_cannot_be_built_undoes_the_held_fetch(monkeypatch):
+def test_a_failure_after_the_item_is_taken_undoes_the_held_fetch(monkeypatch):
     from mi_server.mi.commands import mqueue
-
-    def no_memory(value):
-        raise MemoryError
 
     with arena_core(QUEUES, ITEMS) as (core, arena):
         before = state(arena)
-        monkeypatch.setattr(mqueue, "Success", no_memory)
+        monkeypatch.setattr(mqueue, "HOLD_MAX_CHARS", None)  # the size check raises
         assert checked(core, FETCH) == (
             b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error",'
             b'"data":"Command handler returned null"},"id":"f"}')
