@@ -353,14 +353,21 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
      * between (the engine is locked until then). */
     PyObject *reply = NULL, *settle = NULL;
     if (PyTuple_CheckExact(work)) {
-        int pair = PyTuple_GET_SIZE(work) == 2;
-        PyObject *first = pair ? PyTuple_GET_ITEM(work, 0) : NULL;
-        PyObject *last = pair ? PyTuple_GET_ITEM(work, 1) : NULL;
-        int callable = pair && PyCallable_Check(last);
-        if (!callable || (first != Py_None && !PyBytes_Check(first))) {
-            /* not a reply we can send: undo whatever a callable settle holds, first */
-            if (callable && settle_held(last, 0) < 0)
+        Py_ssize_t size = PyTuple_GET_SIZE(work);
+        PyObject *first = size >= 2 ? PyTuple_GET_ITEM(work, 0) : NULL;
+        PyObject *last = size >= 2 ? PyTuple_GET_ITEM(work, 1) : NULL;
+        int callable = last != NULL && PyCallable_Check(last);
+        if (size != 2 || !callable || (first != Py_None && !PyBytes_Check(first))) {
+            /* not a reply we can send: undo whatever a callable settle holds, first; an
+             * error from that which is not an Exception (KeyboardInterrupt) is kept */
+            if (callable && settle_held(last, 0) < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    Py_DECREF(work);
+                    *i = j;
+                    return FAILED;
+                }
                 PyErr_Clear();
+            }
             Py_DECREF(work);
             PyErr_SetString(PyExc_TypeError, "stage() must return (bytes | None, settle)");
             *i = j;

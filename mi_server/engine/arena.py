@@ -629,7 +629,7 @@ class Arena:
                 rollback(w)
             if self._pending is not None:  # the lock is ours again; its settle will say so
                 self._pending = None
-                _log.error("a pending fetch was never settled: its item was put back")
+                _log.error("a pending fetch was never settled: it is undone")
             if mode:
                 item = self._pop(w, base, True)
             else:
@@ -654,7 +654,9 @@ class Arena:
         """End what `fetch_pending` left pending: commit the removal (True) or undo it
         (False); the lock is released either way.  With nothing pending it does nothing,
         so calling it again is harmless.  RuntimeError (lock released, item still queued)
-        when another operation of this process undid the removal in between."""
+        when another operation of this process undid the removal in between.  It settles
+        whatever this arena has pending, not one particular fetch: a caller that missed
+        its turn must not call it later."""
         pending, self._pending = self._pending, None
         if pending is None:
             return

@@ -30,6 +30,7 @@ from mi_server.mi.jsonvalues import (
     JObject,
     ParseError,
     encode,
+    encode_fast,
     encode_str,
     int32,
     parse,
@@ -319,11 +320,16 @@ class MICore:
             try:
                 if id_text is None:
                     return None, settle
-                return to_bytes(f'{{"jsonrpc":"2.0","result":{encode(value)},"id":{id_text}}}'
-                                ), settle
+                # orjson only: its bytes are what handle() gives, and it is quick, while
+                # the engine is locked; what it refuses (a lone surrogate) is staged
+                body = encode_fast(value)
+            except TypeError:
+                settle(False)
+                return Staged(cmd, params, id_text)
             except BaseException:
                 settle(False)  # the engine must not stay locked for a reply never made
                 raise
+            return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (body, id_text.encode()), settle
         return None if id_text is None else result_text(result, id_text)
 
 

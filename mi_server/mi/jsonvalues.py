@@ -95,6 +95,14 @@ def encode(value: Any) -> str:
         return _stdlib_encode(value)
 
 
+def encode_fast(value: Any) -> bytes:
+    """`encode(value)` as UTF-8 bytes when orjson writes it (then the same bytes as
+    `to_bytes(encode(value))`); TypeError for what only encode's slower fallback writes
+    (a lone surrogate, ...).  For a caller that must not take the slow path: the FIFO's
+    held mq_fetch encodes with the engine locked."""
+    return orjson.dumps(value, option=_ORJSON_OPTIONS)
+
+
 # encode() of a value known to be a str: json's string encoder itself (C when _json is
 # there), without encode's Python frame (hot path)
 encode_str: Callable[[str], str] = json.encoder.encode_basestring

@@ -167,7 +167,7 @@ def test_a_reply_that_cannot_be_made_undoes_the_held_change(monkeypatch):
 
     with arena_core(QUEUES, ITEMS) as (core, arena):
         before = state(arena)
-        monkeypatch.setattr(core_module, "encode", broken)
+        monkeypatch.setattr(core_module, "encode_fast", broken)
         assert checked(core, FETCH) == (
             b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error"},"id":null}')
         monkeypatch.undo()
@@ -213,3 +213,19 @@ def test_a_failure_after_the_item_is_taken_undoes_the_held_fetch(monkeypatch):
         assert state(arena) == before
         assert arena.fetch_pending("q") == ("a", "1")  # nothing left pending or locked
         arena.settle(False)
+
+
+def test_an_item_only_the_slow_encoder_writes_is_put_back_and_staged():
+    """A lone surrogate: orjson refuses it, and the stdlib fallback is not run with the
+    engine locked; the staged run answers exactly what handle does."""
+    items = [("q", "k", "a\ud800b"), ("q", "k2", "2")]
+    with arena_core([QueueSpec("q")], items) as (core, arena), \
+            arena_core([QueueSpec("q")], items) as (ref, _):
+        before = state(arena)
+        staged = checked(core, FETCH)
+        assert type(staged) is Staged
+        assert state(arena) == before
+        expected = ref.handle(FETCH)
+        assert b'"a\\ud800b"' in expected  # written back as its escape
+        assert core.finish(staged) == expected
+        assert arena.size("q") == 1
