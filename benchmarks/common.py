@@ -363,6 +363,38 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+# read()'s system call number, as /proc/<pid>/syscall shows it
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
+
+
+def fifo_reader(root: int, path: str) -> int | None:
+    """The process of `root`'s tree that is waiting in read() on `path` (the one serving
+    the FIFO; Kamailio opens it before forking, so every one of its processes holds it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    fifo = (st.st_dev, st.st_ino)
+    todo, seen = [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                call = f.read().split()
+            # the first argument of read() is the descriptor
+            if len(call) > 1 and call[0] == READ_SYSCALL:
+                fd = os.stat(f"/proc/{pid}/fd/{int(call[1], 16)}")
+                if (fd.st_dev, fd.st_ino) == fifo:
+                    return pid
+        except (OSError, ValueError):
+            pass  # gone, or not in read(): its children may still be the one
+        todo.extend(_children(pid))
+    return None
+
+
 def tree_memory(root: int) -> tuple[int, int, int]:
     """(processes, summed RSS KiB, summed PSS KiB) of a process and all its descendants.
 
@@ -478,14 +510,18 @@ def require_results(s: dict, what: str) -> None:
                          f"{s.get('transport_failures')} transport failures")
 
 
-def run_bench_client(shared: Path, flags: list[str], timeout: float = 900) -> dict:
-    """Run the peer's bench_client.py with `flags`; return its JSON summary."""
+def run_bench_client(shared: Path, flags: list[str], timeout: float = 900,
+                     cpu: int | None = None) -> dict:
+    """Run the peer's bench_client.py with `flags` (on CPU `cpu` alone, when given, its
+    worker processes included); return its JSON summary."""
     fd, out = tempfile.mkstemp(prefix="mqmi-run-", suffix=".json")
     os.close(fd)
     try:
         cmd = [sys.executable, str(shared / "peers" / "kamailio" / "bench_client.py"),
                *flags, "--json-out", out]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           preexec_fn=pin)
         try:
             with open(out) as f:
                 s = json.load(f)

@@ -54,12 +54,13 @@ import time
 from pathlib import Path
 
 from common import (
+    READ_SYSCALL,
     REPO,
     Kamailio,
     Ours,
-    _children,
     _sigterm_to_interrupt,
     fifo_flags,
+    fifo_reader,
     require_results,
     run_bench_client,
     shared_dir,
@@ -70,38 +71,6 @@ VALGRIND = ["valgrind", "--tool=callgrind", "--vgdb=no", "-q"]
 START_TIMEOUT = 300.0  # seconds: a server starting under valgrind
 STOP_TIMEOUT = 120.0   # seconds: its processes exiting and writing their callgrind files
 MODES, OPS = ("fresh", "reuse"), ("get_size", "fetch")
-# read()'s system call number, as /proc/<pid>/syscall shows it
-READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
-
-
-def fifo_reader(root: int, path: str) -> int | None:
-    """The process of `root`'s tree that is waiting in read() on `path` (the one serving
-    the FIFO; Kamailio opens it before forking, so every one of its processes holds it)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    fifo = (st.st_dev, st.st_ino)
-    todo, seen = [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            with open(f"/proc/{pid}/syscall") as f:
-                call = f.read().split()
-            # the first argument of read() is the descriptor
-            if len(call) > 1 and call[0] == READ_SYSCALL:
-                fd = os.stat(f"/proc/{pid}/fd/{int(call[1], 16)}")
-                if (fd.st_dev, fd.st_ino) == fifo:
-                    return pid
-        except (OSError, ValueError):
-            pass  # gone, or not in read(): its children may still be the one
-        todo.extend(_children(pid))
-    return None
-
-
 class CallgrindOut:
     """Where one server lifetime's callgrind files go: `<dir>/cg.<pid>` per process, written
     when the process exits (also on SIGTERM)."""

@@ -20,6 +20,7 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from common import (  # noqa: E402
     client_counts,
     common_args,
     fifo_flags,
+    fifo_reader,
     run_bench_client,
     shared_dir,
 )
@@ -59,6 +61,11 @@ def parse_args(argv):
     ap.add_argument("--minimal-mi", action="store_true",
                     help="also run fifo_floor.py's minimal MI listener (real decode, engine "
                          "and reply, nothing else) as one more server")
+    ap.add_argument("--pin-cpu", type=int, metavar="N",
+                    help="run each server's FIFO-serving process and the client on CPU N "
+                         "alone: the same placement for every server, so that the cost "
+                         "of waking the client on another CPU (most of the drift on a VM) "
+                         "is taken out; default: the scheduler places them")
     args = ap.parse_args(argv)
     apply_quick(args)
     if args.quick:
@@ -66,11 +73,39 @@ def parse_args(argv):
     return args
 
 
-def run_case(shared, srv, mode, op, c, args):
+def run_case(shared, srv, mode, op, c, args, pins):
     if op == "fetch":
         srv.refill("q1", max(args.prefill, args.n + c * args.warmup + 10))
+    if args.pin_cpu is not None:
+        pins.pin(srv)
     flags = fifo_flags(srv, op, args.n, c, args.warmup, mode)
-    return run_bench_client(shared, [*flags, "--server-pidfile", srv.pidfile])
+    return run_bench_client(shared, [*flags, "--server-pidfile", srv.pidfile],
+                            cpu=args.pin_cpu)
+
+
+class Pins:
+    """--pin-cpu: each server's FIFO-serving process on one CPU; all put back at the end
+    (a Kamailio peer that was already running is left running)."""
+
+    def __init__(self, cpu: int | None) -> None:
+        self.cpu = cpu
+        self.pinned: dict[int, set[int]] = {}  # pid -> the CPUs it had
+
+    def pin(self, srv) -> None:
+        with open(srv.pidfile) as f:
+            pid = fifo_reader(int(f.read()), srv.fifo)
+        if pid is None:
+            raise RuntimeError(f"{srv.label}: no process is reading {srv.fifo}")
+        if pid not in self.pinned:
+            self.pinned[pid] = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, {self.cpu})
+
+    def restore(self) -> None:
+        for pid, cpus in self.pinned.items():
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except OSError:
+                pass  # stopped already
 
 
 REFERENCES = {
@@ -128,6 +163,7 @@ def main(argv=None):
     res = Results(args.json_out)
     t0 = time.monotonic()
     references = []
+    pins = Pins(args.pin_cpu)
     try:
         with Servers(args, fifo=True) as sv:
             servers = list(sv.active)
@@ -142,7 +178,7 @@ def main(argv=None):
                 print(f"# repetition {rep}/{args.reps}", flush=True)
                 for name, mode, op, c in cases:
                     for srv in servers:
-                        s = run_case(shared, srv, mode, op, c, args)
+                        s = run_case(shared, srv, mode, op, c, args, pins)
                         res.add(name, srv.label, rep, s)
                         res.line(name, srv.label, s)
             memory = sv.memory_note()
@@ -153,6 +189,7 @@ def main(argv=None):
         print(f"error: {e}\n# both servers stopped", file=sys.stderr)
         return 2
     finally:
+        pins.restore()
         for ref in references:
             ref.stop()
     notes = [
@@ -168,6 +205,10 @@ def main(argv=None):
         "ratio columns: ours / kamailio (req/s: >1 means ours is faster; CPU: <1 means ours "
         "uses less).",
         listener_note(args.server_cmd),
+        *([] if args.pin_cpu is None else [
+            f"--pin-cpu {args.pin_cpu}: each server's FIFO-serving process and the client "
+            f"ran on CPU {args.pin_cpu} alone (its other processes, and the refills, "
+            "unpinned)"]),
         *floor_notes(res),
         f"total time {time.monotonic() - t0:.0f} s",
     ]
