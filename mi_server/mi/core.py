@@ -300,7 +300,12 @@ class MICore:
             # OpenSIPS answers a failed handler (NULL reply) with this; -32603 is never used.
             log.exception("MI command %s failed", cmd.name)
             result = Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
-        return None if id_text is None else result_text(result, id_text)
+        if id_text is None:
+            return None
+        if isinstance(result, Left):
+            return result_text(result, id_text)
+        # result_text's success case written out: every command's reply passes here
+        return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
 
     def _hold(self, cmd: Command, params: dict[str, Any],
               id_text: str | None) -> str | None | Staged | Held:
