@@ -534,10 +534,10 @@ class Arena:
         logged_write(w, base + Q_FETCHED, w[base + Q_FETCHED] + 1)
         return item
 
-    def _pop_plain(self, w: memoryview, base: int) -> tuple[bytes, bytes] | None:
+    def _pop_plain(self, w: memoryview, base: int) -> tuple[str, str] | None:
         """`_pop` for an unkeyed queue (addmode 0), written out: remove the head item, its
-        writes logged and NOT committed (word 13 is left at 10); its key and value bytes,
-        or None (nothing logged) when the queue is empty.  Lock held by the caller."""
+        writes logged and NOT committed (word 13 is left at 10); (key, value), or None
+        (nothing logged) when the queue is empty.  Lock held by the caller."""
         # Literal word indices (see add): queue +0 head, +1 tail, +3 fetched; item +0 next,
         # +1 prev, +3 lengths, +5 block words, +6 payload; 12 large list, 16.. the log.
         p = w[base]
@@ -570,7 +570,7 @@ class Arena:
         w[base + 3] = f + 1
         w[p] = fold
         w[fh] = p
-        return kb, vb
+        return kb.decode(_ENC, _ERR), vb.decode(_ENC, _ERR)
 
     def fetch(self, q: str) -> tuple[str, str] | None:
         """Remove and return the oldest (key, value); None when empty. UnknownQueue."""
@@ -578,9 +578,6 @@ class Arena:
             base, _qidx, _limit, mode, _seed = self._queues[q]
         except KeyError:
             raise UnknownQueue(q) from None
-        if mode:
-            with self._locked() as w:
-                return self._pop(w, base, True)
         # the hot path: the lock taken as in _records, not through _locked()
         fd = self._fd
         w = self._w
@@ -588,7 +585,7 @@ class Arena:
         try:
             if w[13]:
                 rollback(w)
-            item = self._pop_plain(w, base)
+            item = self._pop(w, base, True) if mode else self._pop_plain(w, base)
             w[13] = 0  # commit
         except BaseException:
             if w[13]:
@@ -596,9 +593,7 @@ class Arena:
             raise
         finally:
             flock(fd, 8)
-        if item is None:
-            return None
-        return item[0].decode(_ENC, _ERR), item[1].decode(_ENC, _ERR)
+        return item
 
     # ---- a fetch left pending ---------------------------------------------------------
     # For a caller that must know the item can be delivered before the fetch counts:
@@ -630,12 +625,7 @@ class Arena:
             if self._pending is not None:  # the lock is ours again; its settle will say so
                 self._pending = None
                 _log.error("a pending fetch was never settled: it is undone")
-            if mode:
-                item = self._pop(w, base, True)
-            else:
-                raw = self._pop_plain(w, base)
-                item = None if raw is None else (raw[0].decode(_ENC, _ERR),
-                                                 raw[1].decode(_ENC, _ERR))
+            item = self._pop(w, base, True) if mode else self._pop_plain(w, base)
         except BaseException:
             if w[13]:
                 rollback(w)

@@ -294,17 +294,12 @@ class MICore:
         """Call the command; its reply text, or None for a notification (it has run)."""
         try:
             result: Result = cmd.handler(self.ctx, params)
-        except JsonRpcError as exc:
-            result = Error(exc.code, exc.message, exc.data)
-        except Exception:
-            # OpenSIPS answers a failed handler (NULL reply) with this; -32603 is never used.
-            log.exception("MI command %s failed", cmd.name)
-            result = Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
+        except Exception as exc:
+            result = _failed(cmd, exc)
         if id_text is None:
             return None
         if isinstance(result, Left):
-            return result_text(result, id_text)
-        # result_text's success case written out: every command's reply passes here
+            return _error_reply(result, id_text)
         return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
 
     def _hold(self, cmd: Command, params: dict[str, Any],
@@ -313,34 +308,36 @@ class MICore:
         reply text when it raised (nothing held), Staged when that form does not apply."""
         try:
             held = cmd.pending(self.ctx, params)  # type: ignore[misc]
-        except JsonRpcError as exc:  # as in _run
-            result: Result = Error(exc.code, exc.message, exc.data)
-        except Exception:
-            log.exception("MI command %s failed", cmd.name)
-            result = Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
-        else:
-            if held is None:
-                return Staged(cmd, params, id_text)
-            value, settle = held
-            try:
-                if id_text is None:
-                    return None, settle
-                # orjson only: its bytes are what handle() gives, and it is quick, while
-                # the engine is locked; what it refuses (a lone surrogate) is staged
-                body = encode_fast(value)
-            except TypeError:
-                settle(False)
-                return Staged(cmd, params, id_text)
-            except BaseException:
-                settle(False)  # the engine must not stay locked for a reply never made
-                raise
-            return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (body, id_text.encode()), settle
-        return None if id_text is None else result_text(result, id_text)
+        except Exception as exc:  # raised before anything was held
+            result = _failed(cmd, exc)
+            return None if id_text is None else _error_reply(result, id_text)
+        if held is None:
+            return Staged(cmd, params, id_text)
+        value, settle = held
+        try:
+            if id_text is None:
+                return None, settle
+            # orjson only: its bytes are what handle() gives, and it is quick, while the
+            # engine is locked; what it refuses (a lone surrogate) is staged
+            body = encode_fast(value)
+        except TypeError:
+            settle(False)
+            return Staged(cmd, params, id_text)
+        except BaseException:
+            settle(False)  # the engine must not stay locked for a reply never made
+            raise
+        return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (body, id_text.encode()), settle
+
+def _failed(cmd: Command, exc: Exception) -> Result:
+    """The result of a command that raised: its JsonRpcError; any other exception (logged,
+    so call this in the except block) is answered as OpenSIPS answers a failed handler (a
+    NULL reply); -32603 is never used."""
+    if isinstance(exc, JsonRpcError):
+        return Error(exc.code, exc.message, exc.data)
+    log.exception("MI command %s failed", cmd.name)
+    return Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
 
 
-def result_text(result: Result, id_text: str) -> str:
-    """A command's result as the reply text for the request with `id_text`."""
-    if isinstance(result, Left):
-        err = result._error
-        return error_text(err.code, err.message, err.data, id_text)
-    return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
+def _error_reply(result: Left, id_text: str) -> str:
+    err = result._error
+    return error_text(err.code, err.message, err.data, id_text)

@@ -158,24 +158,6 @@ def test_a_held_notification_has_no_reply_but_still_settles():
         assert arena.size("q") == 1
 
 
-def test_a_reply_that_cannot_be_made_undoes_the_held_change(monkeypatch):
-    """The engine must never stay locked for a reply that was never made."""
-    from mi_server.mi import core as core_module
-
-    def broken(value):
-        raise RuntimeError("boom")
-
-    with arena_core(QUEUES, ITEMS) as (core, arena):
-        before = state(arena)
-        monkeypatch.setattr(core_module, "encode_fast", broken)
-        assert checked(core, FETCH) == (
-            b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error"},"id":null}')
-        monkeypatch.undo()
-        assert state(arena) == before
-        assert arena.fetch_pending("q") == ("a", "1")  # not left pending or locked
-        arena.settle(False)
-
-
 def test_only_stage_checked_holds():
     """The Python listener's stage (it may wait for the reader) and HTTP never hold."""
     with arena_core(QUEUES, ITEMS) as (core, arena):
@@ -200,15 +182,26 @@ def test_an_item_too_big_to_encode_under_the_lock_is_put_back_and_staged():
         assert arena.size("q") == 1
 
 
-def test_a_failure_after_the_item_is_taken_undoes_the_held_fetch(monkeypatch):
-    from mi_server.mi.commands import mqueue
+def _raise(*args):
+    raise RuntimeError("boom")
 
+
+@pytest.mark.parametrize("module, name, value, reply", [
+    # the size check raises inside the command, after the item was taken
+    ("mi_server.mi.commands.mqueue", "HOLD_MAX_CHARS", None,
+     b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error",'
+     b'"data":"Command handler returned null"},"id":"f"}'),
+    # the reply cannot be made, in the core, after the command returned
+    ("mi_server.mi.core", "encode_fast", _raise,
+     b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error"},"id":null}'),
+])
+def test_a_failure_after_the_item_is_taken_undoes_the_held_fetch(monkeypatch, module, name,
+                                                                 value, reply):
+    """The engine must never stay locked, nor the item gone, for a reply never made."""
     with arena_core(QUEUES, ITEMS) as (core, arena):
         before = state(arena)
-        monkeypatch.setattr(mqueue, "HOLD_MAX_CHARS", None)  # the size check raises
-        assert checked(core, FETCH) == (
-            b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"Server error",'
-            b'"data":"Command handler returned null"},"id":"f"}')
+        monkeypatch.setattr(f"{module}.{name}", value)
+        assert checked(core, FETCH) == reply
         monkeypatch.undo()
         assert state(arena) == before
         assert arena.fetch_pending("q") == ("a", "1")  # nothing left pending or locked

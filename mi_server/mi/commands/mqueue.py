@@ -83,9 +83,7 @@ def mq_fetch_pending(
     path, and Success's two wrappers cost more than the rest of the command.)"""
     if "limit" in params:
         return None
-    name = params["name"]
-    if type(name) is not str:
-        name = get_str(params, "name")
+    name = get_str(params, "name")
     engine = ctx.engine
     try:
         item = engine.fetch_pending(name)
