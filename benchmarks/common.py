@@ -156,7 +156,7 @@ class Kamailio(Server):
         self.started_by_us = False
         self.rpc = Rpc(self.url)
 
-    def _running(self) -> bool:
+    def running(self) -> bool:
         try:
             os.kill(self.pid(), 0)
             return True
@@ -164,7 +164,7 @@ class Kamailio(Server):
             return False
 
     def start(self) -> None:
-        if self._running():
+        if self.running():
             print(f"# kamailio peer already running (pid {self.pid()}): using it as it is, "
                   "it will be left running", flush=True)
             return
@@ -370,6 +370,9 @@ READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
 def fifo_reader(root: int, path: str) -> int | None:
     """The process of `root`'s tree that is waiting in read() on `path` (the one serving
     the FIFO; Kamailio opens it before forking, so every one of its processes holds it)."""
+    if READ_SYSCALL is None:
+        raise SystemExit(f"finding a FIFO's reader knows read()'s system call number on "
+                         f"x86_64 and aarch64 only, not {os.uname().machine}")
     try:
         st = os.stat(path)
     except OSError:
@@ -393,6 +396,16 @@ def fifo_reader(root: int, path: str) -> int | None:
             pass  # gone, or not in read(): its children may still be the one
         todo.extend(_children(pid))
     return None
+
+
+def wait_for_fifo_reader(root: int, path: str, label: str, timeout: float) -> int:
+    """fifo_reader, waited for: a server may be busy, or not yet serving."""
+    deadline = time.monotonic() + timeout
+    while (pid := fifo_reader(root, path)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{label}: no process serving {path}")
+        time.sleep(0.05)
+    return pid
 
 
 def tree_memory(root: int) -> tuple[int, int, int]:
@@ -490,15 +503,19 @@ def _sigterm_to_interrupt(signum, frame):
 # --------------------------------------------------------------------------
 # running the client
 
-def fifo_flags(srv, op: str, n: int, clients: int, warmup: int, mode: str) -> list[str]:
+def fifo_flags(srv, op: str, n: int, clients: int, warmup: int, mode: str,
+               pidfile: str | None = None) -> list[str]:
     """bench_client's flags for one FIFO case against `srv` (fifo, reply_dir, fifo_dialect,
-    m_<op>): `op` of q1, `mode` fresh or reuse (one reply FIFO per client process)."""
+    m_<op>): `op` of q1, `mode` fresh or reuse (one reply FIFO per client process);
+    `pidfile`: the server's, for the client to measure its CPU."""
     flags = ["--transport", "fifo", "--fifo", srv.fifo, "--reply-dir", srv.reply_dir,
              "--fifo-dialect", srv.fifo_dialect, "--method", getattr(srv, "m_" + op),
              "--params", json.dumps(["q1"]), "-n", str(n), "-c", str(clients),
              "--warmup", str(warmup)]
     if mode == "reuse":
         flags.append("--reuse-reply-fifo")
+    if pidfile is not None:
+        flags += ["--server-pidfile", pidfile]
     return flags
 
 

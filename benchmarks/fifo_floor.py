@@ -189,8 +189,8 @@ def main() -> None:
         floor.start()
         figures = []
         for _ in range(args.reps):
-            s = run_bench_client(shared, [*fifo_flags(floor, "get_size", args.n, 1, 20, "fresh"),
-                                          "--server-pidfile", floor.pidfile])
+            s = run_bench_client(shared, fifo_flags(floor, "get_size", args.n, 1, 20, "fresh",
+                                                    pidfile=floor.pidfile))
             require_results(s, "floor run")
             figures.append(s["server_cpu_us_per_req"])
             print(f"# run: {s['server_cpu_us_per_req']} us/request, {s['completed']} "

@@ -54,16 +54,15 @@ import time
 from pathlib import Path
 
 from common import (
-    READ_SYSCALL,
     REPO,
     Kamailio,
     Ours,
     _sigterm_to_interrupt,
     fifo_flags,
-    fifo_reader,
     require_results,
     run_bench_client,
     shared_dir,
+    wait_for_fifo_reader,
 )
 from fifo_floor import Floor
 
@@ -71,6 +70,8 @@ VALGRIND = ["valgrind", "--tool=callgrind", "--vgdb=no", "-q"]
 START_TIMEOUT = 300.0  # seconds: a server starting under valgrind
 STOP_TIMEOUT = 120.0   # seconds: its processes exiting and writing their callgrind files
 MODES, OPS = ("fresh", "reuse"), ("get_size", "fetch")
+
+
 class CallgrindOut:
     """Where one server lifetime's callgrind files go: `<dir>/cg.<pid>` per process, written
     when the process exits (also on SIGTERM)."""
@@ -112,29 +113,29 @@ class OursUnderValgrind(Ours):
 
 
 class KamailioUnderValgrind:
-    """The peer's binary and cfg as start.sh runs them, under valgrind, FIFO in /tmp/kamailio-mq."""
+    """The peer's binary and cfg as start.sh runs them, under valgrind, with the peer's
+    FIFO and reply directory (common.Kamailio's)."""
 
     label = "kamailio"
     fifo_dialect = "kamailio"
     m_fetch, m_get_size = "mqueue.fetch", "mqueue.get_size"
-    run_dir = Path("/tmp/kamailio-mq")
 
     def __init__(self, shared: Path, prefill: int, cg: CallgrindOut) -> None:
-        self.cfg = shared / "peers" / "kamailio" / "kamailio.cfg"
+        self.peer = Kamailio(shared, prefill)
+        self.cfg = self.peer.dir / "kamailio.cfg"
         self.log = cg.dir / "kamailio.log"
-        self.fifo = str(self.run_dir / "kamailio_rpc.fifo")
-        self.reply_dir = f"{self.run_dir}/"
-        self.shared = shared
+        self.fifo = self.peer.fifo
+        self.reply_dir = self.peer.reply_dir
+        self.run_dir = Path(self.fifo).parent
         self.pidfile = str(cg.dir / "kamailio.pid")
         self.prefill = prefill
         self.cg = cg
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        peer = Kamailio(self.shared, self.prefill)
-        if peer._running():
-            raise SystemExit(f"the kamailio peer is running (pid {peer.pid()}): stop it first "
-                             "(../shared/peers/kamailio/stop.sh)")
+        if self.peer.running():
+            raise SystemExit(f"the kamailio peer is running (pid {self.peer.pid()}): stop it "
+                             "first (../shared/peers/kamailio/stop.sh)")
         if shutil.which("kamailio") is None:
             raise SystemExit("no kamailio binary: run ../shared/peers/kamailio/start.sh once "
                              "(it installs the Debian package)")
@@ -187,21 +188,14 @@ class FloorUnderValgrind(Floor):
              sys.executable, "-c", code, str(REPO / "benchmarks"), self.fifo,
              self.reply_dir], stdin=subprocess.DEVNULL, start_new_session=True)
 
+    def pid(self) -> int:
+        return self.proc.pid  # type: ignore[union-attr]
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: callgrind still writes its counts
             self.proc.wait()
         super().stop()
-
-
-def _wait_for_pid(srv) -> int:
-    """The process of `srv`'s tree serving its FIFO, once it waits in read() on it."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while (pid := fifo_reader(srv.proc.pid, srv.fifo)) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{srv.label}: no process serving {srv.fifo}")
-        time.sleep(0.2)
-    return pid
 
 
 def make_server(label: str, cg: CallgrindOut, shared: Path, prefill: int):
@@ -222,12 +216,21 @@ def lifetime(label: str, mode: str, op: str, n: int, work: Path, shared: Path,
     srv = make_server(label, cg, shared, prefill=args.warmup + n + 100)
     try:
         srv.start()
-        pid = _wait_for_pid(srv)
+        pid = wait_for_fifo_reader(srv.proc.pid, srv.fifo, srv.label, START_TIMEOUT)
         s = run_bench_client(shared, fifo_flags(srv, op, n, 1, args.warmup, mode))
         require_results(s, f"{label} {mode} {op}")
     finally:
         srv.stop()
     return cg.total(pid)
+
+
+def _fastpath():
+    """The package mi_fifo.fastpath (this script's directory holds benchmarks/mi_fifo.py,
+    which would shadow the package)."""
+    sys.path.insert(0, str(REPO))
+    from mi_fifo import fastpath
+
+    return fastpath
 
 
 def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
@@ -236,10 +239,8 @@ def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
     C fast path's loop over a pipe) or "python" (the framer, dispatch and reply code)."""
     import types
 
-    # this script's directory holds benchmarks/mi_fifo.py, which would shadow the package
-    sys.path.insert(0, str(REPO))
-    from mi_fifo import fastpath
-    from mi_fifo.listener import _Listener
+    fastpath = _fastpath()
+    from mi_fifo.listener import READ_SIZE, _Listener
     from mi_server.engine import Arena
     from mi_server.engine.spec import QueueSpec
     from mi_server.mi import build_core
@@ -274,8 +275,9 @@ def serve_in_process(n: int, method: str, prefill: int, path: str) -> None:
             prefix, slow = lst.reply_prefix, lst.write_slow
             for _ in range(n):
                 write(pipe_w, request)
-                if serve(pipe_r, 65536, prefix, 65536, None, core.stage_checked, core.finish,
-                         slow):
+                # the arguments the listener passes (mi_fifo.listener, _Loop)
+                if serve(pipe_r, READ_SIZE, prefix, cfg.max_request, lst.ident,
+                         core.stage_checked, core.finish, slow):
                     raise SystemExit(f"{method}: not taken by the compiled path")
                 if b'"result"' not in read(reply_fd, 4096):
                     raise SystemExit(f"{method}: no result reply")
@@ -295,7 +297,12 @@ def in_process(args) -> int:
     """Our listener path alone under callgrind: (2n run - n run) / n per method."""
     work = Path(tempfile.mkdtemp(prefix="mqmi-cg-"))
     try:
+        fastpath = _fastpath()
         for path in ("compiled", "python"):
+            if path == "compiled" and fastpath.load() is None:
+                print(f"compiled: skipped, the fast path is not built or turned off "
+                      f"({fastpath.ENV}=0)", flush=True)
+                continue
             for method in ("mq_get_size", "mq_fetch"):
                 # the same prefill in both runs, so that the difference holds no mq_add
                 prefill = 2 * args.n if method == "mq_fetch" else 0
@@ -337,9 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONHASHSEED"] = "0"  # the same str hashes, dict layouts in every run
     if args.in_process:
         return in_process(args)
-    if READ_SYSCALL is None:
-        raise SystemExit(f"fifo_instructions.py knows read()'s system call number on x86_64 "
-                         f"and aarch64, not on {os.uname().machine}")
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # stop the servers on SIGTERM too
     shared = shared_dir(args.shared)
     cases = [tuple(c.strip().split(":")) for c in args.cases.split(",") if c.strip()]

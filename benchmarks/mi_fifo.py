@@ -29,16 +29,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    REPO,
     Results,
     Servers,
     apply_quick,
     client_counts,
     common_args,
     fifo_flags,
-    fifo_reader,
     run_bench_client,
     shared_dir,
+    wait_for_fifo_reader,
 )
 from fifo_floor import Floor, MinimalMI  # noqa: E402
 
@@ -73,32 +72,24 @@ def parse_args(argv):
     return args
 
 
-def run_case(shared, srv, mode, op, c, args, pins):
+def run_case(shared, srv, mode, op, c, args):
     if op == "fetch":
         srv.refill("q1", max(args.prefill, args.n + c * args.warmup + 10))
-    if args.pin_cpu is not None:
-        pins.pin(srv)
-    flags = fifo_flags(srv, op, args.n, c, args.warmup, mode)
-    return run_bench_client(shared, [*flags, "--server-pidfile", srv.pidfile],
-                            cpu=args.pin_cpu)
+    flags = fifo_flags(srv, op, args.n, c, args.warmup, mode, pidfile=srv.pidfile)
+    return run_bench_client(shared, flags, cpu=args.pin_cpu)
 
 
 class Pins:
     """--pin-cpu: each server's FIFO-serving process on one CPU; all put back at the end
     (a Kamailio peer that was already running is left running)."""
 
-    def __init__(self, cpu: int | None) -> None:
-        self.cpu = cpu
+    def __init__(self) -> None:
         self.pinned: dict[int, set[int]] = {}  # pid -> the CPUs it had
 
-    def pin(self, srv) -> None:
-        with open(srv.pidfile) as f:
-            pid = fifo_reader(int(f.read()), srv.fifo)
-        if pid is None:
-            raise RuntimeError(f"{srv.label}: no process is reading {srv.fifo}")
-        if pid not in self.pinned:
-            self.pinned[pid] = os.sched_getaffinity(pid)
-            os.sched_setaffinity(pid, {self.cpu})
+    def pin(self, srv, cpu: int) -> None:
+        pid = wait_for_fifo_reader(srv.pid(), srv.fifo, srv.label, 30.0)
+        self.pinned[pid] = os.sched_getaffinity(pid)
+        os.sched_setaffinity(pid, {cpu})
 
     def restore(self) -> None:
         for pid, cpus in self.pinned.items():
@@ -117,17 +108,16 @@ REFERENCES = {
 }
 
 
-def listener_note(server_cmd: str | None) -> str:
-    """Which request path our FIFO listener served with (mi_fifo/fastpath.py)."""
-    if server_cmd:
-        return ("ours: run by --server-cmd, so its FIFO listener's compiled fast path is as "
-                "that interpreter and environment make it (its start-up log line says)")
-    # the package, not this script of the same name; the interpreter that ran our server
-    sys.path.insert(0, str(REPO))
-    from mi_fifo import fastpath
-
-    state = ("on" if fastpath.load() is not None else
-             f"off ({fastpath.ENV}=0)" if fastpath.built() else "not built")
+def listener_note(ours) -> str:
+    """Which request path our FIFO listener serves with, read off the running listener:
+    the extension mapped in it, and the switch in its environment (mi_fifo/fastpath.py)."""
+    pid = wait_for_fifo_reader(ours.pid(), ours.fifo, ours.label, 30.0)
+    with open(f"/proc/{pid}/maps") as f:
+        built = "_fastpath" in f.read()
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(e.partition(b"=")[::2] for e in f.read().split(b"\0") if e)
+    off = env.get(b"MQMI_FIFO_FASTPATH", b"1").strip() == b"0"
+    state = "not built" if not built else "off (MQMI_FIFO_FASTPATH=0)" if off else "on"
     return f"ours: FIFO listener's compiled fast path {state}"
 
 
@@ -163,7 +153,8 @@ def main(argv=None):
     res = Results(args.json_out)
     t0 = time.monotonic()
     references = []
-    pins = Pins(args.pin_cpu)
+    pins = Pins()
+    notes = []
     try:
         with Servers(args, fifo=True) as sv:
             servers = list(sv.active)
@@ -174,11 +165,16 @@ def main(argv=None):
             for ref in references:
                 ref.start()
                 servers.append(ref)
+            if args.pin_cpu is not None:
+                for srv in servers:
+                    pins.pin(srv, args.pin_cpu)
+            if sv.ours in servers:
+                notes.append(listener_note(sv.ours))
             for rep in range(1, args.reps + 1):
                 print(f"# repetition {rep}/{args.reps}", flush=True)
                 for name, mode, op, c in cases:
                     for srv in servers:
-                        s = run_case(shared, srv, mode, op, c, args, pins)
+                        s = run_case(shared, srv, mode, op, c, args)
                         res.add(name, srv.label, rep, s)
                         res.line(name, srv.label, s)
             memory = sv.memory_note()
@@ -193,6 +189,7 @@ def main(argv=None):
         for ref in references:
             ref.stop()
     notes = [
+        *notes,
         memory,
         f"{args.reps} interleaved run(s) per case (ours, kamailio, ours, ...); n={args.n} "
         f"per run, warm-up {args.warmup} per client; Kamailio serves its FIFO from one "
@@ -204,7 +201,6 @@ def main(argv=None):
         "same cores.",
         "ratio columns: ours / kamailio (req/s: >1 means ours is faster; CPU: <1 means ours "
         "uses less).",
-        listener_note(args.server_cmd),
         *([] if args.pin_cpu is None else [
             f"--pin-cpu {args.pin_cpu}: each server's FIFO-serving process and the client "
             f"ran on CPU {args.pin_cpu} alone (its other processes, and the refills, "
