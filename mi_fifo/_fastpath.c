@@ -103,7 +103,6 @@ static int small_int(const char *b, Py_ssize_t n, Py_ssize_t *i, span *out) {
 
 typedef struct {
     span method, id;
-    int id_is_str;
     int has_params, params_named;     /* params: [..] or {..} */
     int nparams;
     span pname[MAX_PARAMS], pval[MAX_PARAMS];
@@ -160,7 +159,7 @@ static int parse_request(const char *b, Py_ssize_t n, Py_ssize_t *i, request *r)
     enum { JSONRPC = 1, METHOD = 2, PARAMS = 4, ID = 8 };
     int seen = 0;
     Py_ssize_t j = skip_ws(b, *i + 1, n);
-    r->has_params = r->params_named = r->nparams = r->id_is_str = 0;
+    r->has_params = r->params_named = r->nparams = 0;
     r->id.p = r->method.p = NULL;
     r->id.n = r->method.n = 0;
     for (;;) {
@@ -194,11 +193,8 @@ static int parse_request(const char *b, Py_ssize_t n, Py_ssize_t *i, request *r)
                     return 0;
                 r->id.p = b + q;           /* echoed with its quotes, as encode_str writes it */
                 r->id.n = j - q;
-                r->id_is_str = 1;
-            } else {
-                if (!small_int(b, n, &j, &r->id))
-                    return 0;
-                r->id_is_str = 0;
+            } else if (!small_int(b, n, &j, &r->id)) {
+                return 0;
             }
         } else {
             return 0;  /* another member, a duplicate or a case variant: the exact walk */
@@ -262,18 +258,15 @@ typedef struct {
 
 enum { SERVED, NOT_OURS, FAILED };
 
-#define SETTLE_RETRIES 8
-
 /* settle(commit) for a held command; 0, or -1 with the exception set.  The engine stays
  * locked until settle's body has run, so it must run: pending signal handlers run first,
  * here, so that none runs (and raises) as settle's frame begins.  Should the call still
- * fail, settle(False) is called, a bounded number of times, until it returns: it undoes
- * a change still pending and does nothing once nothing is; the first exception is kept.
- * A commit comes before the reply is written: if this process dies after it, the client
- * misses an item that was taken, as when it dies after finish(); the other order would
- * hand out an item that is then put back. */
+ * fail, settle(False) is called once more, which undoes a change still pending (and does
+ * nothing once nothing is); the first exception is kept.  A commit comes before the reply
+ * is written: if this process dies after it, the client misses an item that was taken,
+ * as when it dies after finish(); the other order would hand out an item that is then
+ * put back. */
 static int settle_held(PyObject *settle, int commit) {
-    PyObject *type = NULL, *value = NULL, *tb = NULL;
     if (PyErr_CheckSignals() == 0) {
         PyObject *r = PyObject_CallOneArg(settle, commit ? Py_True : Py_False);
         if (r != NULL) {
@@ -281,15 +274,12 @@ static int settle_held(PyObject *settle, int commit) {
             return 0;
         }
     }
+    PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    for (int k = 0; k < SETTLE_RETRIES; k++) {
-        PyObject *r = PyObject_CallOneArg(settle, Py_False);
-        if (r != NULL) {
-            Py_DECREF(r);
-            break;
-        }
+    PyObject *r = PyObject_CallOneArg(settle, Py_False);
+    if (r == NULL)
         PyErr_Clear();
-    }
+    Py_XDECREF(r);
     PyErr_Restore(type, value, tb);
     return -1;
 }
@@ -321,6 +311,7 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
         return NOT_OURS;
     if (j - colon > s->max_request)
         return NOT_OURS;
+    *i = j;  /* where the next request starts (NOT_OURS: the caller goes back to its start) */
 
     char path[PATH_MAX_ + 1];
     if (s->prefix_len + name_len > PATH_MAX_)
@@ -342,10 +333,8 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     Py_XDECREF(method);
     Py_XDECREF(params);
     Py_XDECREF(id_text);
-    if (work == NULL) {
-        *i = j;
+    if (work == NULL)
         return FAILED;
-    }
 
     /* A held command (stage returned (reply, settle)) has run with its change pending and
      * the engine locked: settle(True) commits once the reply FIFO is open, settle(False)
@@ -353,28 +342,19 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
      * between (the engine is locked until then). */
     PyObject *reply = NULL, *settle = NULL;
     if (PyTuple_CheckExact(work)) {
-        Py_ssize_t size = PyTuple_GET_SIZE(work);
-        PyObject *first = size >= 2 ? PyTuple_GET_ITEM(work, 0) : NULL;
-        PyObject *last = size >= 2 ? PyTuple_GET_ITEM(work, 1) : NULL;
-        int callable = last != NULL && PyCallable_Check(last);
-        if (size != 2 || !callable || (first != Py_None && !PyBytes_Check(first))) {
-            /* not a reply we can send: undo whatever a callable settle holds, first; an
-             * error from that which is not an Exception (KeyboardInterrupt) is kept */
-            if (callable && settle_held(last, 0) < 0) {
-                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                    Py_DECREF(work);
-                    *i = j;
-                    return FAILED;
-                }
-                PyErr_Clear();
-            }
+        int pair = PyTuple_GET_SIZE(work) == 2;
+        if (!pair || !PyBytes_Check(PyTuple_GET_ITEM(work, 0))
+                || !PyCallable_Check(PyTuple_GET_ITEM(work, 1))) {
+            /* not a reply we can send: undo what a callable settle holds, first */
+            int undone = pair && PyCallable_Check(PyTuple_GET_ITEM(work, 1))
+                         ? settle_held(PyTuple_GET_ITEM(work, 1), 0) : 0;
             Py_DECREF(work);
-            PyErr_SetString(PyExc_TypeError, "stage() must return (bytes | None, settle)");
-            *i = j;
+            if (undone == 0)
+                PyErr_SetString(PyExc_TypeError, "stage() must return (bytes, settle)");
             return FAILED;
         }
-        reply = Py_NewRef(first);
-        settle = Py_NewRef(last);
+        reply = Py_NewRef(PyTuple_GET_ITEM(work, 0));
+        settle = Py_NewRef(PyTuple_GET_ITEM(work, 1));
         Py_SETREF(work, NULL);
     }
 
@@ -392,14 +372,12 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     }
     if (fd < 0) {
         Py_XDECREF(work);
+        Py_XDECREF(reply);
         if (settle != NULL) {
-            Py_DECREF(reply);
             int failed = settle_held(settle, 0);
             Py_DECREF(settle);
-            if (failed) {
-                *i = j;
+            if (failed)
                 return FAILED;
-            }
         }
         return NOT_OURS;
     }
@@ -409,31 +387,23 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
         if (failed) {
             Py_DECREF(reply);
             close(fd);
-            *i = j;
             return FAILED;
         }
-    } else if (work != Py_None && !PyBytes_Check(work)) {  /* side effects: run them now */
+    } else if (!PyBytes_Check(work)) {  /* side effects: run them now */
         reply = PyObject_CallOneArg(s->finish, work);
         Py_DECREF(work);
         if (reply == NULL) {
             close(fd);
-            *i = j;
+            return FAILED;
+        }
+        if (!PyBytes_Check(reply)) {
+            Py_DECREF(reply);
+            close(fd);
+            PyErr_SetString(PyExc_TypeError, "finish() must return bytes");
             return FAILED;
         }
     } else {
         reply = work;
-    }
-    *i = j;
-    if (reply == Py_None) {  /* nothing to send: close with nothing written */
-        Py_DECREF(reply);
-        close(fd);
-        return SERVED;
-    }
-    if (!PyBytes_Check(reply)) {
-        Py_DECREF(reply);
-        close(fd);
-        PyErr_SetString(PyExc_TypeError, "the reply must be bytes or None");
-        return FAILED;
     }
     /* the reply and its newline in one system call (opensips-cli reads with readline) */
     struct iovec iov[2] = {
@@ -463,9 +433,10 @@ PyDoc_STRVAR(serve_doc,
 "Read the FIFO and answer the requests of the narrow shape until one is not (its bytes\n"
 "and all after them are returned) or a signal, end-of-file or EAGAIN ends the read (b'').\n"
 "refuse: (st_dev, st_ino) of the server's own FIFO, or None.  stage(method, params,\n"
-"id_text) -> the reply (bytes, None: nothing to send), work for finish(work) -> bytes |\n"
-"None, called once the reply FIFO is open, or (reply, settle): settle(True) is called once\n"
-"it is open, settle(False) if it cannot be used; write_slow(fd, reply, written, errno) finishes\n"
+"id_text) -> the reply (bytes), work for finish(work) -> bytes, called once the reply\n"
+"FIFO is open, or (reply, settle): settle(True) is called once it is open, settle(False)\n"
+"if it cannot be used (every request taken has an id, so there is always a reply);\n"
+"write_slow(fd, reply, written, errno) finishes\n"
 "a reply that did not go in one write and closes fd.  If one of them raises an Exception,\n"
 "(bytes after that request, the exception) is returned instead.");
 

@@ -162,8 +162,8 @@ class _Listener:
         self.path = os.fspath(cfg.path)
         self.reply_prefix = reply_prefix(cfg.reply_dir)  # computed once, not per request
         # with all three, the framer's JSON pass also decodes the request for the MI core
-        decode = stage is not None and finish is not None
-        self.framer = Framer(cfg.max_request, cfg.idle_timeout, scan if decode else None)
+        self.decoding = stage is not None and finish is not None
+        self.framer = Framer(cfg.max_request, cfg.idle_timeout, scan if self.decoding else None)
         self.fd = -1
         self.ident: tuple[int, int] | None = None
 
@@ -276,13 +276,12 @@ class _Listener:
 
     def write_slow(self, fd: int, reply: bytes, done: int, err: int) -> None:
         """The compiled fast path's reply did not go in one write: finish it as `answer`
-        does (bounded wait, log).  Never raises: it is called from the C loop."""
+        does (bounded wait, log).  Anything else it raises comes back from the C loop with
+        the rest of the read, and the loop logs it."""
         try:
             finish_reply(fd, reply + b"\n", done, err)
         except ReplyError as e:
             log.warning("FIFO reply: %s", e)
-        except Exception:
-            log.exception("FIFO: failed to finish a reply")
 
     def prepare(self, body: bytes, value: Any) -> Any:
         """The reply if it is ready without running anything with side effects (bytes, or
@@ -342,8 +341,8 @@ class _Loop:
     def __init__(self, lst: _Listener) -> None:
         self.lst = lst
         # the compiled fast path, when built and the MI core can run checked requests
-        decoding = lst.stage is not None and lst.finish is not None
-        self.fast = fastpath.load() if decoding and lst.stage_checked is not None else None
+        self.fast = (fastpath.load() if lst.decoding and lst.stage_checked is not None
+                     else None)
         self.stopping = False
         self.woke = False      # a signal came: stop, check the path, expire held bytes
         self.reading = False   # the loop is in (or about to enter) read(read_fd)

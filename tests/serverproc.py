@@ -6,6 +6,7 @@ and a free port; nothing is shared with the user's /tmp/opensips_fifo or port 88
 
 from __future__ import annotations
 
+import errno
 import http.client
 import itertools
 import json
@@ -195,7 +196,10 @@ class Server:
             try:
                 body = {"jsonrpc": "2.0", "method": method, "id": "1",
                         "params": params if params is not None else {}}
-                wfd = os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK)
+                # the FIFO exists before its listener has opened it (the supervisor makes
+                # it first): no reader yet is ENXIO, where a blocking open would wait
+                wfd = wait_for(lambda: _open_writer(self.fifo_path), timeout,
+                               "the FIFO listener to open its FIFO")
                 try:
                     os.write(wfd, f":{name}:{json.dumps(body)}".encode())
                 finally:
@@ -228,6 +232,16 @@ class Server:
 
     def __exit__(self, *exc: Any) -> None:
         self.kill()
+
+
+def _open_writer(path: Path) -> int | None:
+    """A non-blocking write end of the FIFO at `path`, or None while it has no reader."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return None
+        raise
 
 
 def _read_line(fd: int, timeout: float) -> bytes:

@@ -130,7 +130,7 @@ class Staged:
 # `stage_checked`'s answer for a command whose change is held pending (Command.pending):
 # the reply, made already, and settle(commit), which the transport calls at once, True
 # once the reply FIFO is open, False when it cannot be.
-Held = tuple[bytes | None, Callable[[bool], None]]
+Held = tuple[bytes, Callable[[bool], None]]
 HOLD: Literal["hold"] = "hold"  # _dispatch's `defer` for stage_checked: hold if it can
 
 
@@ -286,7 +286,7 @@ class MICore:
             bound = _bind(params)
         if defer and cmd.side_effects:
             if defer is HOLD and cmd.pending is not None:
-                return self._hold(cmd, bound, id_text)
+                return self._hold(cmd, bound, id_text)  # type: ignore[arg-type]
             return Staged(cmd, bound, id_text)
         return self._run(cmd, bound, id_text)
 
@@ -303,20 +303,18 @@ class MICore:
         return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
 
     def _hold(self, cmd: Command, params: dict[str, Any],
-              id_text: str | None) -> str | None | Staged | Held:
+              id_text: str) -> str | Staged | Held:
         """Run a command's `pending` form: a Held when it left a change pending, the error
-        reply text when it raised (nothing held), Staged when that form does not apply."""
+        reply text when it raised (nothing held), Staged when that form does not apply.
+        (HOLD comes from stage_checked only, whose requests have an id.)"""
         try:
             held = cmd.pending(self.ctx, params)  # type: ignore[misc]
         except Exception as exc:  # raised before anything was held
-            result = _failed(cmd, exc)
-            return None if id_text is None else _error_reply(result, id_text)
+            return _error_reply(_failed(cmd, exc), id_text)
         if held is None:
             return Staged(cmd, params, id_text)
         value, settle = held
         try:
-            if id_text is None:
-                return None, settle
             # orjson only: its bytes are what handle() gives, and it is quick, while the
             # engine is locked; what it refuses (a lone surrogate) is staged
             body = encode_fast(value)

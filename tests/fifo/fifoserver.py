@@ -153,3 +153,25 @@ def shell_client(fifo: Path, reply_dir: Path, name: str, request: str) -> bytes:
                          timeout=20)
     assert run.returncode == 0, run.stderr
     return run.stdout
+
+
+class ReplyFifos:
+    """Reply FIFOs, each opened for reading (as a waiting client has it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.fds: dict[str, int] = {}
+
+    def make(self, name: str) -> None:
+        os.mkfifo(self.dir / name)
+        self.fds[name] = os.open(self.dir / name, os.O_RDONLY | os.O_NONBLOCK)
+
+    def got(self, name: str) -> bytes:
+        try:
+            return os.read(self.fds[name], 1 << 20)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)

@@ -150,14 +150,6 @@ def test_a_fetch_with_a_limit_is_staged_as_before():
             b'"id":1}')
 
 
-def test_a_held_notification_has_no_reply_but_still_settles():
-    with arena_core(QUEUES, ITEMS) as (core, arena):
-        reply, settle = core.stage_checked("mq_fetch", ["q"], None)
-        assert reply is None
-        settle(True)
-        assert arena.size("q") == 1
-
-
 def test_only_stage_checked_holds():
     """The Python listener's stage (it may wait for the reader) and HTTP never hold."""
     with arena_core(QUEUES, ITEMS) as (core, arena):
