@@ -89,6 +89,10 @@ SHM_DIR = "/dev/shm"
 # (TSO) and weaker CPUs do not: there every read takes the lock.  It spares a size request
 # two flock calls (size: ~0.3 us warm instead of ~1.4).
 _LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+# four consecutive words as one tuple, one C call: size() reads a queue's four counters
+# with it, ~100 ns less than a memoryview slice and .tolist(); each word is read whole
+# (a native unpacker copies it), as memoryview indexing reads it
+_counters_at = struct.Struct("4Q").unpack_from  # native, as the memoryview cast("Q")
 
 _ENC = "utf-8"
 _ERR = "surrogatepass"  # any JSON string, lone surrogates included, round-trips
@@ -724,9 +728,11 @@ class Arena:
             # A change to the proof must be made in both.
             w = self._w
             rollbacks = w[15]
-            first = w[base + 2 : base + 6].tolist()
-            if not w[13] and first == w[base + 2 : base + 6].tolist() and w[15] == rollbacks:
-                return first[0] - first[1] - first[2] - first[3]
+            at = (base + 2) << 3
+            first = _counters_at(self._mm, at)
+            if not w[13] and first == _counters_at(self._mm, at) and w[15] == rollbacks:
+                added, fetched, dropped_size, dropped_mode = first
+                return added - fetched - dropped_size - dropped_mode
         a, f, ds, dm = self._counters((base,))[0]
         return a - f - ds - dm
 

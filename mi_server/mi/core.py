@@ -255,7 +255,12 @@ class MICore:
         other (and leaves nothing held)."""
         try:
             text = self._dispatch(method, params, id_text, HOLD)
-            return to_bytes(text) if type(text) is str else text
+            if type(text) is str:
+                try:  # to_bytes without its frame: this is the FIFO's per-request path
+                    return text.encode()
+                except UnicodeEncodeError:
+                    return to_bytes(text)
+            return text
         except Exception:  # as in _reply
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY
@@ -275,8 +280,12 @@ class MICore:
                 return None if id_text is None else error_text(
                     *E.INVALID_PARAMS, match_recipe(cmd, params)[1], id_text)
             # same length by construction (the recipe was picked by it); strict= would
-            # cost a keyword-argument parse per request (~120 ns of ~2 us)
-            bound = dict(zip(recipe, params))  # noqa: B905
+            # cost a keyword-argument parse per request (~120 ns of ~2 us), and one param,
+            # the common case, is a literal: dict(zip()) costs ~190 ns more
+            if len(params) == 1:
+                bound = {recipe[0]: params[0]}
+            else:
+                bound = dict(zip(recipe, params))  # noqa: B905
         else:
             if params is not None and not params:
                 params = None  # [] and {} count as absent

@@ -9,11 +9,12 @@ import sys
 import time
 from typing import Any
 
-from jsonrpcserver.result import Error, Result, Success
+from jsonrpcserver.result import Error, Result
 
 import mi_server
 from mi_server.mi.context import MIContext
 from mi_server.mi.params import get_str
+from mi_server.mi.results import success
 
 UNKNOWN_COMMAND = (404, "unknown MI command")
 HELP_USAGE = "Usage: help mi_cmd - returns information about 'mi_cmd'"
@@ -29,21 +30,21 @@ def _registry():
 def which(ctx: MIContext, params: dict[str, Any]) -> Result:
     """[] → every accepted name; [command] → that command's recipes."""
     if "command" not in params:
-        return Success(_registry().names())
+        return success(_registry().names())
     cmd = _registry().get(get_str(params, "command"))
     if cmd is None:
         return Error(*UNKNOWN_COMMAND)
-    return Success([list(recipe) for recipe in cmd.recipes])
+    return success([list(recipe) for recipe in cmd.recipes])
 
 
 def help(ctx: MIContext, params: dict[str, Any]) -> Result:
     """[] → the usage line (OpenSIPS's w_mi_help); [mi_cmd] → its help and module."""
     if "mi_cmd" not in params:
-        return Success(HELP_USAGE)
+        return success(HELP_USAGE)
     cmd = _registry().get(get_str(params, "mi_cmd"))
     if cmd is None:
         return Error(*UNKNOWN_COMMAND)
-    return Success({"Help": cmd.help, "Exported by": cmd.module})
+    return success({"Help": cmd.help, "Exported by": cmd.module})
 
 
 def server_string() -> str:
@@ -53,7 +54,7 @@ def server_string() -> str:
 
 
 def version(ctx: MIContext, params: dict[str, Any]) -> Result:
-    return Success({"Server": server_string()})
+    return success({"Server": server_string()})
 
 
 def _ctime(t: float) -> str:
@@ -63,7 +64,7 @@ def _ctime(t: float) -> str:
 
 def uptime(ctx: MIContext, params: dict[str, Any]) -> Result:
     now = time.time()
-    return Success(
+    return success(
         {
             "Now": _ctime(now),
             "Up since": _ctime(ctx.started),
@@ -74,15 +75,15 @@ def uptime(ctx: MIContext, params: dict[str, Any]) -> Result:
 
 
 def pwd(ctx: MIContext, params: dict[str, Any]) -> Result:
-    return Success({"WD": os.getcwd()})
+    return success({"WD": os.getcwd()})
 
 
 def arg(ctx: MIContext, params: dict[str, Any]) -> Result:
-    return Success(list(ctx.argv))
+    return success(list(ctx.argv))
 
 
 def ps(ctx: MIContext, params: dict[str, Any]) -> Result:
-    return Success(
+    return success(
         {"Processes": [{"ID": p.id, "PID": p.pid, "Type": p.type} for p in ctx.processes()]}
     )
 
@@ -91,4 +92,4 @@ def kill(ctx: MIContext, params: dict[str, Any]) -> Result:
     # OpenSIPS sends SIGTERM to its process group and answers "OK"; ours asks the
     # supervisor, which stops everything in order (the reply is still sent first).
     ctx.stop()
-    return Success("OK")
+    return success("OK")

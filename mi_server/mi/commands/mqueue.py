@@ -10,12 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from jsonrpcserver.exceptions import JsonRpcError
-from jsonrpcserver.result import Error, Result, Success
+from jsonrpcserver.result import Error, Result
 
 from mi_server.engine import ArenaFull, UnknownQueue
 from mi_server.mi.context import MIContext
 from mi_server.mi.errors import bad_type
 from mi_server.mi.params import get_int, get_str
+from mi_server.mi.results import success
 
 NO_SUCH_QUEUE = (404, "No such queue")
 EMPTY_QUEUE = (404, "Empty queue")
@@ -35,12 +36,12 @@ def mq_get_size(ctx: MIContext, params: dict[str, Any]) -> Result:
         size = ctx.engine.size(name)
     except UnknownQueue:
         return Error(*NO_SUCH_QUEUE)
-    return Success({"Queue": {"name": name, "size": size}})
+    return success({"Queue": {"name": name, "size": size}})
 
 
 def mq_get_sizes(ctx: MIContext, params: dict[str, Any]) -> Result:
     # engine.sizes() already gives reverse definition order, as OpenSIPS lists them.
-    return Success({"Queue": [{"name": n, "size": s} for n, s in ctx.engine.sizes()]})
+    return success({"Queue": [{"name": n, "size": s} for n, s in ctx.engine.sizes()]})
 
 
 def mq_fetch(ctx: MIContext, params: dict[str, Any]) -> Result:
@@ -55,14 +56,14 @@ def mq_fetch(ctx: MIContext, params: dict[str, Any]) -> Result:
             items = ctx.engine.fetch_many(name, limit)
         except UnknownQueue:
             return Error(*NO_SUCH_QUEUE)
-        return Success([{"key": k, "value": v} for k, v in items])
+        return success([{"key": k, "value": v} for k, v in items])
     try:
         item = ctx.engine.fetch(name)
     except UnknownQueue:
         return Error(*NO_SUCH_QUEUE)
     if item is None:
         return Error(*EMPTY_QUEUE)
-    return Success({"Item": {"key": item[0], "value": item[1]}})
+    return success({"Item": {"key": item[0], "value": item[1]}})
 
 
 # The engine stays locked while a held reply is encoded (by orjson only, see
@@ -112,4 +113,4 @@ def mq_add(ctx: MIContext, params: dict[str, Any]) -> Result:
         return Error(*NO_SUCH_QUEUE)
     except ArenaFull:
         return Error(*OUT_OF_MEMORY)
-    return Success("OK")
+    return success("OK")

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jsonrpcserver.result import Error, Result, Success
+from jsonrpcserver.result import Error, Result
 
 from mi_server.mi.context import MIContext
 from mi_server.mi.params import get_str_array
+from mi_server.mi.results import success
 
 GROUP = "mqueue"
 NOT_FOUND = (404, "Statistics Not Found")
@@ -92,13 +93,13 @@ def get_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
     if not out and not any(t == "all" or (_is_group(t) and t[:-1].lower() == GROUP)
                            for t in texts):
         return Error(*NOT_FOUND)
-    return Success(out)
+    return success(out)
 
 
 def list_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
     """[] → every statistic and its kind; [statistics] → the ones named."""
     if "statistics" not in params:
-        return Success({f"{GROUP}:{st.name}": _kind(st) for st in _all_stats(ctx)})
+        return success({f"{GROUP}:{st.name}": _kind(st) for st in _all_stats(ctx)})
     texts = get_str_array(params, "statistics")
     out: dict[str, str] = {}
     matched = False
@@ -108,7 +109,7 @@ def list_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
         matched = True
     if not matched and not any(_is_group(t) and t[:-1].lower() == GROUP for t in texts):
         return Error(*NOT_FOUND)
-    return Success(out)
+    return success(out)
 
 
 def reset_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
@@ -124,7 +125,7 @@ def reset_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
             _reset(ctx, st)
     if not found:
         return Error(*NOT_FOUND)
-    return Success("OK")
+    return success("OK")
 
 
 def _reset(ctx: MIContext, st: Stat) -> None:
@@ -133,4 +134,4 @@ def _reset(ctx: MIContext, st: Stat) -> None:
 
 def reset_all_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
     ctx.engine.reset_stats(None)
-    return Success("OK")
+    return success("OK")
