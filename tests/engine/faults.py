@@ -2,7 +2,10 @@
 metadata word writes and kills the process (os._exit, no cleanup) at the N-th one.
 
 Payload bytes go through the mmap, not the word view, so every write counted here is a
-metadata word (undo log entries, the log count, links, counters, allocator words).
+metadata word (undo log entries, the log count, links, counters, allocator words).  The
+compiled pop (mi_server/engine/_speedups.c) writes the mapping itself, not through the
+view, so while a stand-in is in place the arena runs the Python pop, whose writes it sees;
+the compiled one has its own counter (its _count_stores, used by test_crash.py).
 """
 
 from __future__ import annotations
@@ -33,16 +36,25 @@ class DieAtWrite:
             os._exit(self.EXIT_CODE)
 
 
+def _use_python_pop(arena: Any) -> Any:
+    """Set the arena's compiled pop aside (its instance attribute, see Arena.__init__), so
+    the class's Python one runs; the compiled one, or None, to put back."""
+    return vars(arena).pop("_pop_plain", None)
+
+
 @contextmanager
 def counting_writes(arena: Any) -> Iterator[DieAtWrite]:
     """The arena's metadata writes counted while the block runs (never dies); the real
-    word view is put back even when the block raises."""
+    word view and pop are put back even when the block raises."""
     counter = DieAtWrite(arena._w)
+    compiled = _use_python_pop(arena)
     arena._w = counter
     try:
         yield counter
     finally:
         arena._w = counter._words
+        if compiled is not None:
+            arena._pop_plain = compiled
 
 
 def die_in_child(arena: Any, op: Callable[[Any], object], at: int) -> int:
@@ -50,6 +62,7 @@ def die_in_child(arena: Any, op: Callable[[Any], object], at: int) -> int:
     child's exit code (DieAtWrite.EXIT_CODE when it died, 0 when op wrote less)."""
     pid = os.fork()
     if pid == 0:
+        _use_python_pop(arena)
         arena._w = DieAtWrite(arena._w, at)
         try:
             op(arena)

@@ -119,6 +119,52 @@ def test_death_at_every_metadata_write_leaves_before_or_after_state(op_name):
             arena.close()
 
 
+COMPILED_POP_OPS = ["fetch_plain", "fetch_pending_committed", "fetch_pending_undone"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("op_name", COMPILED_POP_OPS)
+def test_death_at_every_store_of_the_compiled_pop_leaves_the_before_state(op_name):
+    """The compiled pop (mi_server/engine/_speedups.c) writes the mapping itself, past the
+    fault injector's word view: its own counter kills the process after each of its
+    stores in turn.  The Python commit comes after them, so a death anywhere in the pop
+    must be rolled back to the state before the operation."""
+    speedups = pytest.importorskip("mi_server.engine._speedups")
+    op = OPS[op_name]
+    _writes, allowed = count_writes(op)
+    arena = fresh_arena()
+    try:
+        assert arena._pop_plain is speedups.pop_plain
+        speedups._count_stores()
+        op(arena)
+        stores = speedups._count_stores()
+        assert state(arena) == allowed[-1]
+    finally:
+        arena.unlink()
+        arena.close()
+    assert stores == 16  # ten log words, the log count, five queue and free-list words
+    for at in range(1, stores + 1):
+        arena = fresh_arena()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                speedups._count_stores(at)
+                try:
+                    op(arena)
+                finally:
+                    os._exit(0)
+            _pid, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == DieAtWrite.EXIT_CODE, f"store {at}"
+            arena.check_invariants()  # takes the lock: rolls the dead pop back
+            assert state(arena) == allowed[0], f"death at store {at}/{stores}"
+            op(arena)  # the arena keeps working afterwards
+            arena.check_invariants()
+            assert state(arena) == allowed[-1]
+        finally:
+            arena.unlink()
+            arena.close()
+
+
 @pytest.mark.timeout(60)
 def test_death_during_rollback_is_rolled_back_again():
     op = OPS["addmode2_replace"]

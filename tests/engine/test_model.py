@@ -113,3 +113,16 @@ ArenaMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=40, deadline=None
 )
 TestArenaAgainstModel = ArenaMachine.TestCase
+
+
+class PythonPopMachine(ArenaMachine):
+    """The same with the Python pop: ArenaMachine runs the compiled one where it is built
+    (mi_server/engine/_speedups.c), so each is checked against the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        vars(self.arena).pop("_pop_plain", None)  # the class's Python pop runs
+
+
+PythonPopMachine.TestCase.settings = ArenaMachine.TestCase.settings
+TestArenaWithPythonPopAgainstModel = PythonPopMachine.TestCase
