@@ -1,4 +1,4 @@
-/* mi_server.engine._speedups: the engine's fetch of an unkeyed queue, compiled.
+/* mi_server.engine._speedups: the engine's lock and its fetch of an unkeyed queue, compiled.
  *
  * Optional accelerator (like mi_fifo._fastpath): Arena works without it, and
  * Arena._pop_plain_py in arena.py defines what this does.  pop_plain(words, base) makes
@@ -19,8 +19,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* word indices, as arena.py / layout.py write them out (see _pop_plain_py) */
@@ -177,8 +180,134 @@ static PyObject *count_stores(PyObject *module, PyObject *const *args, Py_ssize_
     return PyLong_FromLong(made);
 }
 
+/* ---- the arena lock: a process-shared robust mutex in the arena header ----------------
+ *
+ * What flock gives the engine (see lock.py), without a system call when nobody else holds
+ * it: exclusion between processes, and release when the holder dies -- the kernel marks a
+ * robust mutex whose owner exited, kill -9 included, and hands it to the next locker with
+ * EOWNERDEAD; the mutex is made consistent at once, and that locker rolls back the dead
+ * holder's operation as every locker does after taking the lock (arena.py).  Also as
+ * flock: taking it again in the thread that holds it succeeds (errorcheck type: EDEADLK
+ * instead of a deadlock), and releasing it when not held does nothing.  Measured: lock and
+ * unlock ~0.1 us together, the flock pair ~0.4 us warm and ~0.8 us in the FIFO listener. */
+
+#define MUTEX_BYTES 64   /* layout.py MUTEX_WORDS * 8 */
+_Static_assert(sizeof(pthread_mutex_t) <= MUTEX_BYTES, "the header holds the mutex");
+_Static_assert(_Alignof(pthread_mutex_t) <= 8, "a word-aligned mutex");
+
+/* The mutex at word `index` of `words`, or NULL with an exception set; *view to release. */
+static pthread_mutex_t *mutex_at(PyObject *const *args, Py_ssize_t nargs, Py_buffer *view) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "expected (words, index)");
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (index < 0 || index > (view->len - MUTEX_BYTES) / 8) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_IndexError, "mutex: word index out of the arena");
+        return NULL;
+    }
+    return (pthread_mutex_t *)((char *)view->buf + index * 8);
+}
+
+static PyObject *mutex_error(int err, Py_buffer *view) {
+    PyBuffer_Release(view);
+    errno = err;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+PyDoc_STRVAR(mutex_init_doc,
+"mutex_init(words, index) -> None\n\n"
+"Make the (zeroed) words at `index` a process-shared, robust, error-checking mutex.\n"
+"Once, when the arena is laid out, before any other process can see it.");
+
+static PyObject *mutex_init(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    pthread_mutex_t *m = mutex_at(args, nargs, &view);
+    if (m == NULL)
+        return NULL;
+    pthread_mutexattr_t attr;
+    int err = pthread_mutexattr_init(&attr);
+    if (err)
+        return mutex_error(err, &view);
+    if (!(err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED))
+            && !(err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST))
+            && !(err = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK)))
+        err = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (err)
+        return mutex_error(err, &view);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mutex_lock_doc,
+"mutex_lock(words, index) -> None\n\n"
+"Take the arena mutex at `index`, waiting for it with the GIL released; a dead holder's\n"
+"mutex is taken over (the caller then rolls back its operation).  Python signal\n"
+"handlers run while it waits, every 50 ms, as they do during flock.");
+
+static PyObject *mutex_lock(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    pthread_mutex_t *m = mutex_at(args, nargs, &view);
+    if (m == NULL)
+        return NULL;
+    int err = pthread_mutex_trylock(m);  /* the common case: nobody holds it */
+    while (err == EBUSY) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = pthread_mutex_timedlock(m, &until);
+        Py_END_ALLOW_THREADS
+        if (err == ETIMEDOUT) {
+            if (PyErr_CheckSignals() < 0) {
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            err = EBUSY;
+        }
+    }
+    if (err == EOWNERDEAD)  /* ours now; what its holder left is rolled back by the caller */
+        err = pthread_mutex_consistent(m);
+    else if (err == EDEADLK)  /* this thread holds it already: as flock, that is fine */
+        err = 0;
+    if (err)
+        return mutex_error(err, &view);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mutex_unlock_doc,
+"mutex_unlock(words, index) -> None\n\n"
+"Release the arena mutex at `index`; nothing when this thread does not hold it.");
+
+static PyObject *mutex_unlock(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    pthread_mutex_t *m = mutex_at(args, nargs, &view);
+    if (m == NULL)
+        return NULL;
+    int err = pthread_mutex_unlock(m);
+    if (err && err != EPERM)  /* EPERM: not held by this thread, as flock's LOCK_UN */
+        return mutex_error(err, &view);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"pop_plain", (PyCFunction)(void (*)(void))pop_plain, METH_FASTCALL, pop_plain_doc},
+    {"mutex_init", (PyCFunction)(void (*)(void))mutex_init, METH_FASTCALL, mutex_init_doc},
+    {"mutex_lock", (PyCFunction)(void (*)(void))mutex_lock, METH_FASTCALL, mutex_lock_doc},
+    {"mutex_unlock", (PyCFunction)(void (*)(void))mutex_unlock, METH_FASTCALL,
+     mutex_unlock_doc},
     {"_count_stores", (PyCFunction)(void (*)(void))count_stores, METH_FASTCALL,
      count_stores_doc},
     {NULL, NULL, 0, NULL},
@@ -186,7 +315,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "mi_server.engine._speedups",
-    "The engine's unkeyed fetch, compiled (optional; see mi_server.engine.arena).", -1,
+    "The engine's lock and unkeyed fetch, compiled (optional; see mi_server.engine.lock).", -1,
     methods,
 };
 

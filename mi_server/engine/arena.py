@@ -1,7 +1,8 @@
 """The shared-memory queue engine: queues in one mmap'ed file under /dev/shm, used directly
 by every process that creates or attaches it.
 
-Concurrency: one arena-wide flock (see lock.py). Crash safety: every metadata word an
+Concurrency: one arena-wide lock, released by the kernel when its holder dies (lock.py: a
+robust mutex in the header, or flock on the file). Crash safety: every metadata word an
 operation overwrites is first recorded as (word index, old value) in the undo log in the
 header; the operation commits by setting the log count to 0. Whoever takes the lock and
 finds a non-zero count rolls the dead holder's operation back (restoring in reverse order,
@@ -11,7 +12,7 @@ commits nothing reachable points at them. An operation allocates at most one blo
 before it frees any, so it never writes unlogged into a block it freed itself.
 
 Hot paths (unkeyed add and fetch) are written out inline with word access through
-memoryview.cast('Q'): a Python call per word write would cost more than the flock pair.
+memoryview.cast('Q'): a Python call per word write would cost more than the lock pair.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from . import speedups
 from .compact import COMPACTING, compact, worth_compacting
 from .errors import ArenaFull, UnknownQueue
 from .layout import (
@@ -34,6 +36,7 @@ from .layout import (
     H_FREE,
     H_HEAP_END,
     H_LARGE,
+    H_LOCK_KIND,
     H_LOG,
     H_LOGCNT,
     H_MAGIC,
@@ -69,7 +72,7 @@ from .layout import (
     queue_length,
     read_specs,
 )
-from .lock import flock, reopen, track
+from .lock import CLOSED, init_lock, lock_pair, new_lock_kind, reopen, track
 from .spec import QueueSpec
 from .stats import QueueStats
 
@@ -87,28 +90,18 @@ SHM_DIR = "/dev/shm"
 # Otherwise the read takes the lock (and rolls back a dead holder's operation).  It relies
 # on loads not being reordered with loads and stores with stores, which x86 guarantees
 # (TSO) and weaker CPUs do not: there every read takes the lock.  It spares a size request
-# two flock calls (size: ~0.3 us warm instead of ~1.4).
+# two lock calls (size: ~0.3 us warm instead of ~1.4 with flock).
 _LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 # four consecutive words as one tuple, one C call: size() reads a queue's four counters
 # with it, ~100 ns less than a memoryview slice and .tolist(); each word is read whole
 # (a native unpacker copies it), as memoryview indexing reads it
 _counters_at = struct.Struct("4Q").unpack_from  # native, as the memoryview cast("Q")
 
-# The engine's optional compiled part (_speedups.c, built at install where a C compiler is
-# present): _pop_plain_py's exact writes, ~15x quicker.  MQMI_ENGINE_SPEEDUPS=0 in the
-# environment turns it off for arenas opened afterwards (to compare, or to rule it out).
-SPEEDUPS_ENV = "MQMI_ENGINE_SPEEDUPS"
-try:
-    from ._speedups import pop_plain as _compiled_pop_plain
-except ImportError:  # not built
-    _compiled_pop_plain = None
-
-
 def compiled_pop_plain() -> Callable[[memoryview, int], tuple[str, str] | None] | None:
-    """The compiled `Arena._pop_plain_py`, unless it was not built or is turned off."""
-    if os.environ.get(SPEEDUPS_ENV, "1").strip() == "0":
-        return None
-    return _compiled_pop_plain
+    """The compiled `Arena._pop_plain_py` (speedups.py: _pop_plain_py's exact writes, ~15x
+    quicker), unless it was not built or is turned off."""
+    module = speedups.load()
+    return None if module is None else module.pop_plain
 
 
 _ENC = "utf-8"
@@ -238,9 +231,10 @@ def free(w: memoryview, p: int) -> None:
 class Arena:
     """Queues in a shared-memory file; see docs/ARCHITECTURE.md section 2.
 
-    One Arena object per process (a forked child may keep using its parent's: the lock fd
-    is re-opened in the child). Not for concurrent use by several threads of one process:
-    they would share one flock; attach one Arena per thread instead.
+    One Arena object per process (a forked child may keep using its parent's: a flock
+    arena's fd is re-opened in the child). Not for concurrent use by several threads of
+    one process (they would share one flock, and one undo log in progress); attach one
+    Arena per thread instead.
     """
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -260,6 +254,9 @@ class Arena:
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{path} is not a ready mqueue arena: unreadable queue "
                                  f"definitions ({e})") from None
+            self._lock_kind = w[H_LOCK_KIND]
+            # zero-argument C calls, bound once: the hot paths call them directly
+            self._acquire, self._release = lock_pair(self._lock_kind, fd, w, path)
         except BaseException:
             self._w.release()  # so that the caller can close the mapping
             raise
@@ -300,7 +297,9 @@ class Arena:
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             words = memoryview(mm).cast("Q")
             try:
-                layout(words, mm, size, queues)
+                kind = new_lock_kind()
+                init_lock(kind, words)  # before the magic: nobody can use it before
+                layout(words, mm, size, queues, kind)
             finally:
                 words.release()
         except BaseException:
@@ -332,7 +331,10 @@ class Arena:
         """Unmap in this process (the file and other processes are untouched)."""
         if self._fd < 0:
             return
-        self._pending = None  # closing the fd drops the lock: the next locker rolls it back
+        if self._pending is not None:  # the lock is still ours: the next locker rolls back
+            self._pending = None
+            self._release()
+        self._acquire, self._release = CLOSED
         self._w.release()
         self._mm.close()
         os.close(self._fd)
@@ -349,11 +351,14 @@ class Arena:
         if self._fd >= 0:
             try:
                 self._fd = reopen(self._fd, self._path)
+                self._acquire, self._release = lock_pair(self._lock_kind, self._fd, self._w,
+                                                         self._path)
             except OSError:
                 # Keeping the parent's open file description would share its lock: in
                 # this child the arena fails every operation, as a closed one does.
                 os.close(self._fd)
                 self._fd = -1
+                self._acquire, self._release = CLOSED
         self._last = {}  # "the last item fetched by this process"
         self._pending = None  # the parent's lock is not this child's
 
@@ -365,8 +370,8 @@ class Arena:
     @contextmanager
     def _locked(self) -> Iterator[memoryview]:
         """The lock held, a dead holder's operation rolled back; commit on exit."""
-        fd, w = self._fd, self._w
-        flock(fd, 2)  # LOCK_EX
+        w = self._w
+        self._acquire()
         try:
             if w[H_LOGCNT]:
                 rollback(w)
@@ -378,7 +383,7 @@ class Arena:
                 rollback(w)
             raise
         finally:
-            flock(fd, 8)  # LOCK_UN
+            self._release()
 
     def _queue(self, q: str) -> tuple[int, int, int, int, int]:
         try:
@@ -404,9 +409,8 @@ class Arena:
         kl = len(kb)
         vl = len(vb)
         nwords = ((48 + kl + vl + 15) >> 4) << 1
-        fd = self._fd
         w = self._w
-        flock(fd, 2)
+        self._acquire()
         try:
             if w[13]:
                 rollback(w)
@@ -459,7 +463,7 @@ class Arena:
                 rollback(w)
             raise
         finally:
-            flock(fd, 8)
+            self._release()
 
     def _add_keyed(
         self, base: int, qidx: int, limit: int, mode: int, seed: int, kb: bytes, vb: bytes
@@ -609,9 +613,8 @@ class Arena:
         except KeyError:
             raise UnknownQueue(q) from None
         # the hot path: the lock taken as in _records, not through _locked()
-        fd = self._fd
         w = self._w
-        flock(fd, 2)
+        self._acquire()
         try:
             if w[13]:
                 rollback(w)
@@ -622,7 +625,7 @@ class Arena:
                 rollback(w)
             raise
         finally:
-            flock(fd, 8)
+            self._release()
         return item
 
     # ---- a fetch left pending ---------------------------------------------------------
@@ -647,8 +650,8 @@ class Arena:
             base, _qidx, _limit, mode, _seed = self._queues[q]
         except KeyError:
             raise UnknownQueue(q) from None
-        fd, w = self._fd, self._w
-        flock(fd, 2)
+        w = self._w
+        self._acquire()
         try:
             if w[13]:  # a dead holder's operation, or (a caller's bug) one never settled
                 rollback(w)
@@ -659,10 +662,10 @@ class Arena:
         except BaseException:
             if w[13]:
                 rollback(w)
-            flock(fd, 8)
+            self._release()
             raise
         if item is None:
-            flock(fd, 8)
+            self._release()
             return None
         # the rollback count: if it moves before settle, an operation of this process ran
         # in between and undid the removal (any operation taking the lock rolls back a
@@ -689,7 +692,7 @@ class Arena:
             else:
                 rollback(w)
         finally:
-            flock(self._fd, 8)
+            self._release()
 
     def fetch_many(self, q: str, limit: int) -> list[tuple[str, str]]:
         """Up to `limit` items, oldest first, in one locked step. UnknownQueue.
@@ -710,7 +713,7 @@ class Arena:
     # ---- reading ------------------------------------------------------------------------
     # size / sizes read lock-free where they can (see _LOCK_FREE_READS); their fallback and
     # stats take the lock in _records as the hot paths do, not through _locked(): the
-    # @contextmanager's generator and its enter/exit cost about as much as the flock pair
+    # @contextmanager's generator and its enter/exit cost about as much as a flock pair
     # itself. They write nothing, so there is nothing to commit; a dead holder's operation
     # is still rolled back first, so they only ever see committed state.
     # Literal word indices as in add: 13 log count; queue +2 added, +3 fetched,
@@ -720,14 +723,14 @@ class Arena:
         """Copies of queue records, read under the lock once a dead holder's operation is
         rolled back. Read-only, so there is nothing to commit or undo afterwards; a plain
         try/finally because a @contextmanager would cost more than the reads."""
-        fd, w = self._fd, self._w
-        flock(fd, 2)
+        w = self._w
+        self._acquire()
         try:
             if w[13]:
                 rollback(w)
             return [w[b : b + 13].tolist() for b in bases]  # 13 == Q_WORDS
         finally:
-            flock(fd, 8)
+            self._release()
 
     def _counters(self, bases: Sequence[int]) -> list[list[int]]:
         """[added, fetched, dropped by size, dropped by addmode] of each queue record: read

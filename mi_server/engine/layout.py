@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .spec import QueueSpec
 
 MAGIC = 0x3145554555514D4D  # "MMQUEUE1" little-endian; written last at creation
-VERSION = 1
+VERSION = 2  # 2: the lock kind and the mutex words at the end of the header
 
 # header words
 H_MAGIC = 0
@@ -37,7 +37,13 @@ H_LOG = 16  # undo log: (word index, old value) pairs
 LOG_WORDS = 256  # 128 entries; the longest operation logs about 30
 H_FREE = H_LOG + LOG_WORDS  # free-list heads by size class (class c = blocks of 16*c bytes)
 MAX_CLASS = 4096  # classes cover blocks below 64 KiB; bigger ones go to H_LARGE
-HEADER_WORDS = H_FREE + MAX_CLASS
+# the arena lock (lock.py): LOCK_FLOCK, flock on the file, or LOCK_MUTEX, the robust
+# process-shared mutex in the MUTEX_WORDS words at H_MUTEX; chosen at creation
+H_LOCK_KIND = H_FREE + MAX_CLASS
+H_MUTEX = H_LOCK_KIND + 1
+MUTEX_WORDS = 8  # 64 bytes: a pthread_mutex_t fits (checked when the C code is built)
+HEADER_WORDS = H_MUTEX + MUTEX_WORDS
+LOCK_FLOCK, LOCK_MUTEX = 0, 1
 
 # queue record words (relative to the record's base). The counters are all-time totals;
 # the queue's length is derived (added - fetched - dropped_size - dropped_addmode), so an add
@@ -78,10 +84,12 @@ def bucket_count(arena_size: int, keyed: bool) -> int:
     return n
 
 
-def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec]) -> None:
+def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec],
+           lock_kind: int = LOCK_FLOCK) -> None:
     """Write a fresh arena's header, definitions, queue table and empty heap into `words`
-    (a zeroed 'Q' view of the mapping `buf`). The magic is written last, so an attacher
-    never sees a half-built arena."""
+    (a zeroed 'Q' view of the mapping `buf`), for the lock `lock_kind` (its mutex, if
+    any, is initialised by the caller). The magic is written last, so an attacher never
+    sees a half-built arena."""
     import zlib
 
     specs = json.dumps([[q.name, q.size, q.addmode, q.dbmode] for q in queues]).encode()
@@ -113,6 +121,7 @@ def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec]) -> No
     words[H_HEAP_END] = end
     words[H_SPECS] = specs_off
     words[H_SPECS_LEN] = len(specs)
+    words[H_LOCK_KIND] = lock_kind
     words[H_MAGIC] = MAGIC
 
 

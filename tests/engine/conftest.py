@@ -1,6 +1,7 @@
 """Engine test fixtures: arenas under unique /dev/shm names, always unlinked, each test run
-with the compiled pop (mi_server/engine/_speedups.c; skipped where it is not built or is
-turned off) and with the Python one."""
+with the engine's compiled part (mi_server/engine/_speedups.c: the mutex lock and the
+compiled pop; skipped where it is not built or is turned off) and without it (flock and
+the Python pop)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from mi_server.engine import Arena, QueueSpec
+from mi_server.engine import Arena, QueueSpec, speedups
 from mi_server.engine.arena import compiled_pop_plain
+from mi_server.engine.layout import LOCK_FLOCK, LOCK_MUTEX
 
 MakeArena = Callable[..., Arena]
 
@@ -19,11 +21,13 @@ def unique_name() -> str:
     return f"mqtest-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["compiled_pop", "python_pop"])
-def make_arena(request) -> Iterator[MakeArena]:
-    compiled = request.param == "compiled_pop"
-    if compiled and compiled_pop_plain() is None:
-        pytest.skip("the engine's compiled pop is not built or is turned off")
+@pytest.fixture(params=["compiled", "python"])
+def make_arena(request, monkeypatch) -> Iterator[MakeArena]:
+    compiled = request.param == "compiled"
+    if compiled and speedups.load() is None:
+        pytest.skip("the engine's compiled part is not built or is turned off")
+    if not compiled:
+        monkeypatch.setenv(speedups.ENV, "0")
     made: list[Arena] = []
 
     def make(queues: Sequence[QueueSpec], size: int = 1 << 20) -> Arena:
@@ -31,8 +35,10 @@ def make_arena(request) -> Iterator[MakeArena]:
         made.append(arena)
         if compiled:
             assert vars(arena)["_pop_plain"] is compiled_pop_plain()
+            assert arena._lock_kind == LOCK_MUTEX
         else:
-            vars(arena).pop("_pop_plain", None)  # the class's Python pop runs
+            assert "_pop_plain" not in vars(arena)  # the class's Python pop runs
+            assert arena._lock_kind == LOCK_FLOCK
         return arena
 
     yield make

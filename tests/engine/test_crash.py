@@ -14,10 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from mi_server.engine import Arena, QueueSpec
+from mi_server.engine import Arena, QueueSpec, speedups
+from mi_server.engine.layout import LOCK_FLOCK, LOCK_MUTEX
 
 from .conftest import unique_name
 from .faults import DieAtWrite, counting_writes, die_in_child
+
+
+@pytest.fixture(autouse=True, params=["mutex", "flock"])
+def lock_kind(request, monkeypatch) -> int:
+    """Every test here with each lock (lock.py): the compiled mutex, skipped where the
+    engine's compiled part is not built or is turned off, and flock (the compiled part
+    turned off: arenas created then lock with flock and pop in Python)."""
+    if request.param == "mutex":
+        if speedups.load() is None:
+            pytest.skip("the engine's compiled part is not built or is turned off")
+        return LOCK_MUTEX
+    monkeypatch.setenv(speedups.ENV, "0")
+    return LOCK_FLOCK
 
 SPECS = [
     QueueSpec("plain"),
@@ -66,7 +80,7 @@ OPS: dict[str, Op] = {
 
 
 def fresh_arena() -> Arena:
-    arena = Arena.create(unique_name(), 256 << 10, SPECS)
+    arena = Arena.create(unique_name(), 256 << 10, SPECS)  # its lock: see lock_kind
     setup_queues(arena)
     return arena
 
@@ -123,21 +137,23 @@ COMPILED_POP_OPS = ["fetch_plain", "fetch_pending_committed", "fetch_pending_und
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("lock_kind", ["mutex"], indirect=True)  # the compiled part on
 @pytest.mark.parametrize("op_name", COMPILED_POP_OPS)
-def test_death_at_every_store_of_the_compiled_pop_leaves_the_before_state(op_name):
+def test_death_at_every_store_of_the_compiled_pop_leaves_the_before_state(op_name,
+                                                                         lock_kind):
     """The compiled pop (mi_server/engine/_speedups.c) writes the mapping itself, past the
     fault injector's word view: its own counter kills the process after each of its
     stores in turn.  The Python commit comes after them, so a death anywhere in the pop
     must be rolled back to the state before the operation."""
-    speedups = pytest.importorskip("mi_server.engine._speedups")
+    compiled = speedups.load()
     op = OPS[op_name]
     _writes, allowed = count_writes(op)
     arena = fresh_arena()
     try:
-        assert arena._pop_plain is speedups.pop_plain
-        speedups._count_stores()
+        assert arena._pop_plain is compiled.pop_plain
+        compiled._count_stores()
         op(arena)
-        stores = speedups._count_stores()
+        stores = compiled._count_stores()
         assert state(arena) == allowed[-1]
     finally:
         arena.unlink()
@@ -148,7 +164,7 @@ def test_death_at_every_store_of_the_compiled_pop_leaves_the_before_state(op_nam
         try:
             pid = os.fork()
             if pid == 0:
-                speedups._count_stores(at)
+                compiled._count_stores(at)
                 try:
                     op(arena)
                 finally:

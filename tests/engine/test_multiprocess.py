@@ -89,21 +89,33 @@ def test_concurrent_producers_and_consumers_conserve_items(make_arena, tmp_path)
 
 def test_forked_child_has_its_own_lock(make_arena):
     """A child holding the lock must block its parent (flock on a shared open file
-    description would let both in): the parent's try-lock fails while the child holds it."""
-    import fcntl
+    description would let both in; a mutex is held by one thread): the parent waits for
+    the lock until the child lets it go."""
+    import threading
 
     arena = make_arena([QueueSpec("q")])
     to_parent, to_child = os.pipe(), os.pipe()
     pid = os.fork()
     if pid == 0:
-        fcntl.flock(arena._fd, fcntl.LOCK_EX)
+        arena._acquire()
         os.write(to_parent[1], b"x")
         os.read(to_child[0], 1)  # hold until the parent has tried
+        arena._release()
         os._exit(0)
     assert os.read(to_parent[0], 1) == b"x"
-    with pytest.raises(BlockingIOError):
-        fcntl.flock(arena._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    got = threading.Event()
+
+    def take() -> None:
+        arena._acquire()
+        got.set()
+        arena._release()
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    assert not got.wait(0.3), "the parent got the lock its child holds"
     os.write(to_child[1], b"y")
+    assert got.wait(10), "the parent never got the lock back"
+    taker.join()
     wait_ok(pid)
     arena.add("q", "k", "v")  # the lock is free again
     assert arena.size("q") == 1
