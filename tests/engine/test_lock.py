@@ -1,0 +1,73 @@
+"""The arena lock's two kinds (mi_server/engine/lock.py): what an arena records, what a
+process that cannot use it does, and waiting for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from mi_server.engine import Arena, QueueSpec, speedups
+from mi_server.engine.layout import H_LOCK_KIND, LOCK_MUTEX
+
+from .conftest import unique_name
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_waiting_for_the_lock_runs_signal_handlers(make_arena):
+    """A process waiting for a lock that a live holder keeps must still run its signal
+    handlers (a SIGTERM must stop it): flock returns EINTR, the mutex wait wakes up to
+    look."""
+    arena = make_arena([QueueSpec("q")])
+    to_parent, to_child = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        arena._acquire()
+        os.write(to_parent[1], b"x")
+        os.read(to_child[0], 1)
+        os._exit(0)
+    assert os.read(to_parent[0], 1) == b"x"
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            arena.add("q", "k", "v")
+        assert time.monotonic() - started < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.write(to_child[1], b"y")
+        os.waitpid(pid, 0)
+    arena.add("q", "k", "v")  # the holder is gone: the lock is free
+    assert arena.size("q") == 1
+
+
+def test_a_mutex_arena_needs_the_compiled_part(monkeypatch):
+    if speedups.load() is None:
+        pytest.skip("the engine's compiled part is not built or is turned off")
+    arena = Arena.create(unique_name(), 1 << 20, [QueueSpec("q")])
+    try:
+        assert arena._lock_kind == LOCK_MUTEX
+        monkeypatch.setattr(speedups, "_module", None)  # as an install without it
+        with pytest.raises(ValueError, match="compiled mutex"):
+            Arena.attach(arena.name)
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+def test_an_unknown_lock_kind_is_refused(make_arena):
+    arena = make_arena([QueueSpec("q")])
+    arena._w[H_LOCK_KIND] = 7
+    with pytest.raises(ValueError, match="unknown lock kind 7"):
+        Arena.attach(arena.name)
