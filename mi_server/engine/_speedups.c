@@ -195,6 +195,16 @@ static PyObject *count_stores(PyObject *module, PyObject *const *args, Py_ssize_
 _Static_assert(sizeof(pthread_mutex_t) <= MUTEX_BYTES, "the header holds the mutex");
 _Static_assert(_Alignof(pthread_mutex_t) <= 8, "a word-aligned mutex");
 
+/* Which C library's pthread_mutex_t this module was built against, and its size: an arena
+ * records it, and a process built against another refuses the arena (lock.py) instead of
+ * misreading the mutex.  glibc keeps this layout stable across its versions. */
+#ifdef __GLIBC__
+#define MUTEX_LIBC 1
+#else
+#define MUTEX_LIBC 2
+#endif
+#define MUTEX_ABI ((MUTEX_LIBC << 16) | (int)sizeof(pthread_mutex_t))
+
 /* The mutex at word `index` of `words`, or NULL with an exception set; *view to release. */
 static pthread_mutex_t *mutex_at(PyObject *const *args, Py_ssize_t nargs, Py_buffer *view) {
     if (nargs != 2) {
@@ -320,5 +330,8 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "MUTEX_ABI", MUTEX_ABI) < 0)
+        Py_CLEAR(m);
+    return m;
 }

@@ -38,9 +38,11 @@ LOG_WORDS = 256  # 128 entries; the longest operation logs about 30
 H_FREE = H_LOG + LOG_WORDS  # free-list heads by size class (class c = blocks of 16*c bytes)
 MAX_CLASS = 4096  # classes cover blocks below 64 KiB; bigger ones go to H_LARGE
 # the arena lock (lock.py): LOCK_FLOCK, flock on the file, or LOCK_MUTEX, the robust
-# process-shared mutex in the MUTEX_WORDS words at H_MUTEX; chosen at creation
+# process-shared mutex in the MUTEX_WORDS words at H_MUTEX, whose binary layout (the C
+# library's) H_LOCK_ABI names; chosen at creation
 H_LOCK_KIND = H_FREE + MAX_CLASS
-H_MUTEX = H_LOCK_KIND + 1
+H_LOCK_ABI = H_LOCK_KIND + 1
+H_MUTEX = H_LOCK_ABI + 1
 MUTEX_WORDS = 8  # 64 bytes: a pthread_mutex_t fits (checked when the C code is built)
 HEADER_WORDS = H_MUTEX + MUTEX_WORDS
 LOCK_FLOCK, LOCK_MUTEX = 0, 1

@@ -25,7 +25,7 @@ from functools import partial
 from typing import Protocol
 
 from . import speedups
-from .layout import H_MUTEX, LOCK_FLOCK, LOCK_MUTEX
+from .layout import H_LOCK_ABI, H_MUTEX, LOCK_FLOCK, LOCK_MUTEX
 
 
 class ForkAware(Protocol):
@@ -71,7 +71,9 @@ def new_lock_kind() -> int:
 def init_lock(kind: int, words: memoryview) -> None:
     """Set up a new arena's lock of `kind` in its (zeroed) header, before it is laid out."""
     if kind == LOCK_MUTEX:
-        speedups.built().mutex_init(words, H_MUTEX)  # type: ignore[union-attr]
+        module = speedups.built()
+        module.mutex_init(words, H_MUTEX)  # type: ignore[union-attr]
+        words[H_LOCK_ABI] = module.MUTEX_ABI  # type: ignore[union-attr]
 
 
 def lock_pair(kind: int, fd: int, words: memoryview, path: str) -> Lock:
@@ -84,6 +86,9 @@ def lock_pair(kind: int, fd: int, words: memoryview, path: str) -> Lock:
         if module is None:
             raise ValueError(f"{path} is locked by the engine's compiled mutex, and this "
                              "install has no mi_server.engine._speedups")
+        if words[H_LOCK_ABI] != module.MUTEX_ABI:
+            raise ValueError(f"{path} is locked by a mutex of another C library's layout "
+                             f"({words[H_LOCK_ABI]:#x}, this process: {module.MUTEX_ABI:#x})")
         return partial(module.mutex_lock, words, H_MUTEX), partial(module.mutex_unlock,
                                                                    words, H_MUTEX)
     raise ValueError(f"{path} is not a ready mqueue arena: unknown lock kind {kind}")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mi_server.engine import Arena, QueueSpec, speedups
-from mi_server.engine.layout import H_LOCK_KIND, LOCK_MUTEX
+from mi_server.engine.layout import H_LOCK_ABI, H_LOCK_KIND, LOCK_MUTEX
 
 from .conftest import unique_name
 
@@ -71,3 +71,17 @@ def test_an_unknown_lock_kind_is_refused(make_arena):
     arena._w[H_LOCK_KIND] = 7
     with pytest.raises(ValueError, match="unknown lock kind 7"):
         Arena.attach(arena.name)
+
+
+def test_a_mutex_of_another_c_library_is_refused():
+    if speedups.load() is None:
+        pytest.skip("the engine's compiled part is not built or is turned off")
+    arena = Arena.create(unique_name(), 1 << 20, [QueueSpec("q")])
+    try:
+        assert arena._w[H_LOCK_ABI] == speedups.load().MUTEX_ABI
+        arena._w[H_LOCK_ABI] = speedups.load().MUTEX_ABI ^ (3 << 16)
+        with pytest.raises(ValueError, match="another C library"):
+            Arena.attach(arena.name)
+    finally:
+        arena.unlink()
+        arena.close()
