@@ -97,6 +97,7 @@ _LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i6
 # (a native unpacker copies it), as memoryview indexing reads it
 _counters_at = struct.Struct("4Q").unpack_from  # native, as the memoryview cast("Q")
 
+
 def compiled_pop_plain() -> Callable[[memoryview, int], tuple[str, str] | None] | None:
     """The compiled `Arena._pop_plain_py` (speedups.py: _pop_plain_py's exact writes, ~15x
     quicker), unless it was not built or is turned off."""
