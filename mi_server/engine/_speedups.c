@@ -224,10 +224,14 @@ static pthread_mutex_t *mutex_at(PyObject *const *args, Py_ssize_t nargs, Py_buf
     return (pthread_mutex_t *)((char *)view->buf + index * 8);
 }
 
-static PyObject *mutex_error(int err, Py_buffer *view) {
+/* None when `err` is 0, else OSError(err); `view` is released either way. */
+static PyObject *mutex_result(int err, Py_buffer *view) {
     PyBuffer_Release(view);
-    errno = err;
-    return PyErr_SetFromErrno(PyExc_OSError);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(mutex_init_doc,
@@ -243,16 +247,13 @@ static PyObject *mutex_init(PyObject *module, PyObject *const *args, Py_ssize_t 
     pthread_mutexattr_t attr;
     int err = pthread_mutexattr_init(&attr);
     if (err)
-        return mutex_error(err, &view);
+        return mutex_result(err, &view);
     if (!(err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED))
             && !(err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST))
             && !(err = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK)))
         err = pthread_mutex_init(m, &attr);
     pthread_mutexattr_destroy(&attr);
-    if (err)
-        return mutex_error(err, &view);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
+    return mutex_result(err, &view);
 }
 
 PyDoc_STRVAR(mutex_lock_doc,
@@ -290,10 +291,7 @@ static PyObject *mutex_lock(PyObject *module, PyObject *const *args, Py_ssize_t 
         err = pthread_mutex_consistent(m);
     else if (err == EDEADLK)  /* this thread holds it already: as flock, that is fine */
         err = 0;
-    if (err)
-        return mutex_error(err, &view);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
+    return mutex_result(err, &view);
 }
 
 PyDoc_STRVAR(mutex_unlock_doc,
@@ -306,10 +304,7 @@ static PyObject *mutex_unlock(PyObject *module, PyObject *const *args, Py_ssize_
     if (m == NULL)
         return NULL;
     int err = pthread_mutex_unlock(m);
-    if (err && err != EPERM)  /* EPERM: not held by this thread, as flock's LOCK_UN */
-        return mutex_error(err, &view);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
+    return mutex_result(err == EPERM ? 0 : err, &view);  /* EPERM: not held, as LOCK_UN */
 }
 
 static PyMethodDef methods[] = {

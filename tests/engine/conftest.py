@@ -5,8 +5,10 @@ the Python pop)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import pytest
 
@@ -45,3 +47,26 @@ def make_arena(request, monkeypatch) -> Iterator[MakeArena]:
     for arena in made:
         arena.unlink()
         arena.close()
+
+
+@contextmanager
+def lock_held_by_child(arena: Arena) -> Iterator[int]:
+    """A forked child takes the arena lock and keeps it until the block ends (then it lets
+    go and exits 0); the child's pid."""
+    to_parent, to_child = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        arena._acquire()
+        os.write(to_parent[1], b"x")
+        os.read(to_child[0], 1)  # hold until the parent is done
+        arena._release()
+        os._exit(0)
+    try:
+        assert os.read(to_parent[0], 1) == b"x"
+        yield pid
+    finally:
+        os.write(to_child[1], b"y")
+        _pid, status = os.waitpid(pid, 0)
+        for fd in (*to_parent, *to_child):
+            os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -3,7 +3,6 @@ process that cannot use it does, and waiting for it."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -12,7 +11,7 @@ import pytest
 from mi_server.engine import Arena, QueueSpec, speedups
 from mi_server.engine.layout import H_LOCK_ABI, H_LOCK_KIND, LOCK_MUTEX
 
-from .conftest import unique_name
+from .conftest import lock_held_by_child, unique_name
 
 
 class Interrupted(Exception):
@@ -24,30 +23,21 @@ def test_waiting_for_the_lock_runs_signal_handlers(make_arena):
     handlers (a SIGTERM must stop it): flock returns EINTR, the mutex wait wakes up to
     look."""
     arena = make_arena([QueueSpec("q")])
-    to_parent, to_child = os.pipe(), os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        arena._acquire()
-        os.write(to_parent[1], b"x")
-        os.read(to_child[0], 1)
-        os._exit(0)
-    assert os.read(to_parent[0], 1) == b"x"
 
     def interrupt(signum, frame):
         raise Interrupted
 
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        started = time.monotonic()
-        with pytest.raises(Interrupted):
-            arena.add("q", "k", "v")
-        assert time.monotonic() - started < 5
+        with lock_held_by_child(arena):
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            started = time.monotonic()
+            with pytest.raises(Interrupted):
+                arena.add("q", "k", "v")
+            assert time.monotonic() - started < 5
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-        os.write(to_child[1], b"y")
-        os.waitpid(pid, 0)
     arena.add("q", "k", "v")  # the holder is gone: the lock is free
     assert arena.size("q") == 1
 

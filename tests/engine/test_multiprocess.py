@@ -4,12 +4,15 @@ exactly once (consumed or still queued), per-producer order is kept, the arena s
 from __future__ import annotations
 
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from mi_server.engine import Arena, QueueSpec
+
+from .conftest import lock_held_by_child
 
 PRODUCERS, CONSUMERS, ITEMS = 3, 3, 2000
 QUEUES = ("plain", "keyed")
@@ -91,18 +94,7 @@ def test_forked_child_has_its_own_lock(make_arena):
     """A child holding the lock must block its parent (flock on a shared open file
     description would let both in; a mutex is held by one thread): the parent waits for
     the lock until the child lets it go."""
-    import threading
-
     arena = make_arena([QueueSpec("q")])
-    to_parent, to_child = os.pipe(), os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        arena._acquire()
-        os.write(to_parent[1], b"x")
-        os.read(to_child[0], 1)  # hold until the parent has tried
-        arena._release()
-        os._exit(0)
-    assert os.read(to_parent[0], 1) == b"x"
     got = threading.Event()
 
     def take() -> None:
@@ -110,13 +102,12 @@ def test_forked_child_has_its_own_lock(make_arena):
         got.set()
         arena._release()
 
-    taker = threading.Thread(target=take)
-    taker.start()
-    assert not got.wait(0.3), "the parent got the lock its child holds"
-    os.write(to_child[1], b"y")
+    with lock_held_by_child(arena):
+        taker = threading.Thread(target=take)
+        taker.start()
+        assert not got.wait(0.3), "the parent got the lock its child holds"
     assert got.wait(10), "the parent never got the lock back"
     taker.join()
-    wait_ok(pid)
     arena.add("q", "k", "v")  # the lock is free again
     assert arena.size("q") == 1
 
