@@ -52,6 +52,7 @@ from .layout import (
     I_PAYLOAD,
     I_PREV,
     ITEM_HEADER_BYTES,
+    LOCK_MUTEX,
     M32,
     MAGIC,
     MAX_CLASS,
@@ -365,6 +366,11 @@ class Arena:
 
     def specs(self) -> list[QueueSpec]:
         return list(self._specs)
+
+    @property
+    def lock_kind(self) -> str:
+        """"mutex" (the engine's compiled part) or "flock": see lock.py."""
+        return "mutex" if self._lock_kind == LOCK_MUTEX else "flock"
 
     # ---- locking for the slow paths ---------------------------------------------------
 

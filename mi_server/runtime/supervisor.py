@@ -192,7 +192,8 @@ class Supervisor:
     def _summary(self) -> str:
         cfg = self.cfg
         # The arena's name is what a local producer passes to Arena.attach().
-        parts = [f"{len(cfg.queues)} queue(s) in arena {self.arena.name}"]
+        parts = [f"{len(cfg.queues)} queue(s) in arena {self.arena.name} "
+                 f"({self.arena.lock_kind} lock)"]
         if cfg.http is not None:
             parts.append(f"HTTP {cfg.http.host}:{cfg.http.port}/{cfg.http.root} "
                          f"({cfg.http.workers} worker(s))")

@@ -42,6 +42,12 @@ def test_waiting_for_the_lock_runs_signal_handlers(make_arena):
     assert arena.size("q") == 1
 
 
+def test_the_lock_kind_is_named(make_arena):
+    arena = make_arena([QueueSpec("q")])
+    assert arena.lock_kind == ("mutex" if arena._lock_kind == LOCK_MUTEX else "flock")
+    assert Arena.attach(arena.name).lock_kind == arena.lock_kind
+
+
 def test_a_mutex_arena_needs_the_compiled_part(monkeypatch):
     if speedups.load() is None:
         pytest.skip("the engine's compiled part is not built or is turned off")
