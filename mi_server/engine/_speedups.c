@@ -326,7 +326,21 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "MUTEX_ABI", MUTEX_ABI) < 0)
-        Py_CLEAR(m);
+    if (m == NULL)
+        return NULL;
+    /* the word indices this file assumes, for tests/engine/test_speedups_build.py to hold
+     * against layout.py */
+    PyObject *words = Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "H_LARGE", H_LARGE, "H_LOGCNT", H_LOGCNT, "H_LOG", H_LOG, "H_FREE", H_FREE,
+        "MAX_CLASS", SIZE_CLASSES, "Q_HEAD", Q_HEAD, "Q_TAIL", Q_TAIL,
+        "Q_FETCHED", Q_FETCHED, "I_NEXT", I_NEXT, "I_PREV", I_PREV, "I_LENS", I_LENS,
+        "I_BWORDS", I_BWORDS, "I_PAYLOAD", I_PAYLOAD, "MUTEX_WORDS", MUTEX_BYTES / 8);
+    if (words == NULL || PyModule_AddObject(m, "LAYOUT", words) < 0
+            || PyModule_AddIntConstant(m, "MUTEX_ABI", MUTEX_ABI) < 0) {
+        Py_XDECREF(words);
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

@@ -31,3 +31,10 @@ def test_the_environment_turns_it_off_for_new_arenas(monkeypatch):
     monkeypatch.setenv(speedups.ENV, "1")
     assert speedups.load() is speedups.built()
     assert compiled_pop_plain() is speedups.built().pop_plain
+
+
+def test_the_c_code_uses_the_layouts_word_indices():
+    from mi_server.engine import layout
+
+    assert speedups.built().LAYOUT == {name: getattr(layout, name)
+                                       for name in speedups.built().LAYOUT}
