@@ -205,6 +205,16 @@ _Static_assert(_Alignof(pthread_mutex_t) <= 8, "a word-aligned mutex");
 #endif
 #define MUTEX_ABI ((MUTEX_LIBC << 16) | (int)sizeof(pthread_mutex_t))
 
+/* The wait's deadlines on the monotonic clock where the C library can (glibc 2.30), so a
+ * step of the wall clock does not stretch the interval between signal checks. */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#define MUTEX_WAIT_CLOCK CLOCK_MONOTONIC
+#define MUTEX_WAIT(m, until) pthread_mutex_clocklock((m), CLOCK_MONOTONIC, (until))
+#else
+#define MUTEX_WAIT_CLOCK CLOCK_REALTIME
+#define MUTEX_WAIT(m, until) pthread_mutex_timedlock((m), (until))
+#endif
+
 /* The mutex at word `index` of `words`, or NULL with an exception set; *view to release. */
 static pthread_mutex_t *mutex_at(PyObject *const *args, Py_ssize_t nargs, Py_buffer *view) {
     if (nargs != 2) {
@@ -270,14 +280,14 @@ static PyObject *mutex_lock(PyObject *module, PyObject *const *args, Py_ssize_t 
     int err = pthread_mutex_trylock(m);  /* the common case: nobody holds it */
     while (err == EBUSY) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(MUTEX_WAIT_CLOCK, &until);
         until.tv_nsec += 50 * 1000 * 1000;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec += 1;
             until.tv_nsec -= 1000000000L;
         }
         Py_BEGIN_ALLOW_THREADS
-        err = pthread_mutex_timedlock(m, &until);
+        err = MUTEX_WAIT(m, &until);
         Py_END_ALLOW_THREADS
         if (err == ETIMEDOUT) {
             if (PyErr_CheckSignals() < 0) {
