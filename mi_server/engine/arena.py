@@ -613,26 +613,33 @@ class Arena:
 
     _pop_plain = _pop_plain_py  # an instance's own attribute when compiled: see __init__
 
-    def fetch(self, q: str) -> tuple[str, str] | None:
-        """Remove and return the oldest (key, value); None when empty. UnknownQueue."""
+    def _take(self, q: str) -> tuple[str, str] | None:
+        """The lock taken (a dead holder's operation rolled back) and the head item of q
+        removed, logged and NOT committed: the caller commits or rolls back, and releases
+        the lock.  None: the queue is empty (nothing logged, the lock still held).  When
+        it raises, nothing is left logged and the lock is released.  UnknownQueue.  (The
+        hot paths' lock, taken as in _records, not through _locked().)"""
         try:
             base, _qidx, _limit, mode, _seed = self._queues[q]
         except KeyError:
             raise UnknownQueue(q) from None
-        # the hot path: the lock taken as in _records, not through _locked()
         w = self._w
         self._acquire()
         try:
-            if w[13]:
+            if w[13]:  # a dead holder's operation, or a pending fetch never settled
                 rollback(w)
-            item = self._pop(w, base, True) if mode else self._pop_plain(w, base)
-            w[13] = 0  # commit
+            return self._pop(w, base, True) if mode else self._pop_plain(w, base)
         except BaseException:
             if w[13]:
                 rollback(w)
-            raise
-        finally:
             self._release()
+            raise
+
+    def fetch(self, q: str) -> tuple[str, str] | None:
+        """Remove and return the oldest (key, value); None when empty. UnknownQueue."""
+        item = self._take(q)
+        self._w[13] = 0  # commit
+        self._release()
         return item
 
     # ---- a fetch left pending ---------------------------------------------------------
@@ -653,31 +660,17 @@ class Arena:
         `settle(True)` then reports).  A process that dies before it settles, or closes the
         arena, is rolled back by the next locker, as any unfinished operation is.  None when
         the queue is empty (nothing pending, lock released).  UnknownQueue."""
-        try:
-            base, _qidx, _limit, mode, _seed = self._queues[q]
-        except KeyError:
-            raise UnknownQueue(q) from None
-        w = self._w
-        self._acquire()
-        try:
-            if w[13]:  # a dead holder's operation, or (a caller's bug) one never settled
-                rollback(w)
-            if self._pending is not None:  # the lock is ours again; its settle will say so
-                self._pending = None
-                _log.error("a pending fetch was never settled: it is undone")
-            item = self._pop(w, base, True) if mode else self._pop_plain(w, base)
-        except BaseException:
-            if w[13]:
-                rollback(w)
-            self._release()
-            raise
+        item = self._take(q)
+        if self._pending is not None:  # _take undid it: its settle will say so
+            self._pending = None
+            _log.error("a pending fetch was never settled: it is undone")
         if item is None:
             self._release()
             return None
         # the rollback count: if it moves before settle, an operation of this process ran
         # in between and undid the removal (any operation taking the lock rolls back a
         # busy undo log, and counts it)
-        self._pending = w[15]
+        self._pending = self._w[15]
         return item
 
     def settle(self, commit: bool) -> None:
