@@ -255,12 +255,7 @@ class MICore:
         other (and leaves nothing held)."""
         try:
             text = self._dispatch(method, params, id_text, HOLD)
-            if type(text) is str:
-                try:  # to_bytes without its frame: this is the FIFO's per-request path
-                    return text.encode()
-                except UnicodeEncodeError:
-                    return to_bytes(text)
-            return text
+            return to_bytes(text) if type(text) is str else text
         except Exception:  # as in _reply
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY
@@ -334,6 +329,7 @@ class MICore:
             settle(False)  # the engine must not stay locked for a reply never made
             raise
         return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (body, id_text.encode()), settle
+
 
 def _failed(cmd: Command, exc: Exception) -> Result:
     """The result of a command that raised: its JsonRpcError; any other exception (logged,

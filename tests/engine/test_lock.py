@@ -4,7 +4,6 @@ process that cannot use it does, and waiting for it."""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -31,10 +30,9 @@ def test_waiting_for_the_lock_runs_signal_handlers(make_arena):
     try:
         with lock_held_by_child(arena):
             signal.setitimer(signal.ITIMER_REAL, 0.2)
-            started = time.monotonic()
+            # the child keeps the lock until this block ends: only the handler ends the wait
             with pytest.raises(Interrupted):
                 arena.add("q", "k", "v")
-            assert time.monotonic() - started < 5
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)

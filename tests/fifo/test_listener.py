@@ -392,4 +392,3 @@ def test_a_read_only_reply_waited_for_is_made_again(server):
     reply = late_reader_reply(server, rpc("mq_get_size", ["q"]),
                               before_open=lambda: server.arena.add("q", "k", "v"))
     assert reply == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n'
-

@@ -80,8 +80,8 @@ def mq_fetch_pending(
     result value and the engine's settle, which commits or undoes the removal; an error
     raised as JsonRpcError, with nothing held.  None (then the request is staged and run
     as usual) with a `limit`, or for an item over HOLD_MAX_CHARS, which is put back
-    first.  (The value, not a jsonrpcserver Success: this is the FIFO's per-request fast
-    path, and Success's two wrappers cost more than the rest of the command.)"""
+    first.  (The value itself, not a Result: MICore._hold encodes it straight to bytes
+    while the engine is locked.)"""
     if "limit" in params:
         return None
     name = get_str(params, "name")
