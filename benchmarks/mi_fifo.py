@@ -109,16 +109,24 @@ REFERENCES = {
 
 
 def listener_note(ours) -> str:
-    """Which request path our FIFO listener serves with, read off the running listener:
-    the extension mapped in it, and the switch in its environment (mi_fifo/fastpath.py)."""
+    """Which compiled parts our FIFO listener serves with, read off the running listener:
+    the extensions mapped in it, and their switches in its environment
+    (mi_fifo/fastpath.py, mi_server/engine/speedups.py)."""
     pid = wait_for_fifo_reader(ours.pid(), ours.fifo, ours.label, 30.0)
     with open(f"/proc/{pid}/maps") as f:
-        built = "_fastpath" in f.read()
+        maps = f.read()
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(e.partition(b"=")[::2] for e in f.read().split(b"\0") if e)
-    off = env.get(b"MQMI_FIFO_FASTPATH", b"1").strip() == b"0"
-    state = "not built" if not built else "off (MQMI_FIFO_FASTPATH=0)" if off else "on"
-    return f"ours: FIFO listener's compiled fast path {state}"
+
+    def state(module: str, switch: str) -> str:
+        if module not in maps:
+            return "not built"
+        off = env.get(switch.encode(), b"1").strip() == b"0"
+        return f"off ({switch}=0)" if off else "on"
+
+    return (f"ours: FIFO listener's compiled fast path "
+            f"{state('_fastpath', 'MQMI_FIFO_FASTPATH')}, engine's C part (mutex lock, "
+            f"compiled pop) {state('_speedups', 'MQMI_ENGINE_SPEEDUPS')}")
 
 
 def floor_notes(res: Results) -> list[str]:
