@@ -1,8 +1,9 @@
 """The shared-memory queue engine (docs/ARCHITECTURE.md section 2)."""
 
 from .arena import Arena
-from .errors import ArenaCorrupt, ArenaFull, UnknownQueue
+from .errors import ArenaClosed, ArenaCorrupt, ArenaFull, UnknownQueue
 from .spec import QueueSpec
 from .stats import QueueStats
 
-__all__ = ["Arena", "ArenaCorrupt", "ArenaFull", "QueueSpec", "QueueStats", "UnknownQueue"]
+__all__ = ["Arena", "ArenaClosed", "ArenaCorrupt", "ArenaFull", "QueueSpec", "QueueStats",
+           "UnknownQueue"]

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 from . import speedups
 from .compact import COMPACTING, compact, worth_compacting
-from .errors import ArenaFull, UnknownQueue
+from .errors import ArenaClosed, ArenaFull, UnknownQueue
 from .layout import (
     H_BKT,
     H_BMASK,
@@ -40,6 +40,8 @@ from .layout import (
     H_LOG,
     H_LOGCNT,
     H_MAGIC,
+    H_OWNER_PID,
+    H_OWNER_START,
     H_QTAB,
     H_ROLLBACKS,
     H_VERSION,
@@ -147,6 +149,26 @@ def block_words(key_len: int, value_len: int) -> int:
 # ---- logged primitives (slow paths; the hot paths inline the same steps) ----------------
 
 
+# In the undo log count word (13): the arena's server stopped and closed it.  Odd, so never
+# a log length, and not COMPACTING: every operation already reads that word right after
+# taking the lock ("a dead holder's operation to roll back?"), so a closed arena costs the
+# hot paths nothing; rollback() is where they notice it, and raise.
+CLOSED_MARK = 3
+
+
+def process_start_time(pid: int) -> int:
+    """The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field
+    22), which tells a reused pid from the process that had it; 0 when there is no such
+    process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    # the command name (field 2) is in parentheses and may hold anything, ")" included
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
 def logged_write(w: memoryview, idx: int, val: int) -> None:
     """Record (idx, old value) in the undo log, then overwrite the word."""
     n = w[H_LOGCNT]
@@ -163,12 +185,22 @@ def rollback(w: memoryview) -> None:
     if n == COMPACTING:
         compact(w)
         return
+    if n == CLOSED_MARK:
+        raise ArenaClosed("the arena was closed by its server, which stopped: attach the "
+                          "arena of the server running now")
     # Counted before any word is restored, so that a lock-free reader that sees a restored
     # (lowered) word also sees the count move (x86 keeps stores in order: _LOCK_FREE_READS).
     w[H_ROLLBACKS] = w[H_ROLLBACKS] + 1
     for i in range(n - 2, -1, -2):
         w[w[H_LOG + i]] = w[H_LOG + i + 1]
     w[H_LOGCNT] = 0
+
+
+def undo_failed(w: memoryview) -> None:
+    """Undo what an operation that raised had logged; nothing when it raised because the
+    arena is closed (the handler must go on to release the lock, not raise again)."""
+    if w[H_LOGCNT] != CLOSED_MARK:
+        rollback(w)
 
 
 def split(w: memoryview, p: int, nwords: int) -> None:
@@ -301,7 +333,8 @@ class Arena:
             try:
                 kind = new_lock_kind()
                 init_lock(kind, words)  # before the magic: nobody can use it before
-                layout(words, mm, size, queues, kind)
+                pid = os.getpid()
+                layout(words, mm, size, queues, kind, (pid, process_start_time(pid)))
             finally:
                 words.release()
         except BaseException:
@@ -321,13 +354,40 @@ class Arena:
                 raise ValueError(f"{path} is not a ready mqueue arena ({size} bytes)")
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             try:
-                return cls(name, path, fd, mm)
+                arena = cls(name, path, fd, mm)
             except ValueError:  # not an arena: __init__ released its view already
                 mm.close()
                 raise
         except BaseException:
             os.close(fd)
             raise
+        if arena.closed:
+            arena.close()
+            raise ArenaClosed(f"{path}: the arena was closed by its server, which stopped")
+        return arena
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        """(pid, start time) of the process that created the arena (its server)."""
+        return self._w[H_OWNER_PID], self._w[H_OWNER_START]
+
+    @property
+    def closed(self) -> bool:
+        """True once its server closed it (mark_closed): every operation raises ArenaClosed."""
+        return self._w[H_LOGCNT] == CLOSED_MARK
+
+    def mark_closed(self) -> None:
+        """Close the arena for every process that uses it (its server, stopping cleanly,
+        once it saved what it saves): from now on each operation of any process raises
+        ArenaClosed, instead of working on queues that nobody serves any more."""
+        w = self._w
+        self._acquire()
+        try:
+            if w[H_LOGCNT] and w[H_LOGCNT] != CLOSED_MARK:
+                rollback(w)  # a dead holder's operation: the state stays a committed one
+            w[H_LOGCNT] = CLOSED_MARK
+        finally:
+            self._release()
 
     def close(self) -> None:
         """Unmap in this process (the file and other processes are untouched)."""
@@ -387,7 +447,7 @@ class Arena:
                 w[H_LOGCNT] = 0
         except BaseException:
             if w[H_LOGCNT]:
-                rollback(w)
+                undo_failed(w)
             raise
         finally:
             self._release()
@@ -467,7 +527,7 @@ class Arena:
             w[13] = 0
         except BaseException:
             if w[13]:
-                rollback(w)
+                undo_failed(w)
             raise
         finally:
             self._release()
@@ -631,7 +691,7 @@ class Arena:
             return self._pop(w, base, True) if mode else self._pop_plain(w, base)
         except BaseException:
             if w[13]:
-                rollback(w)
+                undo_failed(w)
             self._release()
             raise
 

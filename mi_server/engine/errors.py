@@ -17,3 +17,8 @@ class ArenaCorrupt(RuntimeError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems[:20]))
         self.problems = problems
+
+
+class ArenaClosed(RuntimeError):
+    """The arena's server stopped and closed it: nothing it holds is served any more (a
+    process that attached it must attach the new arena its server's next start creates)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .spec import QueueSpec
 
 MAGIC = 0x3145554555514D4D  # "MMQUEUE1" little-endian; written last at creation
-VERSION = 2  # 2: the lock kind and the mutex words at the end of the header
+VERSION = 3  # 2: the lock kind and the mutex words; 3: the owner's pid and start time
 
 # header words
 H_MAGIC = 0
@@ -44,7 +44,12 @@ H_LOCK_KIND = H_FREE + MAX_CLASS
 H_LOCK_ABI = H_LOCK_KIND + 1
 H_MUTEX = H_LOCK_ABI + 1
 MUTEX_WORDS = 8  # 64 bytes: a pthread_mutex_t fits (checked when the C code is built)
-HEADER_WORDS = H_MUTEX + MUTEX_WORDS
+# the server that owns the arena (Arena.create writes the creating process): its pid and
+# its start time in clock ticks since boot (/proc/<pid>/stat field 22), so that a reused
+# pid is not taken for the owner when a later server decides whether to adopt the arena
+H_OWNER_PID = H_MUTEX + MUTEX_WORDS
+H_OWNER_START = H_OWNER_PID + 1
+HEADER_WORDS = H_OWNER_START + 1
 LOCK_FLOCK, LOCK_MUTEX = 0, 1
 
 # queue record words (relative to the record's base). The counters are all-time totals;
@@ -87,10 +92,11 @@ def bucket_count(arena_size: int, keyed: bool) -> int:
 
 
 def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec],
-           lock_kind: int = LOCK_FLOCK) -> None:
+           lock_kind: int = LOCK_FLOCK, owner: tuple[int, int] = (0, 0)) -> None:
     """Write a fresh arena's header, definitions, queue table and empty heap into `words`
     (a zeroed 'Q' view of the mapping `buf`), for the lock `lock_kind` (its mutex, if
-    any, is initialised by the caller). The magic is written last, so an attacher never
+    any, is initialised by the caller), owned by `owner` (pid, start time). The magic is
+    written last, so an attacher never
     sees a half-built arena."""
     import zlib
 
@@ -124,6 +130,7 @@ def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec],
     words[H_SPECS] = specs_off
     words[H_SPECS_LEN] = len(specs)
     words[H_LOCK_KIND] = lock_kind
+    words[H_OWNER_PID], words[H_OWNER_START] = owner
     words[H_MAGIC] = MAGIC
 
 

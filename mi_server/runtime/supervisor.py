@@ -366,6 +366,9 @@ class Supervisor:
         if self.sock is not None:
             self.sock.close()
         if self.arena is not None:
+            # Closed first: a producer that attached it gets ArenaClosed from then on,
+            # instead of adding to queues that nobody will serve or save.
+            _quietly(self.arena.mark_closed, "closing the arena for its users")
             _quietly(self.arena.unlink, "unlinking the arena")
             _quietly(self.arena.close, "closing the arena")
         if self.runtime_dir is not None:
