@@ -44,6 +44,26 @@ scan_value: Callable[[str, int], tuple[Any, int]] = _scan_once
 _WS = " \t\n\r"  # JSON whitespace, the same set JSONDecoder.decode skips
 
 
+def _big_int(digits: str) -> int | float:
+    """An integer literal as the decoder's parse_int: Python's int() refuses more than
+    sys.get_int_max_str_digits() digits (4,300), and cJSON reads such a number as a double
+    anyway (strtod: +-inf beyond ~309 digits), which every use clamps to 32 bits
+    (int32).  So a literal too long for int() becomes float(), which never refuses."""
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
+
+
+# Used only when the plain scanner raised (ValueError: most often invalid JSON, which
+# fails here again): a parse_int hook costs a Python call per integer, so it stays off
+# the path of every valid request.
+_clamping_scan = json.JSONDecoder(
+    object_pairs_hook=JObject, parse_constant=_reject_constant, strict=False,
+    parse_int=_big_int,
+).scan_once
+
+
 def _make_encoder() -> Callable[[Any], str]:
     r"""Compact, raw UTF-8, exactly cJSON's escapes: \" \\ \b \f \n \r \t, other < 0x20 as
     \u00xx (lowercase hex), nothing else escaped.  allow_nan=False: a non-finite float is a
@@ -119,11 +139,21 @@ def parse(data: bytes) -> Any:
     try:
         # Decoded strictly ourselves: json.loads(bytes) would guess UTF-16/32 from the bytes.
         text = data.decode("utf-8").lstrip(_WS)
+    except ValueError as exc:  # UnicodeDecodeError
+        raise ParseError(str(exc)) from None
+    try:
         value = _scan_once(text, 0)[0]
     except StopIteration:  # no JSON value at the start (empty input included)
         raise ParseError("Expecting value") from None
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except RecursionError as exc:
         raise ParseError(str(exc)) from None
+    except ValueError:
+        # e.g. an integer of more than 4,300 digits, which is valid JSON: int() refuses
+        # it, _big_int does not (see there); invalid JSON fails again here
+        try:
+            value = _clamping_scan(text, 0)[0]
+        except (StopIteration, ValueError, RecursionError) as exc:
+            raise ParseError(str(exc) or "Expecting value") from None
     # Bytes after the first value are ignored, as OpenSIPS's cJSON_ParseWithOpts(...,
     # require_null_terminated=0) ignores them.
     return value

@@ -39,8 +39,11 @@ def _digits_to_int(text: str) -> int | None:
     body = text[1:] if text[:1] in ("+", "-") else text
     if not text or not (body == "" or (body.isascii() and body.isdigit())):
         return None
-    # A lone sign is accepted as 0 by str2sint.
-    value = int(body) if body else 0
+    # A lone sign is accepted as 0 by str2sint.  Past 11 significant digits the value
+    # is out of the 32-bit range whatever they are: clamped without int(), which refuses
+    # more than 4,300 digits.
+    body = body.lstrip("0")
+    value = (int(body) if len(body) <= 11 else INT_MAX + 1) if body else 0
     if text[0] == "-":
         value = -value
     return min(max(value, INT_MIN), INT_MAX)

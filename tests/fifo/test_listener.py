@@ -392,3 +392,9 @@ def test_a_read_only_reply_waited_for_is_made_again(server):
     reply = late_reader_reply(server, rpc("mq_get_size", ["q"]),
                               before_open=lambda: server.arena.add("q", "k", "v"))
     assert reply == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n'
+
+
+def test_a_json_integer_beyond_int_digits_is_clamped_not_a_parse_error(server):
+    # 5,000 digits: Python's int() refuses it, cJSON (a double) and JSON take it
+    body = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q"],"id":%s}' % (b"9" * 5000)
+    assert json.loads(call(server, "bigint", body))["id"] == 2147483647

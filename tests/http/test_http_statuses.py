@@ -165,3 +165,13 @@ def test_request_target_that_is_not_a_url_is_400_and_closed(serve, method, targe
     reply = read_reply(sock, bytearray())
     assert reply.status == 400
     assert closed_by_peer(sock)
+
+
+def test_a_json_integer_beyond_int_digits_is_clamped_not_a_parse_error(serve):
+    s = serve()
+    body = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":-%s}' % (b"9" * 5000)
+    resp, data = call(s.port, "POST", "/mi", body, {"Content-Type": "application/json"})
+    assert resp.status == 200
+    assert json.loads(data) == {"jsonrpc": "2.0", "result": {"Queue": {"name": "q1",
+                                                                        "size": 0}},
+                                "id": -2147483648}
