@@ -99,3 +99,20 @@ def test_a_killed_consumer_is_replaced_and_consumes_again(servers, short_tmp):
     s.add("q1", "after", "restart")
     wait_for(lambda: out.exists() and '"after"' in out.read_text(), what="the item handled")
     assert s.stop() == 0
+
+
+def test_mq_add_refused_for_a_full_arena_is_logged_once_not_per_request(servers):
+    # workers=1: the rate limit is per process, so one worker sees every refusal
+    s = servers(workers=1, fifo=False, extra={"shm_size": "256K"}).start()
+    value = "v" * 4000
+    refused = 0
+    for n in range(200):
+        reply = s.request("mq_add", ["q1", f"k{n}", value])
+        if "error" in reply:
+            assert reply["error"] == {"code": 500, "message": "Out of memory"}
+            refused += 1
+    assert refused >= 10, "the arena never filled up"
+    lines = [line for line in s.stderr().splitlines() if "refused (500 Out of memory)" in line]
+    assert len(lines) == 1, lines
+    assert "queue 'q1'" in lines[0] and "WARNING" in lines[0]
+    assert s.stop() == 0

@@ -6,6 +6,8 @@ emitted literally (no printf formatting, no loss of empty items).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,34 @@ HELP_FETCH = (
     "Params: mqueue [limit]; Fetch one (or a max limit of) key-value pair from a memory queue."
 )
 HELP_ADD = "Params: mqueue key value; Add a key-value pair to a memory queue."
+
+log = logging.getLogger(__name__)
+
+# A full arena refuses every add until something is fetched: one line per this many
+# seconds (per process), with the count refused since the last line, not one per request.
+FULL_LOG_EVERY = 10.0
+
+
+class _FullArenaLog:
+    """Rate-limited log of mq_add refused for a full arena (touched only on refusal)."""
+
+    def __init__(self) -> None:
+        self.last = -FULL_LOG_EVERY
+        self.unlogged = 0
+
+    def refused(self, queue: str, exc: BaseException) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.last < FULL_LOG_EVERY:
+            return
+        log.warning("mq_add to queue '%s' refused (500 Out of memory): %s (%d add(s) "
+                    "refused since the last such line, logged once per %.0f s at most): "
+                    "fetch items or raise shm_size", queue, exc, self.unlogged,
+                    FULL_LOG_EVERY)
+        self.last, self.unlogged = now, 0
+
+
+_full_arena = _FullArenaLog()
 
 
 def mq_get_size(ctx: MIContext, params: dict[str, Any]) -> Result:
@@ -111,6 +141,7 @@ def mq_add(ctx: MIContext, params: dict[str, Any]) -> Result:
         ctx.engine.add(name, key, value)
     except UnknownQueue:
         return Error(*NO_SUCH_QUEUE)
-    except ArenaFull:
+    except ArenaFull as exc:
+        _full_arena.refused(name, exc)
         return Error(*OUT_OF_MEMORY)
     return success("OK")
