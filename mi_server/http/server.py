@@ -9,7 +9,11 @@ gunicorn by measurement (benchmarks/http_serving_options.py): same app, 1/7 (kee
 to 1/3 (Connection: close) of gunicorn's server CPU per request.
 
 What is deliberately the transport's own: a malformed request gets a fixed 400 and the
-connection is closed; bodies over the limit are never buffered beyond limit + 1 bytes.
+connection is closed; a head (request line and header fields) over MAX_HEAD gets a fixed
+431, as libmicrohttpd (OpenSIPS httpd) answers a head that overflows its buffer, however
+the bytes arrive; bodies over the limit are never buffered beyond limit + 1 bytes.
+(A compiled fast path for the common request must keep both limits: MAX_HEAD counted as
+Connection.head_bytes counts it, and the body limit.)
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ DRAIN_TIMEOUT = 10.0  # on stop: longest wait for in-flight requests
 MAX_CONNECTIONS = 1000
 CAP_WARN_EVERY = 60.0  # seconds: a flood at the cap logs once a minute, not per connection
 LINGER_TIMEOUT = 2.0  # after an error reply: read and drop the rest before closing
-MAX_HEAD = 16384  # request line + headers
+MAX_HEAD = 16384  # URL + header fields (names, values, 4 bytes of ": " and CRLF each)
 RECV_SIZE = 65536
 SWEEP_EVERY = 0.5
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -55,6 +59,10 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
     b"Connection: close\r\n\r\nBad Request"
+)
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 31\r\nConnection: close\r\n\r\nRequest Header Fields Too Large"
 )
 _SERVER_ERROR = (
     b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
@@ -83,6 +91,10 @@ class _Stop(Exception):
     """Raised from a parser callback: stop parsing this connection's bytes."""
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the head is over MAX_HEAD; answer 431 and close."""
+
+
 class Connection:
     """One client connection: httptools callbacks collect complete requests in order."""
 
@@ -90,6 +102,7 @@ class Connection:
         "sock", "fd", "peer", "parser", "worker", "mask", "out", "requests", "closing",
         "broken", "linger_until", "last", "in_message", "in_head", "head_bytes", "url",
         "headers", "body", "body_len", "environ", "chunked", "message_started",
+        "head_raw", "head_too_large", "completed",
     )
 
     def __init__(self, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -107,7 +120,10 @@ class Connection:
         self.last = worker.now
         self.in_message = False
         self.in_head = False
-        self.head_bytes = 0
+        self.head_bytes = 0  # URL and complete header fields of the head being read
+        self.head_raw = 0  # bytes of the reads that began and ended inside that head
+        self.head_too_large = False  # the 400 due after the queued replies is a 431
+        self.completed = False  # a message was completed during the current read
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -115,7 +131,7 @@ class Connection:
         # Timed from the first byte: a client trickling a byte now and then must not hold
         # the connection (and its buffers) for ever.
         self.message_started = self.worker.now
-        self.head_bytes = 0
+        self.head_bytes = self.head_raw = 0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
@@ -123,8 +139,16 @@ class Connection:
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > MAX_HEAD:
+            raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted here, whatever the reads were: a whole oversized head in one read is
+        # refused as surely as one trickled in (read() bounds the field still in progress).
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > MAX_HEAD:
+            raise _HeadTooLarge
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -157,6 +181,7 @@ class Connection:
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.completed = True
         environ = self.environ
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         environ["wsgi.input"] = io.BytesIO(body)
@@ -286,7 +311,7 @@ class Worker:
                 conn.broken = False  # the close already ends the exchange
                 break
         if conn.broken:
-            out.append(_BAD_REQUEST)
+            out.append(_HEAD_TOO_LARGE if conn.head_too_large else _BAD_REQUEST)
             conn.closing = True
         return out[0] if len(out) == 1 else b"".join(out)
 
@@ -333,21 +358,28 @@ class Worker:
         conn.last = self.now
         if conn.linger_until:
             return  # after an error reply: input is read only to be dropped
+        conn.completed = False
         try:
             conn.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _Stop):
                 conn.closing = True  # an early refusal is queued
+            elif isinstance(exc.__context__, _HeadTooLarge):
+                conn.broken = conn.head_too_large = True
             else:
                 conn.broken = True  # e.g. a target parse_url rejects: nothing was queued
         except httptools.HttpParserUpgrade:
             conn.closing = True  # no protocol switch here: answer, then close
         except httptools.HttpParserError:
             conn.broken = True
-        if conn.in_head:
-            conn.head_bytes += len(data)
-            if conn.head_bytes > MAX_HEAD:
-                conn.broken = True
+        if conn.in_head and not conn.broken:
+            # A field still in progress is buffered by the parser, unseen by on_header:
+            # count the bytes of the reads that hold only this head (one that also ended an
+            # earlier pipelined request is not counted: at most RECV_SIZE more is held).
+            if not conn.completed:
+                conn.head_raw += len(data)
+            if conn.head_raw > MAX_HEAD:
+                conn.broken = conn.head_too_large = True
         if conn.requests or conn.broken:
             self.send(conn, self.replies(conn))
 

@@ -7,6 +7,8 @@ import json
 import socket
 import time
 
+import pytest
+
 from tests.http.rawhttp import closed_by_peer, post, read_reply
 
 
@@ -97,13 +99,79 @@ def test_malformed_http_is_400_and_closed(serve):
     assert closed_by_peer(sock)
 
 
-def test_oversized_head_is_400(serve):
+def head_too_large(sock: socket.socket) -> None:
+    reply = read_reply(sock, bytearray())
+    assert (reply.status, reply.body) == (431, b"Request Header Fields Too Large")
+    assert reply.headers["connection"] == "close"
+    assert closed_by_peer(sock)
+
+
+def test_an_unfinished_oversized_head_is_431(serve):
     s = serve()
     sock = s.connect()
     sock.sendall(b"POST /mi HTTP/1.1\r\nX-Long: " + b"a" * 70000)
-    reply = read_reply(sock, bytearray())
-    assert reply.status == 400
+    head_too_large(sock)
+
+
+def many_headers(total: int) -> bytes:
+    return b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 90) for n in range(total // 100))
+
+
+@pytest.mark.parametrize(("url", "fields"), [
+    pytest.param(b"/mi", many_headers(20000), id="many-fields"),
+    pytest.param(b"/mi", b"X-Long: " + b"a" * 20000 + b"\r\n", id="one-field"),
+    pytest.param(b"/mi/" + b"u" * 20000, b"", id="long-url"),
+])
+def test_a_whole_oversized_head_in_one_read_is_431(serve, url, fields):
+    # complete, with its body, in one send: the parser sees it whole in one read
+    s = serve()
+    sock = s.connect()
+    body = size_request("1")
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+                 % (url, fields, len(body), body))
+    head_too_large(sock)
+
+
+def test_an_oversized_head_trickled_in_small_reads_is_431(serve):
+    s = serve()
+    sock = s.connect()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    head = b"POST /mi HTTP/1.1\r\nHost: x\r\n" + many_headers(20000)
+    for i in range(0, len(head), 1000):
+        try:
+            sock.sendall(head[i:i + 1000])
+        except (BrokenPipeError, ConnectionResetError):
+            break  # refused already: the reply is waiting
+        time.sleep(0.002)
+    head_too_large(sock)
+
+
+def test_a_head_under_the_limit_is_served_and_requests_after_a_431_are_not(serve):
+    s = serve()
+    sock = s.connect()
+    body = size_request("ok")
+    fine = (b"POST /mi HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (many_headers(15000), len(body), body))
+    too_big = (b"POST /mi HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+               % (many_headers(20000), len(body), body))
+    sock.sendall(fine + too_big + fine)
+    buf = bytearray()
+    first = read_reply(sock, buf)
+    assert first.status == 200 and json.loads(first.body)["id"] == "ok"
+    second = read_reply(sock, buf)
+    assert second.status == 431 and not buf
     assert closed_by_peer(sock)
+
+
+def test_many_pipelined_requests_in_big_reads_are_not_taken_for_one_big_head(serve):
+    # ~150 KB of small requests in one send: reads of 64 KiB end in the middle of a head
+    s = serve()
+    sock = s.connect()
+    requests = [post("/mi", size_request(str(n)), "X-Pad: " + "p" * 400) for n in range(300)]
+    sock.sendall(b"".join(requests))
+    buf = bytearray()
+    ids = [json.loads(read_reply(sock, buf).body)["id"] for _ in requests]
+    assert ids == [str(n) for n in range(300)]
 
 
 def chunked(body: bytes, piece: int = 10) -> bytes:
