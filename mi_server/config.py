@@ -28,6 +28,7 @@ TOP_LEVEL_KEYS = ("db_url", "shm_size", "mqueue", "http", "fifo", "consumers", "
 LOG_TARGETS = ("stderr", "syslog")
 _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)\s*\Z")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SERVER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?\Z")
 _HTTP_ROOT_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\Z")
 
 
@@ -47,6 +48,8 @@ class HttpConfig:
     workers: int = 2
     max_request: int = 65536
     auth: tuple[str, str] | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser Origins served; any other -> 403
+    server_names: tuple[str, ...] = ()  # Host names served besides the listen address
 
 
 @dataclass
@@ -265,7 +268,7 @@ class _Parser:
     def http(self, m: Mapping) -> HttpConfig:
         cfg = HttpConfig()
         self.known_keys("http", m, ("enabled", "listen", "root", "workers", "max_request",
-                                    "auth"))
+                                    "auth", "allowed_origins", "server_names"))
         if "listen" in m:
             parsed = self.listen(m["listen"])
             if parsed:
@@ -283,7 +286,33 @@ class _Parser:
             cfg.max_request = self.size("http.max_request", m["max_request"], minimum=1)
         if m.get("auth") is not None:
             cfg.auth = self.auth(m["auth"])
+        cfg.allowed_origins, cfg.server_names = self.browser_rules(m)
         return cfg
+
+    def browser_rules(self, m: Mapping) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """http.allowed_origins and http.server_names (see mi_server.http.guard)."""
+        from mi_server.http.guard import check_origins
+
+        lists = []
+        for key in ("allowed_origins", "server_names"):
+            value = m.get(key)
+            if value is None:
+                lists.append(())
+                continue
+            if not isinstance(value, list):
+                self.problem(f"http.{key}", f"must be a list, not {_kind(value)}")
+                lists.append(())
+                continue
+            if key == "allowed_origins":
+                for line in check_origins(value):
+                    self.problem("http.allowed_origins", line)
+            else:
+                for name in value:
+                    if not isinstance(name, str) or not _SERVER_NAME_RE.match(name):
+                        self.problem("http.server_names",
+                                     f"bad host name {name!r} (e.g. mi.example.org)")
+            lists.append(tuple(str(v) for v in value))
+        return lists[0], lists[1]
 
     def listen(self, value: Any) -> tuple[str, int] | None:
         text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) \

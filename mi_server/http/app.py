@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from werkzeug.datastructures import Authorization
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .guard import make_guard
+
 Handle = Callable[[bytes], "bytes | None"]
 StartResponse = Callable[..., Any]
 WSGIApplication = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -38,6 +40,8 @@ class HttpSettings(Protocol):
     workers: int
     max_request: int
     auth: tuple[str, str] | None
+    allowed_origins: tuple[str, ...]
+    server_names: tuple[str, ...]
 
 
 def _status(code: int) -> str:
@@ -57,6 +61,7 @@ _BAD_REQUEST = _plain(400)  # a wrong path, an empty body, a bad Content-Length
 _GET = _plain(405, (("Allow", "POST"),))
 _OTHER_METHOD = _plain(406)
 _TOO_LARGE = _plain(413)
+_FORBIDDEN = _plain(403)  # a browser's request from a foreign page or name (guard.py)
 _UNAUTHORIZED = _plain(401, (("WWW-Authenticate", f'Basic realm="{REALM}"'),))
 _ACCEPTED = ("202 Accepted", [("Content-Length", "0")], b"")
 _OK = "200 OK"
@@ -86,6 +91,7 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
     root_dir = root + "/"
     limit = cfg.max_request
     authorized = _checker(cfg.auth)
+    browser_safe = make_guard(cfg)
 
     def read_body(environ: dict[str, Any]) -> bytes | tuple[str, list, bytes]:
         """The request body, or the refusal when it is too large or badly framed."""
@@ -110,7 +116,10 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        if path != root and not path.startswith(root_dir):
+        if not browser_safe(environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN"),
+                            environ.get("HTTP_SEC_FETCH_SITE")):
+            status, headers, body = _FORBIDDEN  # first: whatever the path, method or auth
+        elif path != root and not path.startswith(root_dir):
             status, headers, body = _BAD_REQUEST
         elif authorized is not None and not authorized(environ.get("HTTP_AUTHORIZATION")):
             status, headers, body = _UNAUTHORIZED

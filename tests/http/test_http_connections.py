@@ -80,7 +80,7 @@ def test_every_reply_has_content_length(serve):
     sock = s.connect()
     notification = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"]}'
     sock.sendall(post("/mi", size_request("a")) + post("/mi", notification) + post("/mi", b"")
-                 + b"GET /mi HTTP/1.1\r\nHost: x\r\n\r\n" + post("/x", b"{}"))
+                 + b"GET /mi HTTP/1.1\r\n\r\n" + post("/x", b"{}"))
     buf = bytearray()
     statuses = []
     for _ in range(5):
@@ -127,7 +127,7 @@ def test_a_whole_oversized_head_in_one_read_is_431(serve, url, fields):
     s = serve()
     sock = s.connect()
     body = size_request("1")
-    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+    sock.sendall(b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
                  % (url, fields, len(body), body))
     head_too_large(sock)
 
@@ -136,7 +136,7 @@ def test_an_oversized_head_trickled_in_small_reads_is_431(serve):
     s = serve()
     sock = s.connect()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    head = b"POST /mi HTTP/1.1\r\nHost: x\r\n" + many_headers(20000)
+    head = b"POST /mi HTTP/1.1\r\n" + many_headers(20000)
     for i in range(0, len(head), 1000):
         try:
             sock.sendall(head[i:i + 1000])
@@ -150,9 +150,9 @@ def test_a_head_under_the_limit_is_served_and_requests_after_a_431_are_not(serve
     s = serve()
     sock = s.connect()
     body = size_request("ok")
-    fine = (b"POST /mi HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+    fine = (b"POST /mi HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
             % (many_headers(15000), len(body), body))
-    too_big = (b"POST /mi HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+    too_big = (b"POST /mi HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
                % (many_headers(20000), len(body), body))
     sock.sendall(fine + too_big + fine)
     buf = bytearray()
@@ -177,7 +177,7 @@ def test_many_pipelined_requests_in_big_reads_are_not_taken_for_one_big_head(ser
 def chunked(body: bytes, piece: int = 10) -> bytes:
     parts = [b"%x\r\n%s\r\n" % (len(body[i:i + piece]), body[i:i + piece])
              for i in range(0, len(body), piece)]
-    return (b"POST /mi HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return (b"POST /mi HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"".join(parts) + b"0\r\n\r\n")
 
 
@@ -231,7 +231,7 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(serve):
 def test_a_stalled_client_does_not_block_the_worker(serve):
     s = serve(workers=1)
     stalled = s.connect()
-    stalled.sendall(b"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Le")  # and nothing more
+    stalled.sendall(b"POST /mi HTTP/1.1\r\nContent-Le")  # and nothing more
     other = s.connect()
     other.sendall(post("/mi", size_request("o")))
     assert json.loads(read_reply(other, bytearray()).body)["id"] == "o"
