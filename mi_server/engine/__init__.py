@@ -3,7 +3,9 @@
 from .arena import Arena
 from .errors import ArenaClosed, ArenaCorrupt, ArenaFull, UnknownQueue
 from .spec import QueueSpec
-from .stats import QueueStats
+from .stats import MemoryStats, QueueStats
 
-__all__ = ["Arena", "ArenaClosed", "ArenaCorrupt", "ArenaFull", "QueueSpec", "QueueStats",
-           "UnknownQueue"]
+__all__ = [
+    "Arena", "ArenaClosed", "ArenaCorrupt", "ArenaFull", "MemoryStats", "QueueSpec",
+    "QueueStats", "UnknownQueue",
+]

@@ -39,7 +39,7 @@
 #define I_PREV 1
 #define I_LENS 3
 #define I_BWORDS 5
-#define I_PAYLOAD 6
+#define I_PAYLOAD 7
 #define LOGGED 10        /* log words this operation writes */
 
 /* Tests only (see _count_stores): the stores pop_plain made, and the one after which the

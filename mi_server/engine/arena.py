@@ -22,6 +22,7 @@ import mmap
 import os
 import platform
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from .layout import (
     H_ROLLBACKS,
     H_VERSION,
     HEADER_WORDS,
+    I_ADDED,
     I_BWORDS,
     I_HASH,
     I_HNEXT,
@@ -76,8 +78,9 @@ from .layout import (
     read_specs,
 )
 from .lock import CLOSED, init_lock, lock_pair, new_lock_kind, reopen, track
+from .memory import read_memory
 from .spec import QueueSpec
-from .stats import QueueStats
+from .stats import MemoryStats, QueueStats
 
 _log = logging.getLogger("mqueue.engine")
 
@@ -118,7 +121,8 @@ def shm_path(name: str) -> str:
     return os.path.join(SHM_DIR, name)
 
 
-_HEADER = struct.Struct("<6Q")  # an item block's header words, I_NEXT .. I_BWORDS
+_HEADER = struct.Struct("<7Q")  # an item block's header words, I_NEXT .. I_ADDED
+_now_ns = time.time_ns  # an item's I_ADDED: wall clock, comparable across processes
 _COUNTERS = (Q_ADDED, Q_FETCHED, Q_DROP_SIZE, Q_DROP_MODE)  # QueueStats order
 _COUNTER_NAMES = ("added", "fetched", "dropped_size", "dropped_addmode")
 
@@ -128,8 +132,8 @@ _HOT_LITERALS = (
     (H_LOG, 16), (H_LOGCNT, 13), (H_BUMP, 7), (H_HEAP_END, 9), (H_FREE, 272), (H_LARGE, 12),
     (MAX_CLASS, 4096), (Q_HEAD, 0), (Q_TAIL, 1), (Q_ADDED, 2), (Q_FETCHED, 3),
     (Q_DROP_SIZE, 4), (Q_DROP_MODE, 5), (I_NEXT, 0), (I_PREV, 1), (I_LENS, 3),
-    (I_BWORDS, 5), (I_PAYLOAD, 6), (ITEM_HEADER_BYTES, 48), (Q_BASELINE, 9), (Q_WORDS, 13),
-    (H_ROLLBACKS, 15),
+    (I_BWORDS, 5), (I_ADDED, 6), (I_PAYLOAD, 7), (ITEM_HEADER_BYTES, 56), (Q_BASELINE, 9),
+    (Q_WORDS, 13), (H_ROLLBACKS, 15),
 )
 assert all(a == b for a, b in _HOT_LITERALS), "layout changed: update the hot paths"
 
@@ -475,7 +479,7 @@ class Arena:
         # log, 13 log count, 7 bump, 9 heap end, 272+c free lists; queue +1 tail, +2 added.
         kl = len(kb)
         vl = len(vb)
-        nwords = ((48 + kl + vl + 15) >> 4) << 1
+        nwords = ((56 + kl + vl + 15) >> 4) << 1
         w = self._w
         self._acquire()
         try:
@@ -516,8 +520,8 @@ class Arena:
                 w[13] = 8
                 w[7] = p + nwords
             o = p << 3
-            self._mm[o : o + 48 + kl + vl] = (
-                _HEADER.pack(0, t, 0, kl | vl << 32, qidx << 32, nwords) + kb + vb
+            self._mm[o : o + 56 + kl + vl] = (
+                _HEADER.pack(0, t, 0, kl | vl << 32, qidx << 32, nwords, _now_ns()) + kb + vb
             )
             w[t if t else base] = p
             w[base + 1] = p
@@ -557,6 +561,7 @@ class Arena:
         logged_write(w, p + I_NEXT, 0)
         w[p + I_LENS] = kl | vl << 32
         w[p + I_HASH] = hh if hh else qidx << 32
+        w[p + I_ADDED] = _now_ns()
         o = (p + I_PAYLOAD) << 3
         self._mm[o : o + kl + vl] = kb + vb
         if replace:
@@ -638,13 +643,13 @@ class Arena:
         uses the compiled version of this instead where it was built (see
         compiled_pop_plain)."""
         # Literal word indices (see add): queue +0 head, +1 tail, +3 fetched; item +0 next,
-        # +1 prev, +3 lengths, +5 block words, +6 payload; 12 large list, 16.. the log.
+        # +1 prev, +3 lengths, +5 block words, +7 payload; 12 large list, 16.. the log.
         p = w[base]
         if not p:
             return None
         lens = w[p + 3]
         kl = lens & 0xFFFFFFFF
-        o = (p + 6) << 3
+        o = (p + 7) << 3
         mm = self._mm
         kb = mm[o : o + kl]
         vb = mm[o + kl : o + kl + (lens >> 32)]
@@ -843,8 +848,34 @@ class Arena:
         return out
 
     def stats(self) -> dict[str, QueueStats]:
-        records = self._records(self._bases)
-        return {name: _stats_of(r) for name, r in zip(self._names, records, strict=True)}
+        """Every queue's counters and the time its oldest item was added, one locked read."""
+        w = self._w
+        self._acquire()
+        try:
+            if w[13]:
+                rollback(w)
+            records = [w[b : b + 13].tolist() for b in self._bases]  # 13 == Q_WORDS
+            added_at = [w[r[0] + I_ADDED] if r[0] else 0 for r in records]  # r[0]: head
+        finally:
+            self._release()
+        out = {}
+        for name, r, t in zip(self._names, records, added_at, strict=True):
+            st = _stats_of(r)
+            st.oldest_added_ns = t
+            out[name] = st
+        return out
+
+    def memory(self) -> MemoryStats:
+        """The allocator's figures (the shmem: statistics), read under the lock."""
+        w = self._w
+        self._acquire()
+        try:
+            if w[13]:
+                rollback(w)
+            live = sum(queue_length(w, b) for b in self._bases)
+            return read_memory(w, live)
+        finally:
+            self._release()
 
     def reset_stats(self, q: str | None = None, counter: str | None = None) -> None:
         """Zero added/fetched/dropped_* (or only `counter`, one of those QueueStats field

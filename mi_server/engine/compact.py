@@ -30,6 +30,7 @@ from .layout import (
     H_LARGE,
     H_LOGCNT,
     H_NQ,
+    H_PEAK_BUMP,
     H_QTAB,
     I_BWORDS,
     I_NEXT,
@@ -108,6 +109,8 @@ def compact(w) -> None:
         head = free_list_head(w, first)
         w[first + I_NEXT] = w[head]
         w[head] = first
+    if bump > w[H_PEAK_BUMP]:  # before the bump pointer drops: shmem:max_used_size
+        w[H_PEAK_BUMP] = bump
     w[H_BUMP] = new_bump
     w[H_FREED_MARK] = _freed_and_queued(w)[0]
     w[H_LOGCNT] = 0

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from .spec import QueueSpec
 
 MAGIC = 0x3145554555514D4D  # "MMQUEUE1" little-endian; written last at creation
-VERSION = 3  # 2: the lock kind and the mutex words; 3: the owner's pid and start time
+VERSION = 4  # 2: the lock kind and the mutex words; 3: the owner's pid and start time;
+# 4: I_ADDED (each item's add time), H_PEAK_BUMP
 
 # header words
 H_MAGIC = 0
@@ -49,7 +50,10 @@ MUTEX_WORDS = 8  # 64 bytes: a pthread_mutex_t fits (checked when the C code is 
 # pid is not taken for the owner when a later server decides whether to adopt the arena
 H_OWNER_PID = H_MUTEX + MUTEX_WORDS
 H_OWNER_START = H_OWNER_PID + 1
-HEADER_WORDS = H_OWNER_START + 1
+# the highest the bump pointer has been before a free-space compaction lowered it (the
+# shmem:max_used_size statistic: nothing on the add path, compaction records it)
+H_PEAK_BUMP = H_OWNER_START + 1
+HEADER_WORDS = H_PEAK_BUMP + 1
 LOCK_FLOCK, LOCK_MUTEX = 0, 1
 
 # queue record words (relative to the record's base). The counters are all-time totals;
@@ -74,8 +78,9 @@ I_HNEXT = 2  # next item in the same hash bucket (keyed queues only)
 I_LENS = 3  # key length | value length << 32
 I_HASH = 4  # crc32(key, seed) | queue index << 32
 I_BWORDS = 5  # block size in words (kept in free blocks too)
-I_PAYLOAD = 6
-ITEM_HEADER_BYTES = I_PAYLOAD * 8  # 48; with the 16-byte rounding, <= 63 bytes overhead
+I_ADDED = 6  # time.time_ns() when the item was added: the age of a queue's oldest item
+I_PAYLOAD = 7
+ITEM_HEADER_BYTES = I_PAYLOAD * 8  # 56; with the 16-byte rounding, <= 71 bytes overhead
 
 M32 = 0xFFFFFFFF
 

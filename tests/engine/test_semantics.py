@@ -202,7 +202,7 @@ def test_arena_full_raises_and_keeps_queue_intact(make_arena, caplog):
     assert arena.snapshot("q") == [(f"k{i}", "v" * 500) for i in range(n)]
     assert arena.size("k") == 0
     arena.fetch("q")  # room again: the freed block is reused
-    arena.add("q", "again", "v" * 500)
+    arena.add("q", "ag", "v" * 500)  # the size of k0's block, so it fits in it
     arena.check_invariants()
 
 
