@@ -23,12 +23,13 @@ from mi_server.storage.url import BadDbUrl, SqliteUrl, parse_db_url
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TOP_LEVEL_KEYS = ("db_url", "shm_size", "mqueue", "http", "fifo", "consumers", "log_level",
-                  "log_target", "pid_file", "state_dir")
+TOP_LEVEL_KEYS = ("db_url", "shm_size", "shm_name", "mqueue", "http", "fifo", "consumers",
+                  "log_level", "log_target", "pid_file", "state_dir")
 LOG_TARGETS = ("stderr", "syslog")
 _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)\s*\Z")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _SERVER_NAME_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?\Z")
+_SHM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}\Z")  # one name under /dev/shm
 _HTTP_ROOT_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\Z")
 
 
@@ -77,6 +78,7 @@ class Config:
     source: Path | None
     db_url: str | None = None
     shm_size: int = DEFAULT_SHM_SIZE
+    shm_name: str = "mqueue-mi"  # the arena's name under /dev/shm (default_shm_name)
     queues: list[QueueSpec] = field(default_factory=list)
     http: HttpConfig | None = None
     fifo: FifoConfig | None = None
@@ -100,6 +102,17 @@ def parse_size(text: str | int) -> int:
         if m:
             return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
     raise ValueError(f"not a size: {text!r} (a number with an optional K, M or G suffix)")
+
+
+def default_shm_name(config_path: Path) -> str:
+    """The arena's name when `shm_name` is not set: derived from the configuration file's
+    absolute path (symlinks resolved), so a server started again with the same file after
+    a crash finds, and adopts, the arena its predecessor left, while servers of different
+    files never meet."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(config_path).resolve()).encode("utf-8", "surrogateescape"))
+    return f"mqueue-mi-{digest.hexdigest()[:8]}"
 
 
 def load_config(path: str | Path) -> Config:
@@ -149,6 +162,7 @@ class _Parser:
         cfg.db_url = self.db_url(data.get("db_url"))
         if data.get("shm_size") is not None:
             cfg.shm_size = self.size("shm_size", data["shm_size"], minimum=1)
+        cfg.shm_name = self.shm_name(data.get("shm_name"), source_path)
         cfg.queues = self.queues(data.get("mqueue"), has_db=cfg.db_url is not None)
         cfg.http = self.section("http", data.get("http"), self.http)
         cfg.fifo = self.section("fifo", data.get("fifo"), self.fifo)
@@ -162,6 +176,16 @@ class _Parser:
         return cfg
 
     # -- top-level values -------------------------------------------------------------
+
+    def shm_name(self, value: Any, source_path: Path | None) -> str:
+        if value is None:
+            return default_shm_name(source_path if source_path is not None
+                                    else self.base_dir / self.source)
+        if not isinstance(value, str) or not _SHM_NAME_RE.match(value):
+            self.problem("shm_name", f"not a name for /dev/shm: {value!r} (1-200 characters "
+                         "of A-Z a-z 0-9 . _ -, not starting with . or -)")
+            return "mqueue-mi"
+        return value
 
     def db_url(self, value: Any) -> str | None:
         if value is None:

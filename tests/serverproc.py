@@ -134,7 +134,15 @@ class Server:
             except ProcessLookupError:
                 pass
         # A killed supervisor cannot unlink its arena: do it for it (64 MB of /dev/shm).
-        Path(f"/dev/shm/mqueue-mi-{self.proc.pid}").unlink(missing_ok=True)
+        Path(f"/dev/shm/{self.shm_name}").unlink(missing_ok=True)
+
+    @property
+    def shm_name(self) -> str:
+        """The arena's name: the configured shm_name, else the one derived from the
+        configuration file's path (unique per test: the file is in the test's directory)."""
+        from mi_server.config import default_shm_name
+
+        return self.config.get("shm_name") or default_shm_name(self.config_path)
 
     def stderr(self) -> str:
         try:
@@ -380,5 +388,7 @@ def closed_port_mysql_url() -> str:
     return f"mysql://root@127.0.0.1:{free_port()}/test"
 
 
-def shm_exists(pid: int) -> bool:
-    return Path(f"/dev/shm/mqueue-mi-{pid}").exists()
+def shm_exists(server_or_name: Server | str) -> bool:
+    """Whether the arena of a Server (or of that shm_name) is under /dev/shm."""
+    name = server_or_name if isinstance(server_or_name, str) else server_or_name.shm_name
+    return Path(f"/dev/shm/{name}").exists()

@@ -17,6 +17,8 @@ memoryview.cast('Q'): a Python call per word write would cost more than the lock
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -171,6 +173,10 @@ def process_start_time(pid: int) -> int:
         return 0
     # the command name (field 2) is in parentheses and may hold anything, ")" included
     return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+# struct flock for F_OFD_SETLK: a write lock on byte 0 (l_pid must be 0 for OFD locks)
+_OFD_WRITE_LOCK = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
 
 
 def logged_write(w: memoryview, idx: int, val: int) -> None:
@@ -380,18 +386,75 @@ class Arena:
         """True once its server closed it (mark_closed): every operation raises ArenaClosed."""
         return self._w[H_LOGCNT] == CLOSED_MARK
 
-    def mark_closed(self) -> None:
+    def mark_closed(self, closed: bool = True) -> None:
         """Close the arena for every process that uses it (its server, stopping cleanly,
         once it saved what it saves): from now on each operation of any process raises
-        ArenaClosed, instead of working on queues that nobody serves any more."""
+        ArenaClosed, instead of working on queues that nobody serves any more.
+        `closed=False` opens it again (an adoption that could not finish gives it back)."""
         w = self._w
         self._acquire()
         try:
             if w[H_LOGCNT] and w[H_LOGCNT] != CLOSED_MARK:
                 rollback(w)  # a dead holder's operation: the state stays a committed one
-            w[H_LOGCNT] = CLOSED_MARK
+            w[H_LOGCNT] = CLOSED_MARK if closed else 0
         finally:
             self._release()
+
+    def take_all_and_close(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Every queue's items (definition order, oldest first) read and the arena closed in
+        one hold of the lock: any other process's operation happened before the copy, or
+        fails with ArenaClosed after it.  Nothing is removed (the arena can be opened again
+        and renamed aside if the copy cannot be placed).  What adopting a dead server's
+        arena does, after check_invariants."""
+        w = self._w
+        self._acquire()
+        try:
+            if w[H_LOGCNT]:
+                rollback(w)  # ArenaClosed when it is closed already
+            out = []
+            for name, (base, *_rest) in self._queues.items():
+                items = []
+                p = w[base + Q_HEAD]
+                while p:
+                    items.append(self._read_item(p))
+                    p = w[p + I_NEXT]
+                out.append((name, items))
+            w[H_LOGCNT] = CLOSED_MARK
+            return out
+        finally:
+            self._release()
+
+    def hold_owner_lock(self) -> bool:
+        """Take the owner lock of the arena file for as long as this process keeps the
+        arena open: an OFD write lock (fcntl F_OFD_SETLK) on its first byte, which neither
+        the arena lock (flock or the mutex) nor a forked child's re-opened descriptor
+        shares, and which the kernel drops when this process dies.  A server starting
+        adopts an arena only when it can take this lock, so two servers never adopt the
+        same one.  False when another open file description holds it."""
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _OFD_WRITE_LOCK)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+
+    def file_identity(self) -> tuple[int, int]:
+        """(device, inode) of the arena file this object maps."""
+        st = os.fstat(self._fd)
+        return st.st_dev, st.st_ino
+
+    def rename(self, name: str, replace: bool = True) -> None:
+        """Give the arena file another name under /dev/shm, the name `attach` finds it by:
+        replacing any file of that name, atomically, or with replace=False only where there
+        is none (FileExistsError, and nothing changed, otherwise)."""
+        path = shm_path(name)
+        if replace:
+            os.rename(self._path, path)
+        else:
+            os.link(self._path, path)  # no-clobber: EEXIST when the name is taken
+            os.unlink(self._path)
+        self.name, self._path = name, path
 
     def close(self) -> None:
         """Unmap in this process (the file and other processes are untouched)."""

@@ -14,10 +14,12 @@ so a later start with the same configuration finds the file.
 from __future__ import annotations
 
 import logging
+import stat
 from pathlib import Path
 from typing import Any
 
-from mi_server.storage import open_storage, save_with_fallback
+from mi_server.storage import DEFAULT_MYSQL_FALLBACK_DIR, open_storage, save_with_fallback
+from mi_server.storage.url import SqliteUrl, parse_db_url
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,32 @@ def fallback_dir(cfg: Any) -> Path | None:
     return None
 
 
+def state_dir(cfg: Any) -> Path:
+    """The directory of this server's fallback files, whatever the storage: fallback_dir
+    when it names one, else the storage default (the SQLite file's directory, or
+    /var/tmp/mqueue-mi).  A derived directory that is a shared sticky one (/tmp, /var/tmp:
+    anyone may create files there) is not a state directory: its `mqueue-mi`
+    subdirectory is used instead."""
+    directory = fallback_dir(cfg)
+    if directory is None:
+        parsed = parse_db_url(cfg.db_url) if cfg.db_url else None
+        directory = (parsed.path.resolve().parent if isinstance(parsed, SqliteUrl)
+                     else DEFAULT_MYSQL_FALLBACK_DIR)
+    if cfg.state_dir is None and _shared_sticky(directory):
+        directory = directory / "mqueue-mi"
+    return directory
+
+
+def _shared_sticky(directory: Path) -> bool:
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
+
+
 def open_for(cfg: Any) -> Any:
-    return open_storage(cfg.db_url, fallback_dir(cfg))
+    return open_storage(cfg.db_url, state_dir(cfg))
 
 
 class LoadFailed(Exception):

@@ -90,6 +90,7 @@ class Supervisor:
         self.sock: Any = None
         self.fifo_created = False
         self.arena: Any = None
+        self.adopted = 0  # items adopted from the arena of a server that died
         self.runtime_dir: Path | None = None
         self.table_path: Path | None = None
         self.pid_written = False
@@ -159,13 +160,14 @@ class Supervisor:
         _share_with_children()  # last: whatever set-up allocated is shared too
 
     def _create_arena(self) -> Any:
-        from mi_server.engine import Arena
+        """A fresh arena under cfg.shm_name, or the adopted one of a server that died."""
+        from mi_server.runtime.adoption import ArenaInUse, ArenaNotOurs, start_arena
 
-        name = f"mqueue-mi-{self.pid}"
-        # The name carries our own pid, so a file by that name can only be left over
-        # from a dead instance that had the same pid: take its place.
-        (SHM_DIR / name).unlink(missing_ok=True)
-        return Arena.create(name, self.cfg.shm_size, self.cfg.queues)
+        try:
+            arena, self.adopted = start_arena(self.cfg, persistence.state_dir(self.cfg))
+        except (ArenaInUse, ArenaNotOurs) as exc:
+            raise StartupError(str(exc)) from None
+        return arena
 
     def _child_specs(self) -> list[ChildSpec]:
         cfg = self.cfg
@@ -353,9 +355,18 @@ class Supervisor:
                 slot.pid = 0
 
     def _give_back(self, loaded: list[str]) -> None:
-        """Set-up failed after some queues were loaded (their rows deleted): save them back."""
+        """Set-up failed after some queues were loaded (their rows deleted): save them back.
+        An arena holding adopted items is kept for the next start to adopt again, without
+        the queues just saved back (they would come twice)."""
         if loaded and self.arena is not None:
-            persistence.save_queues(self.arena, self.cfg, loaded)
+            if persistence.save_queues(self.arena, self.cfg, loaded) and self.adopted:
+                for name in loaded:
+                    self.arena.fetch_many(name, 1 << 62)
+        if self.adopted and self.arena is not None:
+            log.warning("arena %s kept with its adopted items for the next start",
+                        self.arena.name)
+            self.arena.close()
+            self.arena = None
 
     def _clean_up(self) -> None:
         """Undo every piece of set-up that happened; safe to call after a partial set-up."""

@@ -67,3 +67,14 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def orphan_path(fallback_dir: Path, queue: str) -> Path:
+    """The fallback file for items of `queue` found in an adopted arena: the queue's own
+    fallback file (the next load or save of that queue takes them back), or, for a name
+    that cannot be a table's, one named by the name's UTF-8 bytes in hex."""
+    try:
+        return fallback_path(fallback_dir, queue)
+    except ValueError:
+        return Path(fallback_dir) / f"queue-{queue.encode('utf-8', 'surrogatepass').hex()}" \
+                                    ".fallback.jsonl"

@@ -138,6 +138,9 @@ ERRORS = [
     ("db_url: sqlite://\n", "db_url: no file name"),
     ("shm_size: 64T\n", "shm_size: not a size: '64T'"),
     ("shm_size: 0\n", "shm_size: must be at least 1 bytes"),
+    ("shm_name: ../etc\n", "shm_name: not a name for /dev/shm: '../etc'"),
+    ("shm_name: .hidden\n", "shm_name: not a name for /dev/shm"),
+    ("shm_name: 42\n", "shm_name: not a name for /dev/shm: 42"),
     ("http: {listen: 127.0.0.1}\n", "http.listen: bad address '127.0.0.1'"),
     ("http: {listen: '127.0.0.1:0'}\n", "http.listen: bad address"),
     ("http: {listen: 'local host:80'}\n", "http.listen: bad address"),
@@ -207,3 +210,22 @@ def test_default_example_is_valid_and_uses_relative_sqlite() -> None:
     assert cfg.fifo.reply_dir == Path("/tmp/")
     assert {q.addmode for q in cfg.queues} >= {0, 2} and any(q.dbmode == 1 for q in cfg.queues)
     assert any(q.size > 0 for q in cfg.queues)
+
+
+def test_shm_name_defaults_to_one_derived_from_the_file_s_absolute_path(tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    import hashlib
+
+    from mi_server.config import default_shm_name
+
+    a = write(tmp_path, "mqueue: [name=q]\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    b = write(other, "mqueue: [name=q]\n")
+    name = load_config(a).shm_name
+    assert name == "mqueue-mi-" + hashlib.sha256(str(a.resolve()).encode()).hexdigest()[:8]
+    assert name == default_shm_name(a)
+    monkeypatch.chdir(tmp_path)
+    assert load_config(a.name).shm_name == name  # a relative spelling: the same arena
+    assert load_config(b).shm_name != name  # another file: another arena
+    assert load_config(write(tmp_path, "shm_name: my-arena.1\n")).shm_name == "my-arena.1"

@@ -44,11 +44,11 @@ def test_a_stop_signal_cleans_up_everything(servers, sig):
     s = servers().start()
     pids = [r["PID"] for r in s.ps()]
     assert s.pid_file.read_text() == f"{s.proc.pid}\n"
-    assert shm_exists(s.proc.pid) and s.fifo_path.exists()
+    assert shm_exists(s) and s.fifo_path.exists()
     assert s.stop(sig) == 0
     assert not s.pid_file.exists()
     assert not s.fifo_path.exists()
-    assert not shm_exists(s.proc.pid)
+    assert not shm_exists(s)
     assert not any(alive(pid) for pid in pids)
     assert "Traceback" not in s.stderr()
 
@@ -57,7 +57,7 @@ def test_mi_kill_stops_the_server(servers):
     s = servers().start()
     assert s.mi("kill") == "OK"
     assert s.proc.wait(20) == 0
-    assert not s.pid_file.exists() and not shm_exists(s.proc.pid)
+    assert not s.pid_file.exists() and not shm_exists(s)
 
 
 def test_a_killed_http_worker_is_replaced_and_requests_keep_succeeding(servers):

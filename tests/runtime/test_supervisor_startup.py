@@ -30,7 +30,7 @@ def failed_start(server, errors_only: bool = False) -> str:
     if errors_only:
         lines = [line for line in lines if " ERROR: " in line]
     assert len(lines) == 1, err
-    assert not shm_exists(proc.pid)
+    assert not shm_exists(server)
     assert not server.pid_file.exists()
     return lines[0]
 
@@ -142,4 +142,4 @@ def test_an_unexpected_failure_after_the_load_gives_the_loaded_rows_back(short_t
     _pid, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 1
     assert db.rows(t) == [("k1", "v1"), ("k2", "v2")]
-    assert not shm_exists(pid)
+    assert not shm_exists(cfg.shm_name)

@@ -1,0 +1,170 @@
+"""A server that dies (kill -9 of the supervisor) loses nothing: the next start with the
+same configuration adopts the arena it left (docs/persistence.md, "What survives what")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mi_server.engine import Arena, QueueSpec
+from mi_server.engine.layout import H_VERSION
+from tests.serverproc import ROOT, alive, children_of, shm_exists, wait_for
+
+RECOVERED = "recovered {n} item(s) in {m} queue(s) from the arena of a server that died (pid {p})"
+
+
+def _arenas_of(server) -> list[str]:
+    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(server.shm_name))
+
+
+def _kill_supervisor(server) -> None:
+    """kill -9 of the supervisor alone (as the OOM killer does); its children stop on their
+    own (parent-death signal) and are waited for, so the port and FIFO are free again."""
+    pid = server.proc.pid
+    children = children_of(pid)
+    os.kill(pid, signal.SIGKILL)
+    server.proc.wait(20)
+    wait_for(lambda: not any(alive(c) for c in children), 20, "the dead server's children")
+
+
+def test_kill_9_of_the_supervisor_loses_no_acknowledged_item(servers, db):
+    """The issue's whole story: a dbmode 1 queue and a plain queue, items added over HTTP,
+    kill -9, the same configuration started again: every item back, in order, the
+    recovery line logged, and no arena left under /dev/shm after a clean stop."""
+    t = db.create()
+    queues = [f"name={t};dbmode=1", "name=plain;size=0"]
+    db.insert(t, [("row1", "from the table")])
+    s = servers(queues=queues, db_url=db.url).start()
+    dbq = [("row1", "from the table")] + [(f"d{i}", f"dbmode item {i}") for i in range(20)]
+    plain = [(f"p{i}", f"plain item {i} \u00e9\U0001F600") for i in range(30)]
+    for key, value in dbq[1:]:
+        s.add(t, key, value)
+    for key, value in plain:
+        s.add("plain", key, value)
+    dead_pid = s.proc.pid
+    _kill_supervisor(s)
+    assert shm_exists(s)  # the arena survived its server
+    assert db.rows(t) == []  # the row was deleted when it was loaded
+
+    db.insert(t, [("row2", "added to the table meanwhile")])
+    s2 = servers(queues=queues, db_url=db.url).start()
+    assert s2.shm_name == s.shm_name
+    err = s2.stderr()
+    assert RECOVERED.format(n=len(dbq) + len(plain), m=2, p=dead_pid) in err, err
+    # the adopted items first, the table's rows after them
+    assert s2.fetch_all(t) == dbq + [("row2", "added to the table meanwhile")]
+    assert s2.fetch_all("plain") == plain
+    s2.add("plain", "after", "the restart")
+    assert s2.stop() == 0
+    assert _arenas_of(s2) == []  # no orphan: not the old arena, not a copy
+    assert "Traceback" not in s2.stderr()
+
+
+def test_the_new_configuration_applies_to_adopted_items(servers, short_tmp):
+    """size and addmode of the configuration started now apply as on a load; items of a
+    queue no longer defined go to its fallback file, which a later dbmode load takes back."""
+    state = short_tmp / "state"
+    s = servers(queues=["name=a", "name=gone", "name=keyed"],
+                extra={"state_dir": str(state)}).start()
+    for i in range(6):
+        s.add("a", f"k{i}", f"v{i}")
+    s.add("gone", "g1", "x")
+    s.add("gone", "g2", "y")
+    for key, value in [("same", "old"), ("other", "1"), ("same", "new")]:
+        s.add("keyed", key, value)
+    _kill_supervisor(s)
+
+    s2 = servers(queues=["name=a;size=4", "name=keyed;addmode=2"],
+                 extra={"state_dir": str(state)}).start()
+    assert RECOVERED.format(n=11, m=3, p=s.proc.pid) in s2.stderr()
+    assert s2.fetch_all("a") == [(f"k{i}", f"v{i}") for i in range(2, 6)]  # size 4 applies
+    assert s2.fetch_all("keyed") == [("other", "1"), ("same", "new")]  # addmode 2 applies
+    fallback = state / "gone.fallback.jsonl"
+    assert fallback.read_text().splitlines() == ['{"key": "g1", "value": "x"}',
+                                                  '{"key": "g2", "value": "y"}']
+    assert "queue 'gone' is no longer defined: its 2 adopted item(s) written to the " \
+           f"fallback file {fallback}" in s2.stderr()
+    assert s2.stop() == 0
+
+
+def test_a_live_server_s_arena_is_never_adopted(servers):
+    s = servers(queues=["name=q"]).start()
+    s.add("q", "k", "v")
+    twin = servers(queues=["name=q"], fifo=False, pid_file=False,
+                   extra={"shm_name": s.shm_name})
+    proc = twin.launch()
+    assert proc.wait(20) == 1
+    assert f"/dev/shm/{s.shm_name} is in use by a running server (pid {s.proc.pid})" \
+        in twin.stderr()
+    assert s.fetch_all("q") == [("k", "v")]  # untouched
+    assert s.stop() == 0
+
+
+def test_an_arena_of_another_layout_is_renamed_aside_not_deleted(servers, short_tmp):
+    s = servers(queues=["name=q"])
+    name = s.shm_name
+    old = Arena.create(name, 1 << 20, [QueueSpec("q")])
+    old.add("q", "k", "v")
+    old._w[H_VERSION] = 2  # the previous layout
+    old.close()
+    try:
+        s.start()
+        err = s.stderr()
+        assert f"/dev/shm/{name} cannot be adopted: its layout is version 2" in err
+        aside = [e for e in os.listdir("/dev/shm") if e.startswith(f"{name}.unadopted-")]
+        assert len(aside) == 1 and f"renamed to /dev/shm/{aside[0]}" in err
+        assert Path("/dev/shm", aside[0]).stat().st_size == 1 << 20
+        assert s.fetch_all("q") == []
+        assert s.stop() == 0
+    finally:
+        for e in os.listdir("/dev/shm"):
+            if e.startswith(f"{name}.unadopted-"):
+                os.unlink(f"/dev/shm/{e}")
+
+
+def test_a_producer_attached_to_a_stopped_server_s_arena_is_told(servers):
+    """Item 8 end to end: a local producer attached by name; the server stops cleanly; the
+    producer's next mq_add raises ArenaClosed instead of returning True into a lost arena."""
+    s = servers(queues=["name=q"]).start()
+    script = (
+        "import sys\n"
+        "from mi_server.engine import Arena, ArenaClosed\n"
+        f"a = Arena.attach({s.shm_name!r})\n"
+        "print(a.mq_add('q', 'k', 'before'), flush=True)\n"
+        "sys.stdin.readline()\n"
+        "try:\n"
+        "    print(a.mq_add('q', 'k', 'after'))\n"
+        "except ArenaClosed:\n"
+        "    print('ArenaClosed')\n"
+    )
+    producer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert producer.stdout.readline().strip() == "True"
+        assert s.fetch_all("q") == [("k", "before")]
+        assert s.stop() == 0
+        out, _ = producer.communicate("\n", timeout=20)
+    finally:
+        producer.kill()
+        producer.wait()
+    assert out.strip() == "ArenaClosed"
+
+
+@pytest.fixture
+def db(request, short_tmp, mysql_url):
+    from tests.serverproc import Db
+
+    url = f"sqlite://{short_tmp}/queues.db" if request.param == "sqlite" else mysql_url
+    database = Db(url)
+    yield database
+    database.drop_all()
+
+
+def pytest_generate_tests(metafunc):
+    if "db" in metafunc.fixturenames:
+        metafunc.parametrize("db", ["sqlite", "mysql"], indirect=True)
