@@ -50,8 +50,8 @@ class Server:
     def __init__(self, directory: Path, port: int, *, queues: list[Any] | None = None,
                  workers: int = 2, fifo: bool = True, db_url: str | None = None,
                  consumers: list[dict] | None = None, pid_file: bool = True,
-                 env: dict[str, str] | None = None, extra: dict[str, Any] | None = None
-                 ) -> None:
+                 env: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                 launcher: list[str] | None = None) -> None:
         self.dir = Path(directory)
         self.port = port
         self.workers = workers
@@ -61,6 +61,7 @@ class Server:
         self.stderr_path = self.dir / "stderr.log"
         self.consumers = consumers or []
         self.env = dict(os.environ, **(env or {}))
+        self.launcher = launcher or []  # a command that exec()s the server (its pid stays)
         self.proc: subprocess.Popen | None = None
         config: dict[str, Any] = {
             "mqueue": queues if queues is not None else ["name=q1", "name=q2"],
@@ -89,7 +90,8 @@ class Server:
         self.config_path.write_text(yaml.safe_dump(self.config))
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mi_server", "-c", str(self.config_path)],
+                [*self.launcher, sys.executable, "-m", "mi_server", "-c",
+                 str(self.config_path)],
                 cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=err,
             )

@@ -7,9 +7,13 @@ queue is empty. Several processes may drain the same queue; each item goes to ex
 Handlers (`ConsumerConfig.handler`):
 - `package.module:function` — imported once (by the supervisor, before forking, so a typo
   fails start-up) and called as `function(key, value)`; raising is a failure.
-- anything else is a command line (split like a shell would, never run through one), run
-  once per item with `MQ_QUEUE`, `MQ_KEY`, `MQ_VALUE` added to its environment and stdin
-  closed; a non-zero exit status is a failure.
+- anything else is a command line, split into words like a shell would (shlex) but never
+  run through one (no $VAR expansion, no globs, pipes or redirections), run once per item
+  with `MQ_QUEUE`, `MQ_KEY`, `MQ_VALUE` added to its environment and the value, exactly
+  (UTF-8, no newline added), on its stdin, so that line tools such as `logger -t TAG`
+  work as they are; a non-zero exit status is a failure. A value longer than one
+  environment string may be on Linux (128 KiB with its name) is on stdin only, with
+  `MQ_VALUE` unset, so that the command still starts.
 
 A failing handler is logged with the item (queue, key and a truncated value) and the
 consumer goes on with the next item: the item is not retried.
@@ -43,6 +47,9 @@ Handler = Callable[[str, str], None]  # (key, value); raises on failure
 # `pkg.module:function`; a command line has a space, a slash or other characters instead.
 CALLABLE_FORM = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 LOGGED_VALUE_CHARS = 200
+# Linux's MAX_ARG_STRLEN (32 pages): execve refuses one "NAME=value\0" string longer
+# than this with E2BIG, and the command would not start at all
+ENV_STRING_MAX = 32 * 4096
 
 
 class HandlerError(ValueError):
@@ -79,8 +86,14 @@ def resolve_handler(text: str, queue: str) -> Handler:
 
 def _command_handler(argv: list[str], queue: str) -> Handler:
     def run(key: str, value: str) -> None:
+        # surrogateescape: as os.environ encodes the environment
+        data = value.encode("utf-8", "surrogateescape")
         env = dict(os.environ, MQ_QUEUE=queue, MQ_KEY=key, MQ_VALUE=value)
-        rc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, check=False).returncode
+        if len(data) + len("MQ_VALUE=") + 1 > ENV_STRING_MAX:
+            del env["MQ_VALUE"]  # on stdin only (see the module's docstring)
+        # A command that exits without reading its stdin is fine (communicate ignores the
+        # broken pipe).
+        rc = subprocess.run(argv, env=env, input=data, check=False).returncode
         if rc != 0:
             raise CommandFailed(f"command {argv[0]!r} exited with status {rc}")
 

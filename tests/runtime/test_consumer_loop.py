@@ -208,3 +208,63 @@ def test_a_callable_handler_is_the_function_itself():
 def test_describe_item_cuts_long_values():
     assert describe_item("q", "k", "v") == "queue='q' key='k' value='v'"
     assert describe_item("q", "k", "y" * 500).endswith("y" * 200 + "...'")
+
+
+RECORDER = """
+import json, os, sys
+out = os.environ["RECORD_TO"]
+record = {"argv": sys.argv[1:], "stdin": sys.stdin.buffer.read().decode(),
+          "env": [os.environ.get(k) for k in ("MQ_QUEUE", "MQ_KEY", "MQ_VALUE")]}
+with open(out, "a") as f:
+    f.write(json.dumps(record) + "\\n")
+"""
+
+
+def test_a_command_handler_gets_the_value_on_stdin_and_no_shell_runs_it(tmp_path,
+                                                                      monkeypatch):
+    out, err, script = tmp_path / "out.jsonl", tmp_path / "err.log", tmp_path / "rec.py"
+    script.write_text(RECORDER)
+    monkeypatch.setenv("RECORD_TO", str(out))
+    # shell syntax in the command line stays literal words: nothing expands or redirects
+    handler = resolve_handler(f"{sys.executable} {script} '$MQ_VALUE' \"$HOME\" '>' x* |",
+                              "jobs")
+    value = "line 1\nline 2 é $HOME"
+    engine = ListEngine([("k1", value), ("k2", "")])
+    pid = fork(lambda: run_consumer(engine, "jobs", handler, 0.05, 100, "c"), err)
+    wait_for(lambda: len(lines(out)) == 2, WAIT, "two handled items")
+    assert stop(pid) == 0
+    first, second = (json.loads(line) for line in lines(out))
+    assert first == {"argv": ["$MQ_VALUE", "$HOME", ">", "x*", "|"], "stdin": value,
+                     "env": ["jobs", "k1", value]}
+    assert second["stdin"] == "" and second["env"] == ["jobs", "k2", ""]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_command_that_does_not_read_its_stdin_is_not_a_failure(tmp_path):
+    out, err = tmp_path / "out.txt", tmp_path / "err.log"
+    handler = resolve_handler(f"touch {shlex.quote(str(out))}", "q")
+    engine = ListEngine([("k", "v" * 100_000)])  # more than a pipe holds
+    pid = fork(lambda: run_consumer(engine, "q", handler, 0.05, 10, "c"), err)
+    wait_for(out.exists, WAIT, "the command to run")
+    time.sleep(0.2)
+    assert stop(pid) == 0
+    assert "handler failed" not in text(err)
+
+
+@pytest.mark.parametrize(("size", "in_env"), [(131062, True), (131063, False),
+                                               (1_000_000, False)])
+def test_a_value_too_long_for_the_environment_is_on_stdin_only(tmp_path, monkeypatch,
+                                                               size, in_env):
+    out, err, script = tmp_path / "out.jsonl", tmp_path / "err.log", tmp_path / "rec.py"
+    script.write_text(RECORDER)
+    monkeypatch.setenv("RECORD_TO", str(out))
+    monkeypatch.setenv("MQ_VALUE", "inherited")  # never leaks through to the command
+    handler = resolve_handler(f"{sys.executable} {script}", "q")
+    value = "v" * size
+    engine = ListEngine([("k", value)])
+    pid = fork(lambda: run_consumer(engine, "q", handler, 0.05, 10, "c"), err)
+    wait_for(lambda: lines(out), WAIT, "the command to run")
+    assert stop(pid) == 0
+    record = json.loads(lines(out)[0])
+    assert record["stdin"] == value
+    assert record["env"] == ["q", "k", value if in_env else None]

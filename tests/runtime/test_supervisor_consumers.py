@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+from pathlib import Path
 
-from tests.serverproc import wait_for
+import pytest
+import yaml
+
+from tests.serverproc import ROOT, wait_for
 
 HANDLER = "mi_server.runtime.example_handlers:append_to_file"
 
@@ -57,3 +64,53 @@ def test_a_command_line_consumer_sees_the_item_in_its_environment(servers, short
     wait_for(lambda: out.exists() and out.read_text(), 10, "the command to run")
     assert s.stop() == 0
     assert out.read_text() == "q2 key1 value one\n"
+
+
+# Runs "$@" with a private /dev (an overlay of the real one, /dev/shm kept, so the arena
+# is where it always is) in which /dev/log is the test's own syslog socket: `logger`
+# runs unchanged, as installed, and the test reads exactly what it sent to syslog.
+PRIVATE_DEV_LOG = r"""
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs "$PRIVATE"
+mkdir "$PRIVATE/up" "$PRIVATE/work" "$PRIVATE/shm"
+mount --bind /dev/shm "$PRIVATE/shm"
+mount -t overlay overlay -o "lowerdir=/dev,upperdir=$PRIVATE/up,workdir=$PRIVATE/work" /dev
+mount --move "$PRIVATE/shm" /dev/shm
+ln -sf "$SYSLOG_SOCKET" /dev/log
+exec "$@"
+"""
+
+
+def readme_consumers() -> list[dict]:
+    """The consumers of the README's example, parsed from the README itself."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Consumers"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    return yaml.safe_load(block[:block.index("```")])["consumers"]
+
+
+def test_the_readmes_logger_consumer_logs_each_value_as_shown(servers, short_tmp):
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("logger") is None:
+        pytest.skip("needs root (a mount namespace), unshare and logger")
+    (audit,) = [c for c in readme_consumers() if c["queue"] == "audit"]
+    assert audit == {"queue": "audit", "handler": "logger -t mqueue-audit"}
+    sock_path = short_tmp / "syslog.sock"
+    private = short_tmp / "private"
+    private.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(sock_path))
+        syslog.settimeout(10)
+        s = servers(queues=["name=audit"], fifo=False, consumers=[audit],
+                    env={"SYSLOG_SOCKET": str(sock_path), "PRIVATE": str(private)},
+                    launcher=["unshare", "--mount", "sh", "-c", PRIVATE_DEV_LOG, "sh"])
+        s.start()
+        s.add("audit", "k1", "order 42 shipped")
+        s.add("audit", "k2", "refund $5 * 'x'")
+        got = [syslog.recv(65536).decode() for _ in range(2)]
+        assert s.stop() == 0
+    # RFC 3164 as logger writes it: <PRI>TIMESTAMP TAG: MESSAGE (user.notice = 13)
+    assert [line.startswith("<13>") for line in got] == [True, True]
+    assert [line.split(" mqueue-audit: ", 1)[1] for line in got] == [
+        "order 42 shipped", "refund $5 * 'x'"]
+    assert not Path("/dev/log").exists() or Path("/dev/log").resolve() != sock_path
