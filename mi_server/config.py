@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,19 @@ class HttpConfig:
     auth: tuple[str, str] | None = None
     allowed_origins: tuple[str, ...] = ()  # browser Origins served; any other -> 403
     server_names: tuple[str, ...] = ()  # Host names served besides the listen address
+    html: HtmlConfig | None = field(default_factory=lambda: HtmlConfig())
+
+
+@dataclass
+class HtmlConfig:
+    """The web page (mi_server.web) under the HTTP listener."""
+
+    root: str = "html"
+    side_effects: bool = True  # False: the page runs only commands that change nothing
+    # The key of the page's form tokens: made here, in the supervisor before it forks the
+    # HTTP workers, so every worker accepts the tokens any other one issued.
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False,
+                          compare=False)
 
 
 @dataclass
@@ -292,7 +306,7 @@ class _Parser:
     def http(self, m: Mapping) -> HttpConfig:
         cfg = HttpConfig()
         self.known_keys("http", m, ("enabled", "listen", "root", "workers", "max_request",
-                                    "auth", "allowed_origins", "server_names"))
+                                    "auth", "allowed_origins", "server_names", "html"))
         if "listen" in m:
             parsed = self.listen(m["listen"])
             if parsed:
@@ -311,6 +325,28 @@ class _Parser:
         if m.get("auth") is not None:
             cfg.auth = self.auth(m["auth"])
         cfg.allowed_origins, cfg.server_names = self.browser_rules(m)
+        if "html" in m:
+            cfg.html = self.section("http.html", m["html"], self.html)
+        if cfg.html is not None and cfg.html.root == cfg.root:
+            self.problem("http.html.root", f"must differ from http.root ({cfg.root!r})")
+        return cfg
+
+    def html(self, m: Mapping) -> HtmlConfig:
+        cfg = HtmlConfig()
+        self.known_keys("http.html", m, ("enabled", "root", "side_effects"))
+        if "root" in m:
+            root = m["root"]
+            stripped = root.strip("/") if isinstance(root, str) else None
+            if not stripped or not _HTTP_ROOT_RE.match(stripped):
+                self.problem("http.html.root", f"bad URL path {root!r} (e.g. html)")
+            else:
+                cfg.root = stripped
+        if "side_effects" in m:
+            if not isinstance(m["side_effects"], bool):
+                self.problem("http.html.side_effects",
+                             f"must be true or false, not {m['side_effects']!r}")
+            else:
+                cfg.side_effects = m["side_effects"]
         return cfg
 
     def browser_rules(self, m: Mapping) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -11,6 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# The web page's tests drive Debian's chromium (Playwright never downloads a browser here).
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # ensure_mysql.sh prints the URL on line 1 and, when it started a private mariadbd,
 # `pidfile=<path>` on line 2 (that server is stopped again when the tests end).
 mysql_info=$(scripts/ensure_mysql.sh)

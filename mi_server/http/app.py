@@ -85,8 +85,17 @@ def _checker(auth: tuple[str, str] | None) -> Callable[[str | None], bool] | Non
     return authorized
 
 
-def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
-    """The WSGI app serving `handle` (JSON-RPC bytes -> reply bytes | None) under cfg.root."""
+class WebPage(Protocol):
+    """The web page (mi_server.web.WebApp): the paths it owns, and their replies."""
+
+    def owns(self, path: str) -> bool: ...
+    def __call__(self, environ: dict[str, Any]) -> tuple[str, list, bytes]: ...
+
+
+def make_wsgi_app(handle: Handle, cfg: HttpSettings,
+                  web: WebPage | None = None) -> WSGIApplication:
+    """The WSGI app serving `handle` (JSON-RPC bytes -> reply bytes | None) under cfg.root,
+    and the web page under its own root when one is given."""
     root = "/" + cfg.root.strip("/")
     root_dir = root + "/"
     limit = cfg.max_request
@@ -120,7 +129,13 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings) -> WSGIApplication:
                             environ.get("HTTP_SEC_FETCH_SITE")):
             status, headers, body = _FORBIDDEN  # first: whatever the path, method or auth
         elif path != root and not path.startswith(root_dir):
-            status, headers, body = _BAD_REQUEST
+            if web is not None and web.owns(path):
+                if authorized is not None and not authorized(environ.get("HTTP_AUTHORIZATION")):
+                    status, headers, body = _UNAUTHORIZED
+                else:
+                    status, headers, body = web(environ)
+            else:
+                status, headers, body = _BAD_REQUEST
         elif authorized is not None and not authorized(environ.get("HTTP_AUTHORIZATION")):
             status, headers, body = _UNAUTHORIZED
         elif (method := environ["REQUEST_METHOD"]) != "POST":

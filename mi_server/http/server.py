@@ -199,7 +199,7 @@ class Worker:
     def __init__(self, sock: socket.socket, app: WSGIApplication, cfg: HttpSettings,
                  idle_timeout: float = IDLE_TIMEOUT,
                  request_timeout: float = REQUEST_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, web: Any = None) -> None:
         self.listener = sock
         self.max_connections = max_connections
         self.accepting = False  # the listening socket is in the epoll set
@@ -550,11 +550,12 @@ class Worker:
 def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
                idle_timeout: float = IDLE_TIMEOUT,
                request_timeout: float = REQUEST_TIMEOUT,
-               max_connections: int = MAX_CONNECTIONS) -> None:
-    """Serve MI requests on the shared listening socket until SIGTERM/SIGINT.
+               max_connections: int = MAX_CONNECTIONS, web: Any = None) -> None:
+    """Serve MI requests on the shared listening socket until SIGTERM/SIGINT (and the web
+    page, `web`: see app.make_wsgi_app).
 
     On the signal: stop accepting, answer the requests already in progress (with
     `Connection: close`), close idle keep-alive connections, and return.
     """
-    Worker(sock, make_wsgi_app(handle, cfg), cfg, idle_timeout, request_timeout,
+    Worker(sock, make_wsgi_app(handle, cfg, web), cfg, idle_timeout, request_timeout,
            max_connections).serve()

@@ -230,7 +230,20 @@ class Supervisor:
     def _http_worker(self) -> None:
         from mi_server.http import run_worker
 
-        run_worker(self.sock, self._core().handle, self.cfg.http)
+        core = self._core()
+        run_worker(self.sock, core.handle, self.cfg.http, web=self._web_page(core))
+
+    def _web_page(self, core: Any) -> Any:
+        """The web page for people (mi_server.web), or None where it is turned off."""
+        html = self.cfg.http.html
+        if html is None:
+            return None
+        from mi_server.web import make_web_app
+        from mi_server.web.app import WebSettings
+
+        return make_web_app(core.handle, core.registry,
+                            WebSettings(html.root, html.side_effects, html.secret),
+                            self.cfg.queues)
 
     def _fifo_listener(self) -> None:
         from mi_fifo import run_listener

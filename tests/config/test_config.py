@@ -152,6 +152,10 @@ ERRORS = [
     ("http: {enabled: maybe}\n", "http.enabled: must be true or false"),
     ("http: {auth: {username: admin}}\n", "http.auth.password: must be a string"),
     ("http: [1]\n", "http: must be a mapping"),
+    ("http: {html: {root: mi}}\n", "http.html.root: must differ from http.root ('mi')"),
+    ("http: {html: {root: 'a b'}}\n", "http.html.root: bad URL path"),
+    ("http: {html: {side_effects: 1}}\n", "http.html.side_effects: must be true or false"),
+    ("http: {html: {colour: 1}}\n", "http.html.colour: unknown key"),
     ("fifo: {mode: '0999'}\n", "fifo.mode: bad mode '0999'"),
     ("fifo: {mode: 660}\n", "fifo.mode: bad mode 660"),
     ("fifo: {mode: rw}\n", "fifo.mode: bad mode 'rw'"),
@@ -229,3 +233,12 @@ def test_shm_name_defaults_to_one_derived_from_the_file_s_absolute_path(tmp_path
     assert load_config(a.name).shm_name == name  # a relative spelling: the same arena
     assert load_config(b).shm_name != name  # another file: another arena
     assert load_config(write(tmp_path, "shm_name: my-arena.1\n")).shm_name == "my-arena.1"
+
+
+def test_the_web_page_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    on = load_config(write(tmp_path, "http: {}\n")).http
+    assert on is not None and on.html is not None
+    assert (on.html.root, on.html.side_effects) == ("html", True)
+    assert len(on.html.secret) == 32
+    off = load_config(write(tmp_path, "http: {html: {enabled: false}}\n")).http
+    assert off is not None and off.html is None
