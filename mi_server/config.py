@@ -25,7 +25,9 @@ from mi_server.storage.url import BadDbUrl, SqliteUrl, parse_db_url
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TOP_LEVEL_KEYS = ("db_url", "shm_size", "shm_name", "mqueue", "http", "fifo", "consumers",
-                  "log_level", "log_target", "pid_file", "state_dir")
+                  "log_level", "log_target", "pid_file", "state_dir", "engine")
+ENGINE_BACKENDS = ("shm", "redis")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_TARGETS = ("stderr", "syslog")
 _SIZE_RE = re.compile(r"\s*([0-9]+)\s*([kKmMgG]?)\s*\Z")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -88,6 +90,16 @@ class ConsumerConfig:
 
 
 @dataclass
+class EngineConfig:
+    """`engine:` (docs/redis.md): where the queues live."""
+
+    backend: str = "shm"  # or "redis"
+    url: str | list[str] = "redis://127.0.0.1:6379/0"  # a list: Redis Cluster nodes
+    prefix: str = "mqueue-mi"
+    timeout: float = 1.0  # seconds per Redis attempt before an operation fails
+
+
+@dataclass
 class Config:
     source: Path | None
     db_url: str | None = None
@@ -101,6 +113,7 @@ class Config:
     log_target: str = "stderr"  # or "syslog" (the local syslog daemon)
     pid_file: Path | None = None
     state_dir: Path | None = None  # fallback files of failed saves; default: see runtime
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 def parse_size(text: str | int) -> int:
@@ -185,6 +198,13 @@ class _Parser:
         cfg.log_target = self.log_target(data.get("log_target", "stderr"))
         cfg.pid_file = self.path("pid_file", data.get("pid_file"), relative_to_base=True)
         cfg.state_dir = self.path("state_dir", data.get("state_dir"), relative_to_base=True)
+        cfg.engine = self.engine(data.get("engine"))
+        if cfg.engine.backend == "redis":
+            for spec in cfg.queues:
+                if spec.dbmode != 0:
+                    self.problem(f"queue '{spec.name}'",
+                                 f"dbmode={spec.dbmode} is refused with the redis engine: its "
+                                 f"queues live in Redis and outlive every instance (use 0)")
         if self.problems:
             raise ConfigError(self.problems)
         return cfg
@@ -287,6 +307,52 @@ class _Parser:
         return "stderr"
 
     # -- sections ---------------------------------------------------------------------
+
+    def engine(self, value: Any) -> EngineConfig:
+        cfg = EngineConfig()
+        if value is None:
+            return cfg
+        if not isinstance(value, Mapping):
+            self.problem("engine", f"must be a mapping, not {_kind(value)}")
+            return cfg
+        self.known_keys("engine", value, ("backend", "url", "prefix", "timeout"))
+        backend = value.get("backend", "shm")
+        if backend not in ENGINE_BACKENDS:
+            self.problem("engine.backend", f"bad backend {backend!r} (expected one of: "
+                                           f"{', '.join(ENGINE_BACKENDS)})")
+        else:
+            cfg.backend = backend
+        if "url" in value:
+            url = value["url"]
+            urls = url if isinstance(url, list) else [url]
+            single_without_scheme = isinstance(url, str) and "://" not in url
+            if not urls or single_without_scheme or not all(self.redis_url(u) for u in urls):
+                self.problem("engine.url", f"bad Redis URL {url!r} (redis://host:port/db, "
+                                           f"rediss://..., unix:///path, or a list of "
+                                           f"cluster nodes host:port)")
+            else:
+                cfg.url = url
+        if "prefix" in value:
+            prefix = value["prefix"]
+            if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+                self.problem("engine.prefix", f"must be a non-empty string without braces "
+                                              f"(they are Redis Cluster hash tags), not "
+                                              f"{prefix!r}")
+            else:
+                cfg.prefix = prefix
+        if "timeout" in value:
+            cfg.timeout = self.positive("engine.timeout", value["timeout"])
+        return cfg
+
+    @staticmethod
+    def redis_url(url: Any) -> bool:
+        if not isinstance(url, str) or not url:
+            return False
+        scheme, sep, rest = url.partition("://")
+        if not sep:  # a cluster node as host:port
+            host, _, port = url.rpartition(":")
+            return bool(host) and port.isdigit()
+        return scheme in REDIS_SCHEMES and bool(rest)
 
     def section(self, name: str, value: Any, build: Callable[[Mapping], Any]) -> Any:
         """None when omitted or `enabled: false`; otherwise the built section."""

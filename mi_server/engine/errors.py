@@ -22,3 +22,13 @@ class ArenaCorrupt(RuntimeError):
 class ArenaClosed(RuntimeError):
     """The arena's server stopped and closed it: nothing it holds is served any more (a
     process that attached it must attach the new arena its server's next start creates)."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's store cannot be reached now (Redis down, a cut link, a time-out); the
+    operation may be retried later.  Nothing changed, except that an operation whose reply
+    was lost may have run (docs/redis.md "Failures")."""
+
+
+class DefinitionMismatch(ValueError):
+    """The queue is already defined in the shared store with another size or addmode."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the engine is imported lazily so the MI core loads without it
-    from mi_server.engine import Arena
+    from mi_server.engine.contract import Engine
 
 
 @dataclass
@@ -31,7 +31,7 @@ def _no_stop() -> None:
 class MIContext:
     """Everything a command needs; built once per serving process by the runtime."""
 
-    engine: Arena | Any
+    engine: Engine | Any  # any backend (engine/contract.py); Any: tests' stand-ins
     started: float  # time.time() at server start
     argv: list[str] = field(default_factory=list)
     processes: Callable[[], list[ProcessInfo]] = _no_processes  # for `ps`

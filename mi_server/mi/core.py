@@ -22,6 +22,7 @@ from jsonrpcserver.result import Error, Result
 from jsonrpcserver.sentinels import NODATA
 from oslash.either import Left
 
+from mi_server.engine.errors import EngineUnavailable
 from mi_server.mi import errors as E
 from mi_server.mi.context import MIContext
 from mi_server.mi.jsonvalues import (
@@ -337,8 +338,25 @@ def _failed(cmd: Command, exc: Exception) -> Result:
     NULL reply); -32603 is never used."""
     if isinstance(exc, JsonRpcError):
         return Error(exc.code, exc.message, exc.data)
+    if isinstance(exc, EngineUnavailable):  # logged once per outage by the engine's user
+        _note_unavailable(cmd, exc)
+        return Error(*E.ENGINE_UNAVAILABLE)
     log.exception("MI command %s failed", cmd.name)
     return Error(*E.SERVER_ERROR, E.DET_CMD_NULL)
+
+
+# A Redis outage fails every request; one log line per this many seconds says so.
+UNAVAILABLE_LOG_INTERVAL = 10.0
+_unavailable_logged = [-UNAVAILABLE_LOG_INTERVAL]
+
+
+def _note_unavailable(cmd: Command, exc: EngineUnavailable) -> None:
+    import time
+
+    now = time.monotonic()
+    if now - _unavailable_logged[0] >= UNAVAILABLE_LOG_INTERVAL:
+        _unavailable_logged[0] = now
+        log.warning("MI command %s: %s (answered 500 until it is back)", cmd.name, exc)
 
 
 def _error_reply(result: Left, id_text: str) -> str:

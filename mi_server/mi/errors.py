@@ -13,6 +13,10 @@ INVALID_REQUEST = (-32600, "Invalid Request")  # capital R: jsonrpcserver writes
 METHOD_NOT_FOUND = (-32601, "Method not found")
 INVALID_PARAMS = (-32602, "Invalid params")
 SERVER_ERROR = (-32000, "Server error")
+# Ours: any command while the queue engine's store (Redis) cannot be reached.  500 is
+# what OpenSIPS answers for a failure on its side that the request did not cause ("Out of
+# memory", "Internal error"): the client may retry the same request later.
+ENGINE_UNAVAILABLE = (500, "Queue engine unavailable")
 
 DET_NO_PARAMS = "Too few or too many parameters"
 DET_AMBIGUOUS = "Ambiguous call, use named parameters instead"

@@ -40,6 +40,9 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from mi_server.engine.contract import Engine
+from mi_server.engine.errors import EngineUnavailable
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, str], None]  # (key, value); raises on failure
@@ -50,6 +53,7 @@ LOGGED_VALUE_CHARS = 200
 # Linux's MAX_ARG_STRLEN (32 pages): execve refuses one "NAME=value\0" string longer
 # than this with E2BIG, and the command would not start at all
 ENV_STRING_MAX = 32 * 4096
+UNAVAILABLE_RETRY = 1.0  # seconds between fetch attempts while the engine is unavailable
 
 
 class HandlerError(ValueError):
@@ -130,13 +134,27 @@ class _StopFlag:
             pass
 
 
-def run_consumer(engine: Any, queue: str, handler: Handler, interval: float, batch: int,
+def run_consumer(engine: Engine, queue: str, handler: Handler, interval: float, batch: int,
                  name: str) -> None:
-    """Drain `queue` through `handler` until SIGTERM/SIGINT. `name` is for log lines."""
+    """Drain `queue` through `handler` until SIGTERM/SIGINT. `name` is for log lines.
+
+    While the engine is unavailable (Redis down) it says so once, retries every
+    UNAVAILABLE_RETRY seconds (or `interval`, if longer), and says when it is back."""
     stop = _StopFlag()
     log.debug("%s: started", name)
+    down = False
     while not stop.stopping:
-        items = engine.fetch_many(queue, batch)  # config: batch >= 1
+        try:
+            items = engine.fetch_many(queue, batch)  # config: batch >= 1
+        except EngineUnavailable as exc:
+            if not down:
+                log.warning("%s: %s; retrying", name, exc)
+                down = True
+            stop.sleep(max(interval, UNAVAILABLE_RETRY))
+            continue
+        if down:
+            log.info("%s: the queue engine is back", name)
+            down = False
         if not items:
             stop.sleep(interval)
             continue
@@ -157,7 +175,7 @@ def _handle_one(handler: Handler, queue: str, key: str, value: str, name: str) -
         log.debug("%s: handler traceback", name, exc_info=True)
 
 
-def _put_back(engine: Any, queue: str, rest: list[tuple[str, str]], name: str) -> None:
+def _put_back(engine: Engine, queue: str, rest: list[tuple[str, str]], name: str) -> None:
     """Return the unhandled rest of a batch to the queue so the stop-time save keeps it."""
     for n, (key, value) in enumerate(rest):
         try:

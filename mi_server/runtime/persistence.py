@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from mi_server.engine.contract import Engine
 from mi_server.storage import DEFAULT_MYSQL_FALLBACK_DIR, open_storage, save_with_fallback
 from mi_server.storage.url import SqliteUrl, parse_db_url
 
@@ -65,7 +66,7 @@ class LoadFailed(Exception):
     """A dbmode queue could not be loaded; the message is one clear line."""
 
 
-def load_queues(engine: Any, cfg: Any, loaded: list[str]) -> None:
+def load_queues(engine: Engine, cfg: Any, loaded: list[str]) -> None:
     """Load every queue that loads at start, in definition order, through engine.add.
 
     Names are appended to `loaded` as each queue finishes, so that on a failure the caller
@@ -92,7 +93,7 @@ def load_queues(engine: Any, cfg: Any, loaded: list[str]) -> None:
         storage.close()
 
 
-def save_queues(engine: Any, cfg: Any, names: list[str] | None = None) -> bool:
+def save_queues(engine: Engine, cfg: Any, names: list[str] | None = None) -> bool:
     """Save the queues that save at stop (or exactly `names`); False when one was lost.
 
     Each queue goes to the database in one transaction, or to its fallback file when the

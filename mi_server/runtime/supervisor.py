@@ -2,15 +2,17 @@
 
 It owns processes and signals, nothing else:
 1. set-up, before any fork, so that a mistake fails fast with one clear line and exit 1:
-   bind HTTP, create the FIFO, resolve consumer handlers, create the shared arena, load
-   the dbmode queues that load at start, write the pid file;
+   bind HTTP, create the FIFO, resolve consumer handlers, open the queue engine (create
+   the shared arena, or connect to Redis), load the dbmode queues that load at start,
+   write the pid file;
 2. fork the HTTP workers, the FIFO listener and the consumers (os.fork: the arena mapping
-   and the listening socket are inherited as they are);
+   and the listening socket are inherited as they are; Redis connections are re-opened
+   by each child);
 3. supervise: restart a child that dies, with back-off, and keep the `ps` table current;
 4. on SIGTERM/SIGINT/SIGHUP stop in order: the transports (they finish in-flight
    requests), then the consumers (they finish the item in hand), SIGKILL whatever is
    still there after a grace period, save the dbmode queues, remove the FIFO, unlink the
-   arena, remove the pid file, exit 0.
+   arena (queues in Redis stay), remove the pid file, exit 0.
 
 The supervisor keeps its stop signals and SIGCHLD blocked and takes them with
 sigtimedwait, so no handler ever runs in the middle of the save: a second SIGTERM during
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mi_server.engine import backend
+from mi_server.engine.contract import Engine
 from mi_server.runtime import persistence
 from mi_server.runtime.backoff import Backoff
 from mi_server.runtime.consumers import Handler, HandlerError, resolve_handler, run_consumer
@@ -43,7 +47,6 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 WAITED_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 STOP_GRACE = 5.0  # seconds each group of children gets to finish before SIGKILL
 IDLE_WAKEUP = 1.0  # the supervise loop looks around at least this often
-SHM_DIR = Path("/dev/shm")
 
 
 class StartupError(Exception):
@@ -89,7 +92,7 @@ class Supervisor:
         self.started = time.time()
         self.sock: Any = None
         self.fifo_created = False
-        self.arena: Any = None
+        self.engine: Engine | None = None
         self.adopted = 0  # items adopted from the arena of a server that died
         self.runtime_dir: Path | None = None
         self.table_path: Path | None = None
@@ -141,9 +144,9 @@ class Supervisor:
                                                                       consumer.queue)
                 except HandlerError as exc:
                     raise StartupError(str(exc)) from None
-        self.arena = _attempt(self._create_arena, "cannot create the shared memory arena")
+        self.engine = _attempt(self._open_engine, "cannot open the queue engine")
         try:
-            persistence.load_queues(self.arena, cfg, loaded)
+            persistence.load_queues(self.engine, cfg, loaded)
             persistence.check_save_tables(cfg)
         except persistence.LoadFailed as exc:
             raise StartupError(str(exc)) from None
@@ -159,7 +162,7 @@ class Supervisor:
         self._write_table()
         _share_with_children()  # last: whatever set-up allocated is shared too
 
-    def _create_arena(self) -> Any:
+    def _create_arena(self) -> Engine:
         """A fresh arena under cfg.shm_name, or the adopted one of a server that died."""
         from mi_server.runtime.adoption import ArenaInUse, ArenaNotOurs, start_arena
 
@@ -168,6 +171,15 @@ class Supervisor:
         except (ArenaInUse, ArenaNotOurs) as exc:
             raise StartupError(str(exc)) from None
         return arena
+
+    def _open_engine(self) -> Engine:
+        from mi_server.engine.errors import EngineUnavailable
+
+        cfg = self.cfg
+        try:
+            return backend.open_engine(cfg.engine, cfg.queues, open_shm=self._create_arena)
+        except EngineUnavailable as exc:
+            raise StartupError(f"cannot open the queue engine: {exc}") from None
 
     def _child_specs(self) -> list[ChildSpec]:
         cfg = self.cfg
@@ -185,7 +197,7 @@ class Supervisor:
             for n in range(1, consumer.processes + 1):
                 name = f"consumer {consumer.queue} #{n}"
                 specs.append(ChildSpec(next_id, name, f"mi-c-{consumer.queue}"[:13] + f"-{n}",
-                                       _consumer_target(self.arena, consumer,
+                                       _consumer_target(self.engine, consumer,
                                                         self.handlers[consumer.handler], name),
                                        consumer=True))
                 next_id += 1
@@ -193,9 +205,8 @@ class Supervisor:
 
     def _summary(self) -> str:
         cfg = self.cfg
-        # The arena's name is what a local producer passes to Arena.attach().
-        parts = [f"{len(cfg.queues)} queue(s) in arena {self.arena.name} "
-                 f"({self.arena.lock_kind} lock)"]
+        assert self.engine is not None
+        parts = [f"{len(cfg.queues)} queue(s) in {backend.describe(self.engine)}"]
         if cfg.http is not None:
             parts.append(f"HTTP {cfg.http.host}:{cfg.http.port}/{cfg.http.root} "
                          f"({cfg.http.workers} worker(s))")
@@ -209,11 +220,11 @@ class Supervisor:
     # ---- what the children run -------------------------------------------------------
 
     def _core(self) -> Any:
-        """The MI core of one child process, answering over this server's arena."""
+        """The MI core of one child process, answering over this server's engine."""
         from mi_server.mi import build_core
         from mi_server.mi.context import MIContext
 
-        ctx = MIContext(engine=self.arena, started=self.started, argv=self.argv,
+        ctx = MIContext(engine=self.engine, started=self.started, argv=self.argv,
                         processes=self._processes, stop=self._request_stop)
         return build_core(ctx)
 
@@ -249,8 +260,14 @@ class Supervisor:
         from mi_fifo import run_listener
 
         core = self._core()
+        assert self.engine is not None
+        # The compiled path holds an mq_fetch's removal pending across the reply FIFO's
+        # open, which pays where the engine stays locked meanwhile (shm); elsewhere the
+        # Python path serves every request.
+        checked = (core.stage_checked if backend.holds_lock_while_pending(self.engine)
+                   else None)
         run_listener(self.cfg.fifo, core.handle, scan=core.scan_value, stage=core.stage,
-                     finish=core.finish, stage_checked=core.stage_checked)
+                     finish=core.finish, stage_checked=checked)
 
     # ---- processes -------------------------------------------------------------------
 
@@ -338,7 +355,7 @@ class Supervisor:
         # Transports first: no new request is taken once the consumers begin to stop.
         self._stop_group([s for s in self.slots if not s.spec.consumer])
         self._stop_group([s for s in self.slots if s.spec.consumer])
-        saved = persistence.save_queues(self.arena, self.cfg)
+        saved = persistence.save_queues(self.engine, self.cfg)
         self._clean_up()
         log.info("stopped")
         return 0 if saved else 1
@@ -371,15 +388,15 @@ class Supervisor:
         """Set-up failed after some queues were loaded (their rows deleted): save them back.
         An arena holding adopted items is kept for the next start to adopt again, without
         the queues just saved back (they would come twice)."""
-        if loaded and self.arena is not None:
-            if persistence.save_queues(self.arena, self.cfg, loaded) and self.adopted:
+        if loaded and self.engine is not None:
+            if persistence.save_queues(self.engine, self.cfg, loaded) and self.adopted:
                 for name in loaded:
-                    self.arena.fetch_many(name, 1 << 62)
-        if self.adopted and self.arena is not None:
+                    self.engine.fetch_many(name, 1 << 62)
+        if self.adopted and self.engine is not None:
             log.warning("arena %s kept with its adopted items for the next start",
-                        self.arena.name)
-            self.arena.close()
-            self.arena = None
+                        self.engine.name)
+            self.engine.close()
+            self.engine = None
 
     def _clean_up(self) -> None:
         """Undo every piece of set-up that happened; safe to call after a partial set-up."""
@@ -389,22 +406,19 @@ class Supervisor:
             _quietly(lambda: remove_fifo(self.cfg.fifo), "removing the FIFO")
         if self.sock is not None:
             self.sock.close()
-        if self.arena is not None:
-            # Closed first: a producer that attached it gets ArenaClosed from then on,
-            # instead of adding to queues that nobody will serve or save.
-            _quietly(self.arena.mark_closed, "closing the arena for its users")
-            _quietly(self.arena.unlink, "unlinking the arena")
-            _quietly(self.arena.close, "closing the arena")
+        if self.engine is not None:
+            engine = self.engine
+            _quietly(lambda: backend.release(engine), "releasing the queue engine")
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         if self.pid_written:
             remove_pid_file(Path(self.cfg.pid_file))
 
 
-def _consumer_target(arena: Any, consumer: Any, handler: Handler, name: str
+def _consumer_target(engine: Engine | None, consumer: Any, handler: Handler, name: str
                      ) -> Callable[[], None]:
     def run() -> None:
-        run_consumer(arena, consumer.queue, handler, consumer.interval, consumer.batch, name)
+        run_consumer(engine, consumer.queue, handler, consumer.interval, consumer.batch, name)
 
     return run
 

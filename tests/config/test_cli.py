@@ -92,3 +92,14 @@ def test_create_tables_reports_an_unreachable_database(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot connect" in result.stderr and "'kept'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_refuses_a_dbmode_on_the_redis_engine_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "redis.yaml"
+    path.write_text("db_url: sqlite:///tmp/x.db\nengine: {backend: redis}\n"
+                    "mqueue: ['name=q;dbmode=1', 'name=r']\n")
+    result = run("-c", str(path), "--check")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}: queue 'q': dbmode=1 is refused with the redis engine: its queues live in "
+        f"Redis and outlive every instance (use 0)"]

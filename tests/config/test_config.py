@@ -165,6 +165,16 @@ ERRORS = [
     ("consumers: [{queue: nope, handler: 'a:b'}]\n",
      "consumers entry 1: queue: 'nope' is not a defined mqueue"),
     ("mqueue: [name=q]\nconsumers: [{queue: q}]\n", "consumers entry 1: handler: required"),
+    ("engine: {backend: memcached}\n", "engine.backend: bad backend 'memcached'"),
+    ("engine: {url: 'http://x'}\n", "engine.url: bad Redis URL 'http://x'"),
+    ("engine: {url: '127.0.0.1:6379'}\n", "engine.url: bad Redis URL"),
+    ("engine: {url: []}\n", "engine.url: bad Redis URL"),
+    ("engine: {prefix: 'a{b}'}\n", "engine.prefix: must be a non-empty string without braces"),
+    ("engine: {timeout: 0}\n", "engine.timeout: must be a number > 0"),
+    ("engine: {host: x}\n", "engine.host: unknown key"),
+    ("engine: redis\n", "engine: must be a mapping"),
+    ("db_url: sqlite:///tmp/x.db\nengine: {backend: redis}\nmqueue: [\"name=q;dbmode=1\"]\n",
+     "queue 'q': dbmode=1 is refused with the redis engine: its queues live in Redis"),
     ("mqueue: [name=q]\nconsumers: [{queue: q, handler: x, batch: 0}]\n",
      "consumers entry 1: batch: must be an integer >= 1"),
     ("mqueue: [name=q]\nconsumers: [{queue: q, handler: x, interval: 0}]\n",
@@ -242,3 +252,14 @@ def test_the_web_page_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> 
     assert len(on.html.secret) == 32
     off = load_config(write(tmp_path, "http: {html: {enabled: false}}\n")).http
     assert off is not None and off.html is None
+
+
+def test_engine_section_defaults_to_shm_and_reads_redis_settings(tmp_path: Path) -> None:
+    assert parse_config({}, "inline", tmp_path).engine.backend == "shm"
+    cfg = parse_config({"engine": {"backend": "redis", "url": "unix:///run/redis.sock",
+                                   "prefix": "site-a", "timeout": 0.5}}, "inline", tmp_path)
+    assert (cfg.engine.backend, cfg.engine.url, cfg.engine.prefix, cfg.engine.timeout) == (
+        "redis", "unix:///run/redis.sock", "site-a", 0.5)
+    nodes = ["127.0.0.1:7000", "redis://127.0.0.1:7001"]
+    assert parse_config({"engine": {"backend": "redis", "url": nodes}}, "inline",
+                        tmp_path).engine.url == nodes

@@ -14,7 +14,7 @@ from typing import Any
 from jsonrpcserver.exceptions import JsonRpcError
 from jsonrpcserver.result import Error, Result
 
-from mi_server.engine import ArenaFull, UnknownQueue
+from mi_server.engine.errors import ArenaFull, UnknownQueue
 from mi_server.mi.context import MIContext
 from mi_server.mi.errors import bad_type
 from mi_server.mi.params import get_int, get_str
@@ -106,7 +106,7 @@ HOLD_MAX_CHARS = 4 * 1024
 def mq_fetch_pending(
     ctx: MIContext, params: dict[str, Any]
 ) -> tuple[Any, Callable[[bool], None]] | None:
-    """mq_fetch of one item with its removal held pending (Arena.fetch_pending): the
+    """mq_fetch of one item with its removal held pending (Engine.fetch_pending): the
     result value and the engine's settle, which commits or undoes the removal; an error
     raised as JsonRpcError, with nothing held.  None (then the request is staged and run
     as usual) with a `limit`, or for an item over HOLD_MAX_CHARS, which is put back

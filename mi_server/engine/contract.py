@@ -1,0 +1,78 @@
+"""What every queue engine offers: the one contract that MI commands, consumers and
+persistence program against (docs/ARCHITECTURE.md section 2).
+
+Two backends fulfil it: the shared-memory `Arena` (mi_server.engine.arena, one host) and
+`RedisEngine` (mi_server.engine.redis, any number of instances and hosts).  backend.py is
+the one place that opens the configured one; nothing else knows which runs.
+
+Errors every backend raises: UnknownQueue (the name is not defined), ArenaFull (no memory
+for the item; nothing changed), EngineUnavailable (the backend's store cannot be reached
+now; retry later).  Keys, values and names are `str`, any JSON string included.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from .spec import QueueSpec
+from .stats import QueueStats
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The queue operations, each atomic; MQUEUE.md "Queue semantics" for what they do."""
+
+    name: str  # where the queues are, for log lines
+
+    def specs(self) -> list[QueueSpec]:
+        """The queue definitions, in definition order."""
+        ...
+
+    def add(self, q: str, key: str, value: str) -> None:
+        """Queue (key, value) by the queue's addmode and size."""
+        ...
+
+    def fetch(self, q: str) -> tuple[str, str] | None:
+        """Remove and return the oldest item; None when empty."""
+        ...
+
+    def fetch_many(self, q: str, limit: int) -> list[tuple[str, str]]:
+        """Remove and return up to `limit` items, oldest first, in one atomic step."""
+        ...
+
+    def fetch_pending(self, q: str) -> tuple[str, str] | None:
+        """A conditional removal, for a reply that might not be deliverable: the oldest
+        item, whose removal counts only once `settle(True)` commits it; `settle(False)`
+        puts it back at the head.  Nobody else gets the item meanwhile, and a process that
+        dies before it settles loses nothing (the item goes back).  The caller settles at
+        once and runs no other operation of this engine object in between."""
+        ...
+
+    def settle(self, commit: bool) -> None:
+        """End what fetch_pending holds (nothing held: no-op).  RuntimeError when the hold
+        had already been undone (the item is back in the queue)."""
+        ...
+
+    def size(self, q: str) -> int:
+        """Items queued now."""
+        ...
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """(name, size) of every queue, in REVERSE definition order (as OpenSIPS lists)."""
+        ...
+
+    def snapshot(self, q: str) -> list[tuple[str, str]]:
+        """Every queued item, oldest first; nothing removed."""
+        ...
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Per-queue counters, in definition order."""
+        ...
+
+    def reset_stats(self, q: str | None = None, counter: str | None = None) -> None:
+        """Zero the counters (or one, by QueueStats field name) of one queue or all."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the store in this process; the queues themselves stay."""
+        ...
