@@ -1,0 +1,381 @@
+"""The Redis engine: the queues of every mi-server instance that names the same Redis and
+key prefix, one FCALL of mqueue.lua per operation (docs/redis.md).
+
+The client side only names keys, encodes and decodes: every change runs atomically in
+Redis.  Failures map onto the engine's errors: Redis unreachable or too slow ->
+EngineUnavailable (within about twice the configured time-out), Redis out of memory
+(maxmemory) -> ArenaFull, a Redis that lost its data -> the queue is defined again and
+the operation retried once, a Redis that lost the function library -> it is loaded again
+and the operation retried once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..errors import ArenaCorrupt, ArenaFull, DefinitionMismatch, EngineUnavailable, UnknownQueue
+from ..scriptlevel import ScriptLevel
+from ..spec import QueueSpec
+from ..stats import QueueStats
+
+_log = logging.getLogger("mqueue.engine")
+
+LIBRARY = (Path(__file__).with_name("mqueue.lua")).read_text(encoding="utf-8")
+NKEYS = 7  # the keys of one queue, in mqueue.lua's order
+_SUFFIXES = ("m", "i", "n", "p", "x", "h", "o")
+# A held (pending) fetch not settled within this time is given back to its queue by the
+# next fetch there: its holder died or stalled (settle then reports the hold as undone).
+HOLD_LEASE_MS = 5000
+DEFAULT_TIMEOUT = 1.0
+
+_ENC = "utf-8"
+_ERR = "surrogatepass"  # any JSON string, lone surrogates included, round-trips
+_COUNTERS = ("a", "f", "ds", "dm")
+_COUNTER_NAMES = ("added", "fetched", "dropped_size", "dropped_addmode")
+_STATS_FIELDS = ("n", "a", "f", "ds", "dm", "ba", "bf", "bds", "bdm")
+
+
+def queue_keys(prefix: str, queue: str) -> list[bytes]:
+    """The seven keys of one queue: `<prefix>:{<queue>}:<part>`.  The braces are the
+    cluster hash tag, so a queue's keys share one slot (and one node)."""
+    base = f"{prefix}:{{{queue}}}:".encode(_ENC, _ERR)
+    return [base + s.encode() for s in _SUFFIXES]
+
+
+def definition(spec: QueueSpec) -> tuple[int, int]:
+    """(size limit, addmode) as they act: what instances sharing a queue must agree on."""
+    return max(spec.size, 0), spec.effective_addmode
+
+
+def redacted(url: str) -> str:
+    """The URL for log lines, its password replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def make_client(url: str | Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """A redis-py client (hiredis parses replies when installed) that gives up within
+    `timeout` seconds per attempt, and makes one more attempt only after a connection
+    error (a stale pooled connection after a Redis restart), never after a time-out,
+    which may have run the command.  A list of URLs names Redis Cluster nodes."""
+    common = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
+                  retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+    if isinstance(url, str):
+        return redis.Redis.from_url(url, health_check_interval=0, **common)
+    from redis.cluster import ClusterNode, RedisCluster
+
+    nodes = []
+    for u in url:
+        parts = urlsplit(u if "//" in u else f"redis://{u}")
+        nodes.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
+    first = urlsplit(url[0] if "//" in url[0] else f"redis://{url[0]}")
+    return RedisCluster(startup_nodes=nodes, password=first.password,
+                        username=first.username, **common)
+
+
+def _decode(item: bytes) -> tuple[str, str]:
+    """(key, value) from mqueue.lua's "<key length>:<key><value>"."""
+    c = item.index(b":")
+    end = c + 1 + int(item[:c])
+    return item[c + 1:end].decode(_ENC, _ERR), item[end:].decode(_ENC, _ERR)
+
+
+_instances: weakref.WeakSet[RedisEngine] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for engine in list(_instances):
+        engine._last = {}  # "the last item fetched by this process"
+        engine._pending = None  # the parent's hold is the parent's to settle
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+class RedisEngine(ScriptLevel):
+    """The queues `queues` under `prefix` in the Redis that `client` talks to; see
+    docs/redis.md.  Use RedisEngine.open.  One object per process (a forked child may
+    keep its parent's: redis-py opens new connections in the child)."""
+
+    def __init__(self, client: Any, prefix: str, queues: Sequence[QueueSpec],
+                 where: str) -> None:
+        names = [q.name for q in queues]
+        if len(set(names)) != len(names):
+            raise ValueError("queue defined twice")
+        self._client = client
+        self._exec = client.execute_command
+        self.prefix = prefix
+        self.name = f"{where} prefix {prefix!r}"
+        self._specs = list(queues)
+        self._names = names
+        self._keys = {q.name: queue_keys(prefix, q.name) for q in queues}
+        self._meta = {q: keys[0] for q, keys in self._keys.items()}
+        self._defs = {q.name: definition(q) for q in queues}
+        self._last: dict[str, tuple[str, str]] = {}
+        self._pending: tuple[str, bytes] | None = None  # (queue, seq) of a held fetch
+        _instances.add(self)
+
+    @classmethod
+    def open(cls, url: str | Sequence[str], prefix: str, queues: Sequence[QueueSpec],
+             timeout: float = DEFAULT_TIMEOUT) -> RedisEngine:
+        """Connect, load the function library, define the queues (or check them against
+        their stored definitions: DefinitionMismatch).  EngineUnavailable when Redis
+        cannot be reached."""
+        where = redacted(url) if isinstance(url, str) else ",".join(map(redacted, url))
+        engine = cls(make_client(url, timeout), prefix, queues, where)
+        try:
+            engine._load_library()
+            for q in engine._names:
+                engine._define(q)
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def close(self) -> None:
+        """Give back a fetch still held, and close this process's connections (the
+        queues stay in Redis)."""
+        if self._pending is not None:
+            try:
+                self.settle(False)
+            except (EngineUnavailable, RuntimeError):
+                pass  # given back anyway when its lease ends
+        try:
+            self._client.close()
+        except RedisError:
+            pass
+
+    def specs(self) -> list[QueueSpec]:
+        return list(self._specs)
+
+    # ---- the calls --------------------------------------------------------------------
+
+    def _call(self, fn: str, q: str, *args: Any) -> Any:
+        try:
+            keys = self._keys[q]
+        except KeyError:
+            raise UnknownQueue(q) from None
+        try:
+            return self._exec("FCALL", fn, NKEYS, *keys, *args)
+        except ResponseError as exc:
+            self._recover(exc, q)
+            return self._retry("FCALL", fn, NKEYS, *keys, *args)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise _unavailable(exc) from None
+        except RedisError as exc:  # cluster down, moved slots that never settle...
+            raise _unavailable(exc) from None
+
+    def _retry(self, *command: Any) -> Any:
+        try:
+            return self._exec(*command)
+        except ResponseError as exc:
+            raise self._failure(exc) from None
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def _recover(self, exc: ResponseError, q: str) -> None:
+        """Make the failed call retryable, or raise what it means."""
+        text = str(exc)
+        if "UNDEFINED" in text:  # Redis lost its data (restarted without persistence)
+            _log.warning("queue %r is not defined in Redis (data lost?): defining it again", q)
+            self._define(q)
+        elif "Function not found" in text:  # Redis lost its functions
+            _log.warning("the mqueue functions are not loaded in Redis: loading them again")
+            self._load_library()
+        else:
+            raise self._failure(exc) from None
+
+    @staticmethod
+    def _failure(exc: ResponseError) -> Exception:
+        text = str(exc)
+        if text.startswith("OOM"):
+            return ArenaFull(f"Redis is out of memory: {text}")
+        _log.error("Redis refused an mqueue operation: %s", text)
+        return EngineUnavailable(f"Redis refused the operation: {text}")
+
+    def _load_library(self) -> None:
+        try:
+            self._client.function_load(LIBRARY, replace=True)
+        except ResponseError as exc:
+            raise self._failure(exc) from None
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def _define(self, q: str) -> None:
+        limit, mode = self._defs[q]
+        stored = self._retry("FCALL", "mq_define", NKEYS, *self._keys[q], limit, mode)
+        got = (int(stored[0]), int(stored[1]))
+        if got != (limit, mode):
+            raise DefinitionMismatch(
+                f"queue '{q}' is defined in Redis (prefix '{self.prefix}') with size={got[0]} "
+                f"addmode={got[1]}, but this configuration says size={limit} addmode={mode}: "
+                f"every instance sharing a prefix must define its queues alike")
+
+    # ---- the raising API (docs/ARCHITECTURE.md section 2) -----------------------------
+
+    def add(self, q: str, key: str, value: str) -> None:
+        self._call("mq_add", q, key.encode(_ENC, _ERR), value.encode(_ENC, _ERR))
+
+    def fetch(self, q: str) -> tuple[str, str] | None:
+        items = self._call("mq_fetch", q, 1)
+        return _decode(items[0]) if items else None
+
+    def fetch_many(self, q: str, limit: int) -> list[tuple[str, str]]:
+        return [_decode(item) for item in self._call("mq_fetch", q, limit)]
+
+    def fetch_pending(self, q: str) -> tuple[str, str] | None:
+        """`fetch` whose removal counts only once `settle(True)` says so; `settle(False)`
+        puts the item back at the head.  Until then nobody else sees it; should this
+        process die or stall for HOLD_LEASE_MS first, the next fetch of that queue puts
+        it back (and a late settle raises RuntimeError).  None when empty."""
+        if self._pending is not None:
+            _log.error("a pending fetch was never settled: it is undone")
+            try:
+                self.settle(False)
+            except RuntimeError:
+                pass
+        held = self._call("mq_hold", q, HOLD_LEASE_MS)
+        if not held:
+            return None
+        self._pending = (q, held[0])
+        return _decode(held[1])
+
+    def settle(self, commit: bool) -> None:
+        """Commit (True) or give back (False) what fetch_pending holds; nothing held: no-op.
+        RuntimeError when the hold had already ended (its lease ran out: the item is
+        back in the queue); EngineUnavailable when Redis cannot be told (the lease gives
+        the item back)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        q, seq = pending
+        if not self._call("mq_settle", q, seq, 1 if commit else 0):
+            raise RuntimeError("the pending fetch was undone before it was settled")
+
+    def size(self, q: str) -> int:
+        try:
+            meta = self._meta[q]
+        except KeyError:
+            raise UnknownQueue(q) from None
+        try:
+            n = self._exec("HGET", meta, "n")
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+        if n is None:  # Redis lost the queue
+            self._define(q)
+            return 0
+        return int(n)
+
+    def _pipelined(self, command: str, *fields: str) -> list[Any]:
+        """`command meta *fields` for every queue in definition order: one round trip per
+        node (a cluster pipeline groups the queues by node)."""
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for q in self._names:
+                pipe.execute_command(command, self._meta[q], *fields)
+            replies = pipe.execute()
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+        missing = [q for q, r in zip(self._names, replies, strict=True)
+                   if r is None or (isinstance(r, list) and r[0] is None)]
+        for q in missing:
+            self._define(q)
+        return replies
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """(name, size) for every queue, in REVERSE definition order (as OpenSIPS lists)."""
+        replies = self._pipelined("HGET", "n")
+        return [(q, int(n or 0)) for q, n in zip(reversed(self._names), reversed(replies),
+                                                 strict=True)]
+
+    def stats(self) -> dict[str, QueueStats]:
+        out = {}
+        for q, r in zip(self._names, self._pipelined("HMGET", *_STATS_FIELDS), strict=True):
+            n, a, f, ds, dm, ba, bf, bds, bdm = (int(x or 0) for x in r)
+            out[q] = QueueStats(n, a - ba, f - bf, ds - bds, dm - bdm)
+        return out
+
+    def snapshot(self, q: str) -> list[tuple[str, str]]:
+        """Every queued (key, value), oldest first; nothing removed.  O(n)."""
+        return [_decode(item) for item in self._call("mq_snapshot", q)]
+
+    def reset_stats(self, q: str | None = None, counter: str | None = None) -> None:
+        """Zero added/fetched/dropped_* (or only `counter`) of one queue or all."""
+        if counter is None:
+            which: Sequence[str] = _COUNTERS
+        elif counter in _COUNTER_NAMES:
+            which = (_COUNTERS[_COUNTER_NAMES.index(counter)],)
+        else:
+            raise ValueError(f"no resettable counter {counter!r}")
+        for name in [q] if q is not None else self._names:
+            self._call("mq_reset", name, *which)
+
+    # ---- checks (tests) ---------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Read every queue's keys and check the list, the index, the holds and the
+        counters against each other; ArenaCorrupt listing what is wrong.  O(n)."""
+        problems: list[str] = []
+        for q in self._names:
+            problems += _check_queue(q, self._defs[q][1],
+                                     [self._client.hgetall(k) for k in self._keys[q][:6]],
+                                     self._client.lrange(self._keys[q][6], 0, -1))
+        if problems:
+            raise ArenaCorrupt(problems)
+
+
+def _unavailable(exc: Exception) -> EngineUnavailable:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return EngineUnavailable(f"Redis unavailable: {text}")
+
+
+def _check_queue(q: str, mode: int, hashes: list[dict[bytes, bytes]],
+                 order: list[bytes]) -> list[str]:
+    meta, items, nxt, prv, index, held = hashes
+    bad: list[str] = []
+    if b"mode" not in meta:
+        return [f"{q}: not defined"]
+    seen: list[bytes] = []
+    seq, prev = meta.get(b"h"), None
+    while seq is not None and len(seen) <= len(items):
+        seen.append(seq)
+        if prv.get(seq) != prev:
+            bad.append(f"{q}: prev of {seq!r} is {prv.get(seq)!r}, not {prev!r}")
+        if seq not in items:
+            bad.append(f"{q}: listed item {seq!r} has no record")
+        prev, seq = seq, nxt.get(seq)
+    if meta.get(b"t") != prev:
+        bad.append(f"{q}: tail is {meta.get(b't')!r}, the list ends at {prev!r}")
+    c = {k: int(meta.get(k.encode(), 0)) for k in ("n", "a", "f", "ds", "dm")}
+    if c["n"] != len(seen) or c["n"] != c["a"] - c["f"] - c["ds"] - c["dm"]:
+        bad.append(f"{q}: count {c} against {len(seen)} listed")
+    if set(items) != set(seen) | set(held) or set(seen) & set(held):
+        bad.append(f"{q}: records {sorted(items)} against listed {seen} + held {list(held)}")
+    if set(nxt) != set(seen[:-1]) or set(prv) != set(seen[1:]):
+        bad.append(f"{q}: stray links {sorted(nxt)} / {sorted(prv)}")
+    if not set(held) <= set(order):
+        bad.append(f"{q}: held {list(held)} missing from the order list {order}")
+    if mode:
+        want = {_decode(items[s])[0].encode(_ENC, _ERR): s for s in seen if s in items}
+        if len(want) != len(seen) or index != want:
+            bad.append(f"{q}: index {index} against the queued keys {want}")
+    elif index:
+        bad.append(f"{q}: an index for an addmode 0 queue")
+    return bad
