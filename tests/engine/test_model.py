@@ -1,5 +1,6 @@
 """Model-based test: random operations on the arena and on a plain-Python model of
-MQUEUE.md's semantics must give identical results; invariants hold after every step."""
+MQUEUE.md's semantics must give identical results; invariants hold after every step.
+The same machine runs against the Redis engine (RedisMachine)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from mi_server.engine import Arena, ArenaFull, QueueSpec, QueueStats
 
-from .conftest import unique_name
+from .conftest import REDIS_URL, delete_prefix, unique_name, unique_prefix
 
 SPECS = [
     QueueSpec("plain"),
@@ -126,3 +127,25 @@ class PythonPopMachine(ArenaMachine):
 
 PythonPopMachine.TestCase.settings = ArenaMachine.TestCase.settings
 TestArenaWithPythonPopAgainstModel = PythonPopMachine.TestCase
+
+
+class RedisMachine(ArenaMachine):
+    """The same rules and invariants against the Redis engine, on a key prefix of its own
+    (it never raises ArenaFull: Redis has no maxmemory here)."""
+
+    def __init__(self) -> None:
+        from mi_server.engine.redis import RedisEngine
+
+        RuleBasedStateMachine.__init__(self)
+        self.prefix = unique_prefix()
+        self.arena = RedisEngine.open(REDIS_URL, self.prefix, SPECS)
+        self.model = {s.name: ModelQueue(s) for s in SPECS}
+
+    def teardown(self) -> None:
+        self.arena.close()
+        delete_prefix(REDIS_URL, self.prefix)
+
+
+RedisMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40,
+                                          deadline=None)
+TestRedisEngineAgainstModel = RedisMachine.TestCase

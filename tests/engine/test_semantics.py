@@ -1,4 +1,6 @@
-"""Queue semantics from MQUEUE.md "Queue semantics", table-driven, in one process."""
+"""Queue semantics from MQUEUE.md "Queue semantics", table-driven, in one process; the
+tests taking `make_engine` run against every backend (shm with and without its C part,
+Redis), the `make_arena` ones pin what only the shared-memory arena has."""
 
 from __future__ import annotations
 
@@ -67,8 +69,8 @@ ADD_CASES = [
 
 
 @pytest.mark.parametrize(("spec", "adds", "queued", "counts"), ADD_CASES)
-def test_add_semantics(make_arena, spec, adds, queued, counts):
-    arena = make_arena([spec])
+def test_add_semantics(make_engine, spec, adds, queued, counts):
+    arena = make_engine([spec])
     for key, value in adds:
         assert arena.mq_add("q", key, value) is True
     assert arena.snapshot("q") == queued
@@ -77,8 +79,8 @@ def test_add_semantics(make_arena, spec, adds, queued, counts):
     arena.check_invariants()
 
 
-def test_fetch_is_fifo_and_removes(make_arena):
-    arena = make_arena([QueueSpec("q")])
+def test_fetch_is_fifo_and_removes(make_engine):
+    arena = make_engine([QueueSpec("q")])
     for i in range(5):
         arena.add("q", f"k{i}", f"v{i}")
     assert arena.fetch("q") == ("k0", "v0")
@@ -89,8 +91,8 @@ def test_fetch_is_fifo_and_removes(make_arena):
     assert arena.stats()["q"].fetched == 5
 
 
-def test_fetch_after_addmode2_replace_skips_the_removed_item(make_arena):
-    arena = make_arena([QueueSpec("q", addmode=2)])
+def test_fetch_after_addmode2_replace_skips_the_removed_item(make_engine):
+    arena = make_engine([QueueSpec("q", addmode=2)])
     for key, value in [("a", "1"), ("b", "2"), ("a", "3")]:
         arena.add("q", key, value)
     assert [arena.fetch("q"), arena.fetch("q"), arena.fetch("q")] == [
@@ -109,15 +111,15 @@ SCRIPT_CASES = [
 
 
 @pytest.mark.parametrize(("call", "queue", "expected"), SCRIPT_CASES)
-def test_script_return_codes(make_arena, call, queue, expected):
-    arena = make_arena([QueueSpec("q1"), QueueSpec("q2")])
+def test_script_return_codes(make_engine, call, queue, expected):
+    arena = make_engine([QueueSpec("q1"), QueueSpec("q2")])
     arena.add("q1", "k", "v")
     args = (queue, "k", "v") if call == "mq_add" else (queue,)
     assert getattr(arena, call)(*args) == expected
 
 
-def test_mqk_mqv_hold_this_process_last_fetch_per_queue(make_arena):
-    arena = make_arena([QueueSpec("q1"), QueueSpec("q2")])
+def test_mqk_mqv_hold_this_process_last_fetch_per_queue(make_engine):
+    arena = make_engine([QueueSpec("q1"), QueueSpec("q2")])
     assert (arena.mqk("q1"), arena.mqv("q1")) == (None, None)
     arena.add("q1", "k1", "v1")
     arena.add("q2", "k2", "v2")
@@ -131,38 +133,38 @@ def test_mqk_mqv_hold_this_process_last_fetch_per_queue(make_arena):
 
 
 @pytest.mark.parametrize("method", ["fetch", "size", "snapshot", "pv_mq_size"])
-def test_unknown_queue_raises(make_arena, method):
-    arena = make_arena([QueueSpec("q")])
+def test_unknown_queue_raises(make_engine, method):
+    arena = make_engine([QueueSpec("q")])
     with pytest.raises(UnknownQueue):
         getattr(arena, method)("Q")  # names are case-sensitive
 
 
-def test_unknown_queue_raises_on_add_and_fetch_many(make_arena):
-    arena = make_arena([QueueSpec("q")])
+def test_unknown_queue_raises_on_add_and_fetch_many(make_engine):
+    arena = make_engine([QueueSpec("q")])
     with pytest.raises(UnknownQueue):
         arena.add("x", "k", "v")
     with pytest.raises(UnknownQueue):
         arena.fetch_many("x", 2)
 
 
-def test_sizes_lists_reverse_definition_order(make_arena):
-    arena = make_arena([QueueSpec("first"), QueueSpec("second"), QueueSpec("third")])
+def test_sizes_lists_reverse_definition_order(make_engine):
+    arena = make_engine([QueueSpec("first"), QueueSpec("second"), QueueSpec("third")])
     arena.add("second", "k", "v")
     assert arena.sizes() == [("third", 0), ("second", 1), ("first", 0)]
     assert [s.name for s in arena.specs()] == ["first", "second", "third"]
     assert list(arena.stats()) == ["first", "second", "third"]
 
 
-def test_no_queues(make_arena):
-    arena = make_arena([])
+def test_no_queues(make_engine):
+    arena = make_engine([])
     assert arena.sizes() == [] and arena.stats() == {}
 
 
 @pytest.mark.parametrize("text", [
     "ünïcödé ключ 键 🎉", "\ud800 lone surrogate", "%s%d\\n\"'", "x" * 4096, "\x00nul",
 ])
-def test_strings_round_trip_exactly(make_arena, text):
-    arena = make_arena([QueueSpec("q", addmode=2), QueueSpec("p")])
+def test_strings_round_trip_exactly(make_engine, text):
+    arena = make_engine([QueueSpec("q", addmode=2), QueueSpec("p")])
     arena.add("q", text, text[::-1])
     arena.add("q", text, text)  # replace finds the same key bytes
     arena.add("p", text, text)
@@ -171,8 +173,8 @@ def test_strings_round_trip_exactly(make_arena, text):
     arena.check_invariants()
 
 
-def test_reset_stats_zeroes_counters_not_items(make_arena):
-    arena = make_arena([QueueSpec("q", size=1), QueueSpec("r")])
+def test_reset_stats_zeroes_counters_not_items(make_engine):
+    arena = make_engine([QueueSpec("q", size=1), QueueSpec("r")])
     arena.add("q", "a", "1")
     arena.add("q", "b", "2")
     arena.add("r", "c", "3")
@@ -255,8 +257,8 @@ def test_attach_from_a_separate_process_sees_and_changes_the_same_queues(make_ar
     arena.check_invariants()
 
 
-def test_reset_stats_of_one_counter_leaves_the_others(make_arena):
-    arena = make_arena([QueueSpec("q")])
+def test_reset_stats_of_one_counter_leaves_the_others(make_engine):
+    arena = make_engine([QueueSpec("q")])
     for k in "abc":
         arena.add("q", k, "v")
     arena.fetch("q")
