@@ -22,8 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
 from ..errors import ArenaCorrupt, ArenaFull, DefinitionMismatch, EngineUnavailable, UnknownQueue
@@ -175,12 +174,22 @@ class RedisEngine(ScriptLevel):
         try:
             return self._exec("FCALL", fn, NKEYS, *keys, *args)
         except ResponseError as exc:
+            return self._recovered(exc, q, ("FCALL", fn, NKEYS, *keys, *args))
+        except RedisError as exc:  # connection, time-out, cluster down...
+            raise _unavailable(exc) from None
+
+    def _recovered(self, exc: ResponseError, q: str, command: tuple) -> Any:
+        """Run `command` again once what its failure says is repaired: a Redis restarted
+        without its data has lost both the functions and the queue (two repairs)."""
+        for _ in range(2):
             self._recover(exc, q)
-            return self._retry("FCALL", fn, NKEYS, *keys, *args)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise _unavailable(exc) from None
-        except RedisError as exc:  # cluster down, moved slots that never settle...
-            raise _unavailable(exc) from None
+            try:
+                return self._exec(*command)
+            except ResponseError as again:
+                exc = again
+            except RedisError as again:
+                raise _unavailable(again) from None
+        raise self._failure(exc)
 
     def _retry(self, *command: Any) -> Any:
         try:
@@ -205,8 +214,9 @@ class RedisEngine(ScriptLevel):
     @staticmethod
     def _failure(exc: ResponseError) -> Exception:
         text = str(exc)
-        if text.startswith("OOM"):
-            return ArenaFull(f"Redis is out of memory: {text}")
+        if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):
+            # refused before the function ran (it is not flagged allow-oom): no change
+            return ArenaFull(f"Redis is out of memory (maxmemory): {text}")
         _log.error("Redis refused an mqueue operation: %s", text)
         return EngineUnavailable(f"Redis refused the operation: {text}")
 

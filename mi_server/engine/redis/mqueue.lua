@@ -246,11 +246,14 @@ local function mq_reset(K, A)
   return 1
 end
 
+-- Flags: what takes items out (and the few words of a hold or a reset) may run when Redis
+-- is at maxmemory ('allow-oom'), so that a full Redis can still be drained; an add there
+-- is refused before it runs (redis-py's OutOfMemoryError: the engine's ArenaFull).
 redis.register_function('mq_define', mq_define)
 redis.register_function('mq_add', mq_add)
-redis.register_function('mq_fetch', mq_fetch)
-redis.register_function('mq_hold', mq_hold)
-redis.register_function('mq_settle', mq_settle)
+redis.register_function{function_name='mq_fetch', callback=mq_fetch, flags={'allow-oom'}}
+redis.register_function{function_name='mq_hold', callback=mq_hold, flags={'allow-oom'}}
+redis.register_function{function_name='mq_settle', callback=mq_settle, flags={'allow-oom'}}
 redis.register_function{function_name='mq_snapshot', callback=mq_snapshot,
                         flags={'no-writes'}}
-redis.register_function('mq_reset', mq_reset)
+redis.register_function{function_name='mq_reset', callback=mq_reset, flags={'allow-oom'}}
