@@ -14,12 +14,14 @@ so a later start with the same configuration finds the file.
 from __future__ import annotations
 
 import logging
+import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from mi_server.engine.contract import Engine
 from mi_server.storage import DEFAULT_MYSQL_FALLBACK_DIR, open_storage, save_with_fallback
+from mi_server.storage.fallback import open_state_dir
 from mi_server.storage.url import SqliteUrl, parse_db_url
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,14 @@ def _shared_sticky(directory: Path) -> bool:
     return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
 
 
+def prepare_state_dir(cfg: Any) -> None:
+    """At start, when the server has a database (its fallback files may be needed): make
+    the state directory (mode 0700) if it is missing, so that nobody else can make it
+    first, and refuse one another user could write into (UnsafeStateDir: one line)."""
+    if cfg.db_url is not None:
+        os.close(open_state_dir(state_dir(cfg)))
+
+
 def open_for(cfg: Any) -> Any:
     return open_storage(cfg.db_url, state_dir(cfg))
 
@@ -88,7 +98,8 @@ def load_queues(engine: Engine, cfg: Any, loaded: list[str]) -> None:
             except Exception as exc:
                 raise LoadFailed(f"cannot load queue '{spec.name}': {_reason(exc)}") from None
             loaded.append(spec.name)
-            log.info("queue '%s': %d item(s) loaded from the database", spec.name, n)
+            log.info("queue '%s': %d item(s) loaded from the database", spec.name,
+                     getattr(n, "rows", n))
     finally:
         storage.close()
 
@@ -112,8 +123,9 @@ def save_queues(engine: Engine, cfg: Any, names: list[str] | None = None) -> boo
         for name in names:
             items = engine.snapshot(name)
             try:
-                save_with_fallback(storage, name, items)  # logs a fallback itself
-                log.info("queue '%s': %d item(s) saved", name, len(items))
+                if save_with_fallback(storage, name, items):  # logs a fallback itself
+                    log.info("queue '%s': %d item(s) saved to the database", name,
+                             len(items))
             except Exception as exc:
                 ok = False
                 log.error("queue '%s': %d item(s) LOST: cannot save to the database nor to "

@@ -144,6 +144,7 @@ class Supervisor:
                                                                       consumer.queue)
                 except HandlerError as exc:
                     raise StartupError(str(exc)) from None
+        _attempt(lambda: persistence.prepare_state_dir(cfg), "state directory")
         self.engine = _attempt(self._open_engine, "cannot open the queue engine")
         try:
             persistence.load_queues(self.engine, cfg, loaded)

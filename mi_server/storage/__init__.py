@@ -46,18 +46,20 @@ def open_storage(db_url: str, fallback_dir: str | Path | None = None) -> Storage
 
 
 def save_with_fallback(storage: Storage, queue: str, items: list[tuple[str, str]],
-                       fallback_dir: str | Path | None = None) -> None:
-    """Save `items`; when the database fails, log loudly and append them to the queue's
-    fallback file (default: the storage's fallback_dir) so nothing is lost."""
+                       fallback_dir: str | Path | None = None) -> bool:
+    """Save `items`: True when they went to the database; when it fails, log loudly,
+    append them to the queue's fallback file (default: the storage's fallback_dir) so
+    nothing is lost, and return False.  Raises when the file cannot take them either."""
     check_table_name(queue)
     try:
         storage.save(queue, items)
-        return
+        return True
     except Exception as exc:  # noqa: BLE001 - whatever broke, the items must survive
         path = fallback_path(Path(fallback_dir) if fallback_dir else storage.fallback_dir,
                              queue)
         log.error("saving %d item(s) of queue %r to the database FAILED: %s; "
                   "writing them to %s", len(items), queue, exc, path)
     append_items(path, items)
-    log.error("%d item(s) of queue %r are in %s; the next load or save of the queue takes "
-              "them back", len(items), queue, path)
+    log.error("queue %r: %d item(s) written to the fallback file %s; the next load or save "
+              "of the queue takes them back", queue, len(items), path)
+    return False

@@ -15,10 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from mi_server.storage.errors import StorageError
-from mi_server.storage.fallback import fallback_path, read_items
+from mi_server.storage.fallback import fallback_path, read_items, remove_file
 from mi_server.storage.names import check_table_name
 
 log = logging.getLogger(__name__)
+
+
+class Loaded(int):
+    """What a load passed to `add`: an int (the total), which also tells the table's rows
+    from the fallback file's items."""
+
+    rows: int
+    taken_back: int
+
+    def __new__(cls, rows: int, taken_back: int) -> Loaded:
+        total = super().__new__(cls, rows + taken_back)
+        total.rows, total.taken_back = rows, taken_back
+        return total
 
 
 class Storage:
@@ -72,7 +85,7 @@ class Storage:
         with self._transaction(table, "look up table") as cur:
             return self._exists(cur, table)
 
-    def load(self, queue: str, add: Callable[[str, str], None]) -> int:
+    def load(self, queue: str, add: Callable[[str, str], None]) -> Loaded:
         """Feed the table's rows (by id), then the fallback file's items, through `add`;
         delete what was loaded. One transaction: on any failure the table is unchanged
         and the fallback file stays. Returns the number of items passed to `add`."""
@@ -100,8 +113,10 @@ class Storage:
                 add(key, val)
         if extra:
             # Only once the rows' deletion is committed: a failure above keeps the file.
-            spare.unlink(missing_ok=True)
-        return len(rows) + len(extra)
+            remove_file(spare)
+            log.info("queue %r: %d item(s) taken back from the fallback file %s", queue,
+                     len(extra), spare)
+        return Loaded(len(rows), len(extra))
 
     def save(self, queue: str, items: list[tuple[str, str]]) -> None:
         """Append the fallback file's items (an earlier failed save, so older), then
@@ -126,7 +141,9 @@ class Storage:
                     f"VALUES ({self.placeholder}, {self.placeholder})",
                     [*earlier, *items])
         if earlier:
-            spare.unlink(missing_ok=True)
+            remove_file(spare)
+            log.info("queue %r: %d item(s) taken back from the fallback file %s (saved to "
+                     "the database before this stop's items)", queue, len(earlier), spare)
 
     def close(self) -> None:
         """Nothing stays open between operations; kept for the contract."""

@@ -144,3 +144,24 @@ def test_a_second_signal_during_shutdown_does_not_spoil_the_save(servers, db, sh
             s.proc.send_signal(sig)
     assert s.proc.wait(15) == 0, s.stderr()
     assert db.rows(t) == ITEMS
+
+
+def test_the_log_says_where_the_items_really_went(servers, db, short_tmp):
+    """A save that fell back says "written to the fallback file" (never "saved"), and the
+    load that takes them back says so (not "loaded from the database")."""
+    t = db.create()
+    down = servers(queues=[f"name={t};dbmode=2"], db_url=closed_port_mysql_url()).start()
+    for key, value in ITEMS:
+        down.add(t, key, value)
+    assert down.stop() == 0
+    fallback = short_tmp / f"{t}.fallback.jsonl"
+    err = down.stderr()
+    assert f"queue '{t}': 5 item(s) written to the fallback file {fallback}" in err, err
+    assert "item(s) saved" not in err
+    db.insert(t, [("row", "0")])
+    up = servers(queues=[f"name={t};dbmode=1"], db_url=db.url).start()
+    err = up.stderr()
+    assert f"queue '{t}': 1 item(s) loaded from the database" in err, err
+    assert f"queue '{t}': 5 item(s) taken back from the fallback file {fallback}" in err
+    assert up.stop() == 0
+    assert f"queue '{t}': 6 item(s) saved to the database" in up.stderr()
