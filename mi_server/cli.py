@@ -76,11 +76,14 @@ def create_tables(cfg: Config) -> int:
         for queue in queues:
             try:
                 created = storage.create_table(queue.name)
+                widened = not created and storage.widen_table(queue.name)
             except StorageError as exc:
                 print(f"mi-server: {exc}", file=sys.stderr)
                 status = EXIT_INVALID
                 continue
-            print(f"table '{queue.name}': {'created' if created else 'exists'}")
+            done = "created" if created else \
+                "exists, key and val widened to LONGTEXT" if widened else "exists"
+            print(f"table '{queue.name}': {done}")
     finally:
         storage.close()
     return status

@@ -17,6 +17,7 @@ from typing import Any
 from mi_server.storage.errors import StorageError
 from mi_server.storage.fallback import fallback_path, read_items, remove_file
 from mi_server.storage.names import check_table_name
+from mi_server.storage.textcodec import from_db, to_db
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,11 @@ class Storage:
             cur.execute(self._create_sql(table))
             return True
 
+    def widen_table(self, queue: str) -> bool:
+        """Give an existing table of an older version columns that hold every key and value
+        the engine accepts; True when it changed something (the dialects that need it)."""
+        return False
+
     def table_exists(self, queue: str) -> bool:
         table = check_table_name(queue)
         with self._transaction(table, "look up table") as cur:
@@ -104,7 +110,7 @@ class Storage:
                     column = "key" if key is None else "val"
                     raise StorageError(f"{self.describe()}: table {table!r}, row id {row_id}: "
                                        f"{column} is NULL")
-                add(_text(key), _text(val))
+                add(from_db(_text(key)), from_db(_text(val)))
             if rows:
                 cur.execute(f"DELETE FROM {q(table)} WHERE {q('id')} <= {self.placeholder}",
                             (rows[-1][0],))
@@ -139,7 +145,7 @@ class Storage:
                 cur.executemany(
                     f"INSERT INTO {q(table)} ({q('key')}, {q('val')}) "
                     f"VALUES ({self.placeholder}, {self.placeholder})",
-                    [*earlier, *items])
+                    [(to_db(k), to_db(v)) for k, v in (*earlier, *items)])
         if earlier:
             remove_file(spare)
             log.info("queue %r: %d item(s) taken back from the fallback file %s (saved to "

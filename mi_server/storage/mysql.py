@@ -1,10 +1,13 @@
 """MySQL/MariaDB storage through PyMySQL.
 
-Our tables use `key TEXT` and `val MEDIUMTEXT` (utf8mb4, binary collation) instead of the
+Our tables use LONGTEXT for `key` and `val` (utf8mb4, binary collation) instead of the
 documented sample's varchar(64)/varchar(4096): the engine accepts keys and values of any
-length, and a save must not lose them. Tables made by hand with the documented schema work
-too: the session runs in strict mode, so a too-long item fails the save (which then goes to
-the fallback file) instead of being silently truncated.
+length (up to its arena), and a save must not lose them; what utf8mb4 cannot hold (a lone
+surrogate) is stored escaped (textcodec.py).  One row must still fit in the server's
+max_allowed_packet.  Tables made by hand with the documented schema, or by older versions
+(key TEXT, val MEDIUMTEXT), work too: the session runs in strict mode, so an item too long
+for them fails the save (which then goes to the fallback file) instead of being silently
+truncated; `--create-tables` widens the older versions' TEXT/MEDIUMTEXT columns.
 """
 
 from __future__ import annotations
@@ -52,10 +55,29 @@ class MysqlStorage(Storage):
         q = self._quote
         return (f"CREATE TABLE IF NOT EXISTS {q(table)} ("
                 f"{q('id')} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY, "
-                f"{q('key')} TEXT NOT NULL, "
-                f"{q('val')} MEDIUMTEXT NOT NULL"
+                f"{q('key')} LONGTEXT NOT NULL, "
+                f"{q('val')} LONGTEXT NOT NULL"
                 ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
 
     def _exists_sql(self) -> str:
         return ("SELECT 1 FROM information_schema.tables "
                 "WHERE table_schema = DATABASE() AND table_name = %s")
+
+    def widen_table(self, queue: str) -> bool:
+        """ALTER the TEXT/MEDIUMTEXT `key`/`val` of an older version's table to LONGTEXT (a
+        VARCHAR column, the documented OpenSIPS schema, is the operator's choice: kept)."""
+        from mi_server.storage.names import check_table_name
+
+        table = check_table_name(queue)
+        q = self._quote
+        with self._transaction(table, "widen table") as cur:
+            cur.execute("SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.columns "
+                        "WHERE table_schema = DATABASE() AND table_name = %s "
+                        "AND COLUMN_NAME IN ('key', 'val')", (table,))
+            narrow = [name for name, kind in cur.fetchall()
+                      if str(kind).lower() in ("tinytext", "text", "mediumtext")]
+            if not narrow:
+                return False
+            changes = ", ".join(f"MODIFY {q(name)} LONGTEXT NOT NULL" for name in sorted(narrow))
+            cur.execute(f"ALTER TABLE {q(table)} {changes}")
+            return True

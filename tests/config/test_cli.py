@@ -103,3 +103,33 @@ def test_check_refuses_a_dbmode_on_the_redis_engine_in_one_line(tmp_path: Path) 
     assert result.stderr.splitlines() == [
         f"{path}: queue 'q': dbmode=1 is refused with the redis engine: its queues live in "
         f"Redis and outlive every instance (use 0)"]
+
+
+def test_create_tables_widens_an_older_version_s_mysql_table(tmp_path: Path,
+                                                             mysql_url: str) -> None:
+    import uuid
+
+    import pymysql
+
+    from mi_server.storage.url import parse_db_url
+
+    table = f"cli_{uuid.uuid4().hex[:12]}"
+    u = parse_db_url(mysql_url)
+    db = pymysql.connect(host=u.host, port=u.port, user=u.user, password=u.password,
+                         database=u.database, autocommit=True)
+    try:
+        with db.cursor() as cur:
+            cur.execute(f"CREATE TABLE `{table}` (`id` BIGINT UNSIGNED NOT NULL "
+                        "AUTO_INCREMENT PRIMARY KEY, `key` TEXT NOT NULL, `val` MEDIUMTEXT "
+                        "NOT NULL) DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+        path = tmp_path / "db.yaml"
+        path.write_text(f"db_url: {mysql_url}\nmqueue: ['name={table};dbmode=1']\n")
+        first = run("-c", str(path), "--create-tables")
+        assert first.stdout.splitlines() == [
+            f"table '{table}': exists, key and val widened to LONGTEXT"], first.stderr
+        again = run("-c", str(path), "--create-tables")
+        assert again.stdout.splitlines() == [f"table '{table}': exists"]
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+        db.close()

@@ -265,13 +265,59 @@ def test_save_with_fallback_saves_to_the_database_when_it_works(backend: Backend
     assert not _spare(backend, table).exists()
 
 
-def test_lone_surrogates_cannot_reach_the_database_but_survive_in_the_fallback(
+def test_lone_surrogates_reach_the_database_escaped_and_come_back_exactly(
         backend: Backend) -> None:
+    """utf8mb4 (and SQLite's UTF-8) cannot hold a lone surrogate: such a text is stored
+    escaped, as is a text that happens to start like an escaped one; all else as it is."""
+    from mi_server.storage.textcodec import ESCAPED
+
     table = backend.table()
     backend.storage.create_table(table)
-    items = [("ok", "1"), ("\ud800", "lone \udfff")]
-    save_with_fallback(backend.storage, table, items)
-    assert backend.rows(table) == []  # one transaction: nothing half-saved
+    items = [("ok", "1"), ("\ud800", "lone \udfff"), (ESCAPED + "x", "looks \u00e9scaped"),
+             ("nul\x00inside", "\U0001F600")]
+    assert save_with_fallback(backend.storage, table, items) is True
+    assert not _spare(backend, table).exists()
+    stored = backend.rows(table)
+    assert stored[0] == ("ok", "1") and stored[3] == ("nul\x00inside", "\U0001F600")
+    assert stored[1] == (ESCAPED + '"\\ud800"', ESCAPED + '"lone \\udfff"')
+    assert stored[2][0].startswith(ESCAPED + '"')
     loaded: list[tuple[str, str]] = []
     backend.storage.load(table, lambda k, v: loaded.append((k, v)))
     assert loaded == items
+
+
+def test_keys_and_values_beyond_text_s_64_kib_are_saved(backend: Backend) -> None:
+    """A key over TEXT's 64 KiB (MySQL's old `key TEXT`) and a multi-megabyte value of
+    4-byte characters: the engine accepts them, so the table must hold them."""
+    table = backend.table()
+    backend.storage.create_table(table)
+    items = [("k" * 70_000, "\U0001F600" * 300_000), ("small", "v")]
+    assert save_with_fallback(backend.storage, table, items) is True
+    loaded: list[tuple[str, str]] = []
+    backend.storage.load(table, lambda k, v: loaded.append((k, v)))
+    assert loaded == items
+
+
+def test_an_older_version_s_table_keeps_working_and_can_be_widened(backend: Backend) -> None:
+    """MySQL tables made by the previous version (key TEXT, val MEDIUMTEXT): saves that
+    fit work as before; a key too long fails the save whole (strict mode: the fallback
+    file takes it, nothing truncated); widen_table (--create-tables) makes them LONGTEXT."""
+    if backend.kind != "mysql":
+        pytest.skip("SQLite's TEXT has no length")
+    table = backend.table()
+    backend.raw(f"CREATE TABLE `{table}` (`id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT "
+                "PRIMARY KEY, `key` TEXT NOT NULL, `val` MEDIUMTEXT NOT NULL) ENGINE=InnoDB "
+                "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+    backend.storage.save(table, [("k", "v")])
+    with pytest.raises(StorageError):
+        backend.storage.save(table, [("ok", "1"), ("k" * 70_000, "v")])
+    assert backend.storage.widen_table(table) is True
+    assert backend.storage.widen_table(table) is False  # nothing left to widen
+    kinds = backend.raw("SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.columns "
+                        "WHERE table_schema = DATABASE() AND table_name = ? "
+                        "ORDER BY COLUMN_NAME", (table,))
+    assert [(n, str(k).lower()) for n, k in kinds] == [
+        ("id", "bigint"), ("key", "longtext"), ("val", "longtext")]
+    backend.storage.save(table, [("k" * 70_000, "v")])
+    assert backend.rows(table) == [("k", "v"), ("k" * 70_000, "v")]
+
