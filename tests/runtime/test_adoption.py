@@ -13,6 +13,7 @@ import pytest
 
 from mi_server.engine import Arena, QueueSpec
 from mi_server.engine.layout import H_VERSION
+from tests.attacker import attacker, shared_tmp  # noqa: F401 - fixtures
 from tests.serverproc import ROOT, alive, children_of, shm_exists, wait_for
 
 RECOVERED = "recovered {n} item(s) in {m} queue(s) from the arena of a server that died (pid {p})"
@@ -168,3 +169,92 @@ def db(request, short_tmp, mysql_url):
 def pytest_generate_tests(metafunc):
     if "db" in metafunc.fixturenames:
         metafunc.parametrize("db", ["sqlite", "mysql"], indirect=True)
+
+
+def _arena_bytes(queues, items) -> bytes:
+    """A real arena's bytes, owned by a process that is gone (pid 0: no owner)."""
+    from mi_server.engine.layout import H_OWNER_PID, H_OWNER_START
+    from tests.engine.conftest import unique_name
+
+    arena = Arena.create(unique_name(), 1 << 20, queues)
+    try:
+        for queue, key, value in items:
+            arena.add(queue, key, value)
+        arena._w[H_OWNER_PID] = arena._w[H_OWNER_START] = 0
+        return bytes(arena._mm)
+    finally:
+        arena.unlink()
+        arena.close()
+
+
+def test_an_arena_planted_by_another_user_is_not_adopted(servers, attacker, shared_tmp):  # noqa: F811
+    """The default name is predictable: another local user may put an arena full of items
+    of their choosing there first. The server refuses to start (one line) rather than
+    serve them, and leaves the file alone."""
+    s = servers(queues=["name=q"])
+    crafted = Path(shared_tmp, "crafted")
+    crafted.write_bytes(_arena_bytes([QueueSpec("q")], [("q", "planted", "by the attacker")]))
+    crafted.chmod(0o644)
+    target = f"/dev/shm/{s.shm_name}"
+    attacker.python(f"import shutil; shutil.copyfile({str(crafted)!r}, {target!r})")
+    try:
+        proc = s.launch()
+        assert proc.wait(20) == 1
+        errors = [line for line in s.stderr().splitlines() if " ERROR: " in line]
+        assert len(errors) == 1, s.stderr()
+        assert f"{target} is not an arena of this server's user (uid 0; the file: uid " \
+               f"{attacker.uid}" in errors[0]
+        assert os.stat(target).st_uid == attacker.uid  # left alone
+    finally:
+        os.unlink(target)
+
+
+def test_an_arena_failing_its_checks_is_renamed_aside(servers):
+    from mi_server.engine.layout import H_QTAB, Q_TAIL
+
+    s = servers(queues=["name=q"])
+    name = s.shm_name
+    data = bytearray(_arena_bytes([QueueSpec("q")], [("q", "a", "1"), ("q", "b", "2")]))
+    qtab = int.from_bytes(data[H_QTAB * 8:H_QTAB * 8 + 8], "little")
+    at = (qtab + Q_TAIL) * 8
+    data[at:at + 8] = (0).to_bytes(8, "little")  # the tail no longer matches the list
+    fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.write(fd, data)
+    os.close(fd)
+    try:
+        s.start()
+        err = s.stderr()
+        assert f"/dev/shm/{name} cannot be adopted: it fails its consistency checks" in err
+        assert "recovered" not in err
+        aside = [e for e in os.listdir("/dev/shm") if e.startswith(f"{name}.unadopted-")]
+        assert len(aside) == 1
+        assert Path("/dev/shm", aside[0]).read_bytes() == bytes(data)  # untouched
+        assert s.fetch_all("q") == []
+        assert s.stop() == 0
+    finally:
+        for e in os.listdir("/dev/shm"):
+            if e.startswith(f"{name}."):
+                os.unlink(f"/dev/shm/{e}")
+
+
+def test_a_closed_arena_left_behind_is_removed_and_an_old_copy_too(servers):
+    """A clean stop closes the arena before removing it; one that died in between left a
+    closed arena (its items saved already): removed, not adopted. A copy left by a server
+    that died while adopting (<name>.new-<pid>) goes too."""
+    s = servers(queues=["name=q"])
+    name = s.shm_name
+    old = Arena.create(name, 1 << 20, [QueueSpec("q")])
+    old.add("q", "k", "saved at the stop")
+    old.mark_closed()
+    old.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    copy = Arena.create(f"{name}.new-{dead.stdout.strip()}", 1 << 20, [QueueSpec("q")])
+    copy.close()
+    s.start()
+    err = s.stderr()
+    assert "that stopped cleanly was still there: removed" in err, err
+    assert f"removed /dev/shm/{name}.new-{dead.stdout.strip()}, an arena copy" in err
+    assert s.fetch_all("q") == []
+    assert s.stop() == 0
+    assert _arenas_of(s) == []
