@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,12 @@ from ..stats import QueueStats
 _log = logging.getLogger("mqueue.engine")
 
 LIBRARY = (Path(__file__).with_name("mqueue.lua")).read_text(encoding="utf-8")
-NKEYS = 7  # the keys of one queue, in mqueue.lua's order
-_SUFFIXES = ("m", "i", "n", "p", "x", "h", "o")
+# "#!lua name=mqmi<layout>": the functions are mqmi<layout>_<op>
+LAYOUT = int(re.match(r"#!lua name=mqmi(\d+)\n", LIBRARY).group(1))  # type: ignore[union-attr]
+FN = {op: f"mqmi{LAYOUT}_{op}" for op in
+      ("define", "add", "fetch", "hold", "settle", "snapshot", "reset")}
+NKEYS = 5  # the keys of one queue, in mqueue.lua's order
+_SUFFIXES = ("m", "i", "x", "h", "o")
 # A held (pending) fetch not settled within this time is given back to its queue by the
 # next fetch there: its holder died or stalled (settle then reports the hold as undone).
 HOLD_LEASE_MS = 5000
@@ -48,7 +53,7 @@ _STATS_FIELDS = ("n", "a", "f", "ds", "dm", "ba", "bf", "bds", "bdm")
 
 
 def queue_keys(prefix: str, queue: str) -> list[bytes]:
-    """The seven keys of one queue: `<prefix>:{<queue>}:<part>`.  The braces are the
+    """The five keys of one queue: `<prefix>:{<queue>}:<part>`.  The braces are the
     cluster hash tag, so a queue's keys share one slot (and one node)."""
     base = f"{prefix}:{{{queue}}}:".encode(_ENC, _ERR)
     return [base + s.encode() for s in _SUFFIXES]
@@ -230,8 +235,13 @@ class RedisEngine(ScriptLevel):
 
     def _define(self, q: str) -> None:
         limit, mode = self._defs[q]
-        stored = self._retry("FCALL", "mq_define", NKEYS, *self._keys[q], limit, mode)
+        stored = self._retry("FCALL", FN["define"], NKEYS, *self._keys[q], limit, mode)
         got = (int(stored[0]), int(stored[1]))
+        if int(stored[2]) != LAYOUT:
+            raise DefinitionMismatch(
+                f"queue '{q}' in Redis (prefix '{self.prefix}') was made by a server of key "
+                f"layout {int(stored[2])}, this one writes layout {LAYOUT}: run one version "
+                f"per prefix (or use another prefix)")
         if got != (limit, mode):
             raise DefinitionMismatch(
                 f"queue '{q}' is defined in Redis (prefix '{self.prefix}') with size={got[0]} "
@@ -241,14 +251,14 @@ class RedisEngine(ScriptLevel):
     # ---- the raising API (docs/ARCHITECTURE.md section 2) -----------------------------
 
     def add(self, q: str, key: str, value: str) -> None:
-        self._call("mq_add", q, key.encode(_ENC, _ERR), value.encode(_ENC, _ERR))
+        self._call(FN["add"], q, key.encode(_ENC, _ERR), value.encode(_ENC, _ERR))
 
     def fetch(self, q: str) -> tuple[str, str] | None:
-        items = self._call("mq_fetch", q, 1)
+        items = self._call(FN["fetch"], q, 1)
         return _decode(items[0]) if items else None
 
     def fetch_many(self, q: str, limit: int) -> list[tuple[str, str]]:
-        return [_decode(item) for item in self._call("mq_fetch", q, limit)]
+        return [_decode(item) for item in self._call(FN["fetch"], q, limit)]
 
     def fetch_pending(self, q: str) -> tuple[str, str] | None:
         """`fetch` whose removal counts only once `settle(True)` says so; `settle(False)`
@@ -261,7 +271,7 @@ class RedisEngine(ScriptLevel):
                 self.settle(False)
             except RuntimeError:
                 pass
-        held = self._call("mq_hold", q, HOLD_LEASE_MS)
+        held = self._call(FN["hold"], q, HOLD_LEASE_MS)
         if not held:
             return None
         self._pending = (q, held[0])
@@ -276,7 +286,7 @@ class RedisEngine(ScriptLevel):
         if pending is None:
             return
         q, seq = pending
-        if not self._call("mq_settle", q, seq, 1 if commit else 0):
+        if not self._call(FN["settle"], q, seq, 1 if commit else 0):
             raise RuntimeError("the pending fetch was undone before it was settled")
 
     def size(self, q: str) -> int:
@@ -324,7 +334,7 @@ class RedisEngine(ScriptLevel):
 
     def snapshot(self, q: str) -> list[tuple[str, str]]:
         """Every queued (key, value), oldest first; nothing removed.  O(n)."""
-        return [_decode(item) for item in self._call("mq_snapshot", q)]
+        return [_decode(item) for item in self._call(FN["snapshot"], q)]
 
     def reset_stats(self, q: str | None = None, counter: str | None = None) -> None:
         """Zero added/fetched/dropped_* (or only `counter`) of one queue or all."""
@@ -335,7 +345,7 @@ class RedisEngine(ScriptLevel):
         else:
             raise ValueError(f"no resettable counter {counter!r}")
         for name in [q] if q is not None else self._names:
-            self._call("mq_reset", name, *which)
+            self._call(FN["reset"], name, *which)
 
     # ---- checks (tests) ---------------------------------------------------------------
 
@@ -345,8 +355,8 @@ class RedisEngine(ScriptLevel):
         problems: list[str] = []
         for q in self._names:
             problems += _check_queue(q, self._defs[q][1],
-                                     [self._client.hgetall(k) for k in self._keys[q][:6]],
-                                     self._client.lrange(self._keys[q][6], 0, -1))
+                                     [self._client.hgetall(k) for k in self._keys[q][:4]],
+                                     self._client.lrange(self._keys[q][4], 0, -1))
         if problems:
             raise ArenaCorrupt(problems)
 
@@ -358,10 +368,15 @@ def _unavailable(exc: Exception) -> EngineUnavailable:
 
 def _check_queue(q: str, mode: int, hashes: list[dict[bytes, bytes]],
                  order: list[bytes]) -> list[str]:
-    meta, items, nxt, prv, index, held = hashes
+    meta, fields, index, held = hashes
+    items = {k: v for k, v in fields.items() if k.isdigit()}
+    nxt = {k[1:]: v for k, v in fields.items() if k.startswith(b"n")}
+    prv = {k[1:]: v for k, v in fields.items() if k.startswith(b"p")}
     bad: list[str] = []
     if b"mode" not in meta:
         return [f"{q}: not defined"]
+    if len(items) + len(nxt) + len(prv) != len(fields):
+        bad.append(f"{q}: stray fields in the items hash")
     seen: list[bytes] = []
     seq, prev = meta.get(b"h"), None
     while seq is not None and len(seen) <= len(items):
