@@ -258,3 +258,39 @@ def test_a_closed_arena_left_behind_is_removed_and_an_old_copy_too(servers):
     assert s.fetch_all("q") == []
     assert s.stop() == 0
     assert _arenas_of(s) == []
+
+
+def test_a_start_that_fails_after_adopting_keeps_the_items_for_the_next(servers, short_tmp):
+    """Adopted, then set-up fails (here: a NULL key in the dbmode table): the arena is kept
+    as adopted, and the next start adopts it: nothing lost, nothing twice."""
+    import sqlite3
+
+    db_file = short_tmp / "q.db"
+    queues = ["name=dbq;dbmode=1", "name=plain"]
+    s = servers(queues=queues, db_url=f"sqlite://{db_file}").start()
+    for i in range(3):
+        s.add("dbq", f"d{i}", "x")
+        s.add("plain", f"p{i}", "y")
+    _kill_supervisor(s)
+    with sqlite3.connect(db_file) as db:  # a hand-made table that allows a NULL key
+        db.execute('DROP TABLE "dbq"')
+        db.execute('CREATE TABLE "dbq" (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, '
+                   'val TEXT)')
+        db.execute('INSERT INTO "dbq" (key, val) VALUES (NULL, \'v\')')
+    failing = servers(queues=queues, db_url=f"sqlite://{db_file}")
+    proc = failing.launch()
+    try:
+        assert proc.wait(20) == 1
+    except subprocess.TimeoutExpired:
+        raise AssertionError(failing.stderr()) from None
+    err = failing.stderr()
+    assert "recovered 6 item(s) in 2 queue(s)" in err and "key is NULL" in err, err
+    assert f"arena {s.shm_name} kept with its adopted items for the next start" in err
+    with sqlite3.connect(db_file) as db:
+        db.execute('UPDATE "dbq" SET key = \'row\'')
+    s3 = servers(queues=queues, db_url=f"sqlite://{db_file}").start()
+    assert "recovered 6 item(s) in 2 queue(s)" in s3.stderr().split(err)[-1]
+    assert s3.fetch_all("plain") == [(f"p{i}", "y") for i in range(3)]
+    assert s3.fetch_all("dbq") == [(f"d{i}", "x") for i in range(3)] + [("row", "v")]
+    assert s3.stop() == 0
+    assert _arenas_of(s3) == []
