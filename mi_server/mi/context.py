@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the engine is imported lazily so the MI core loads without it
     from mi_server.engine.contract import Engine
+    from mi_server.runtime.statusboard import Group
 
 
 @dataclass
@@ -27,6 +28,12 @@ def _no_stop() -> None:
     return None
 
 
+def _serving() -> list[Group]:
+    from mi_server.runtime.statusboard import initial_board
+
+    return initial_board()
+
+
 @dataclass
 class MIContext:
     """Everything a command needs; built once per serving process by the runtime."""
@@ -36,3 +43,5 @@ class MIContext:
     argv: list[str] = field(default_factory=list)
     processes: Callable[[], list[ProcessInfo]] = _no_processes  # for `ps`
     stop: Callable[[], None] = _no_stop  # for `kill`: asks the supervisor to stop
+    # the status report (sr_* commands, GET /health): the supervisor's board as last written
+    status: Callable[[], list[Group]] = _serving

@@ -8,7 +8,7 @@ default.
 
 from __future__ import annotations
 
-from mi_server.mi.commands import core, mqueue, statistics
+from mi_server.mi.commands import core, mqueue, statistics, status
 from mi_server.mi.registry import Command, Registry
 
 NONE: tuple[str, ...] = ()
@@ -28,6 +28,15 @@ COMMANDS = (
     Command("ps", core.ps, (NONE,), "lists all processes used by OpenSIPS", "core",
             side_effects=False),
     Command("kill", core.kill, (NONE,), "terminates OpenSIPS", "core"),
+    Command("sr_get_status", status.sr_get_status, (("group",), ("group", "identifier")),
+            status.HELP_GET, "status_report", side_effects=False),
+    Command("sr_list_status", status.sr_list_status, (NONE, ("group",)), status.HELP_STATUS,
+            "status_report", side_effects=False),
+    Command("sr_list_reports", status.sr_list_reports,
+            (NONE, ("group",), ("group", "identifier")), status.HELP_REPORTS, "status_report",
+            side_effects=False),
+    Command("sr_list_identifiers", status.sr_list_identifiers, (NONE, ("group",)),
+            status.HELP_IDENTIFIERS, "status_report", side_effects=False),
     Command("help", core.help, (NONE, ("mi_cmd",)),
             "prints information about MI commands usage", "core", side_effects=False),
     Command("get_statistics", statistics.get_statistics, (("statistics",),),
