@@ -55,6 +55,30 @@ class HttpConfig:
     allowed_origins: tuple[str, ...] = ()  # browser Origins served; any other -> 403
     server_names: tuple[str, ...] = ()  # Host names served besides the listen address
     html: HtmlConfig | None = field(default_factory=lambda: HtmlConfig())
+    metrics: MetricsConfig | None = field(default_factory=lambda: MetricsConfig())
+    health: HealthConfig | None = field(default_factory=lambda: HealthConfig())
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """http.metrics: GET /<root> in the Prometheus text format (mi_server.monitoring), with
+    the OpenSIPS prometheus module's parameters."""
+
+    root: str = "metrics"
+    prefix: str = "opensips"
+    delimiter: str = "_"
+    group_mode: int = 0  # 0: no group in the name, 1: group in the name, 2: group label
+    group_label: str = "group"
+    statistics: tuple[str, ...] = ("all",)  # names, "grp:" groups or "all"
+    auth: bool = False  # true: http.auth's credentials are required, as for MI
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """http.health: GET /<root> answers 200 when the server is ready, 503 otherwise."""
+
+    root: str = "health"
+    auth: bool = False
 
 
 @dataclass
@@ -372,7 +396,8 @@ class _Parser:
     def http(self, m: Mapping) -> HttpConfig:
         cfg = HttpConfig()
         self.known_keys("http", m, ("enabled", "listen", "root", "workers", "max_request",
-                                    "auth", "allowed_origins", "server_names", "html"))
+                                    "auth", "allowed_origins", "server_names", "html",
+                                    "metrics", "health"))
         if "listen" in m:
             parsed = self.listen(m["listen"])
             if parsed:
@@ -395,7 +420,88 @@ class _Parser:
             cfg.html = self.section("http.html", m["html"], self.html)
         if cfg.html is not None and cfg.html.root == cfg.root:
             self.problem("http.html.root", f"must differ from http.root ({cfg.root!r})")
+        if "metrics" in m:
+            cfg.metrics = self.section("http.metrics", m["metrics"], self.metrics)
+        if "health" in m:
+            cfg.health = self.health(m["health"])
+        taken = {cfg.root: "http.root"}
+        if cfg.html is not None:
+            taken[cfg.html.root] = "http.html.root"
+        for key, page in (("http.metrics.root", cfg.metrics), ("http.health", cfg.health)):
+            if page is None:
+                continue
+            if page.root in taken or page.root.startswith(cfg.root + "/"):
+                self.problem(key, f"{page.root!r} is already {taken.get(page.root, 'http.root')}")
+            taken[page.root] = key
+        for key, page in (("http.metrics.auth", cfg.metrics), ("http.health.auth", cfg.health)):
+            if page is not None and page.auth and cfg.auth is None:
+                self.problem(key, "true needs http.auth (the credentials it asks for)")
         return cfg
+
+    def page_root(self, where: str, value: Any, example: str) -> str | None:
+        stripped = value.strip("/") if isinstance(value, str) else None
+        if not stripped or not _HTTP_ROOT_RE.match(stripped):
+            self.problem(where, f"bad URL path {value!r} (e.g. {example})")
+            return None
+        return stripped
+
+    def flag(self, where: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.problem(where, f"must be true or false, not {value!r}")
+            return False
+        return value
+
+    def metrics(self, m: Mapping) -> MetricsConfig:
+        self.known_keys("http.metrics", m, ("enabled", "root", "prefix", "delimiter",
+                                            "group_mode", "group_label", "statistics",
+                                            "auth"))
+        kw: dict[str, Any] = {}
+        if "root" in m:
+            root = self.page_root("http.metrics.root", m["root"], "metrics")
+            if root:
+                kw["root"] = root
+        for key in ("prefix", "delimiter", "group_label"):
+            if key in m:
+                value = m[key]
+                if not isinstance(value, str) or (key == "group_label" and not
+                                                  re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value)):
+                    self.problem(f"http.metrics.{key}", f"bad value {value!r}")
+                else:
+                    kw[key] = value
+        if "group_mode" in m:
+            mode = m["group_mode"]
+            if mode not in (0, 1, 2) or isinstance(mode, bool):
+                self.problem("http.metrics.group_mode", f"must be 0, 1 or 2, not {mode!r}")
+            else:
+                kw["group_mode"] = mode
+        if "statistics" in m:
+            value = m["statistics"]
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, list) or not names or \
+                    not all(isinstance(n, str) and n for n in names):
+                self.problem("http.metrics.statistics",
+                             f"must be \"all\", a name, a \"group:\" or a list of them, "
+                             f"not {value!r}")
+            else:
+                kw["statistics"] = tuple(names)
+        if "auth" in m:
+            kw["auth"] = self.flag("http.metrics.auth", m["auth"])
+        return MetricsConfig(**kw)
+
+    def health(self, value: Any) -> HealthConfig | None:
+        """A root (string), null (off), or {root, auth}."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            root = self.page_root("http.health", value, "health")
+            return HealthConfig(root) if root else HealthConfig()
+        if not isinstance(value, Mapping):
+            self.problem("http.health", f"must be a path, null or {{root, auth}}, not {value!r}")
+            return HealthConfig()
+        self.known_keys("http.health", value, ("root", "auth"))
+        root = self.page_root("http.health.root", value.get("root", "health"), "health")
+        return HealthConfig(root or "health",
+                            self.flag("http.health.auth", value.get("auth", False)))
 
     def html(self, m: Mapping) -> HtmlConfig:
         cfg = HtmlConfig()

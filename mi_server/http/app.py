@@ -85,6 +85,9 @@ def _checker(auth: tuple[str, str] | None) -> Callable[[str | None], bool] | Non
     return authorized
 
 
+credentials_checker = _checker  # for pages with their own rule (mi_server.monitoring)
+
+
 class WebPage(Protocol):
     """The web page (mi_server.web.WebApp): the paths it owns, and their replies."""
 
@@ -92,10 +95,12 @@ class WebPage(Protocol):
     def __call__(self, environ: dict[str, Any]) -> tuple[str, list, bytes]: ...
 
 
-def make_wsgi_app(handle: Handle, cfg: HttpSettings,
-                  web: WebPage | None = None) -> WSGIApplication:
+def make_wsgi_app(handle: Handle, cfg: HttpSettings, web: WebPage | None = None,
+                  monitor: WebPage | None = None) -> WSGIApplication:
     """The WSGI app serving `handle` (JSON-RPC bytes -> reply bytes | None) under cfg.root,
-    and the web page under its own root when one is given."""
+    the web page under its own root when one is given, and the monitoring pages (GET
+    /metrics, /health: mi_server.monitoring.pages), which apply their own authentication
+    rule (none by default: Prometheus and load balancers send no credentials)."""
     root = "/" + cfg.root.strip("/")
     root_dir = root + "/"
     limit = cfg.max_request
@@ -129,7 +134,9 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings,
                             environ.get("HTTP_SEC_FETCH_SITE")):
             status, headers, body = _FORBIDDEN  # first: whatever the path, method or auth
         elif path != root and not path.startswith(root_dir):
-            if web is not None and web.owns(path):
+            if monitor is not None and monitor.owns(path):
+                status, headers, body = monitor(environ)
+            elif web is not None and web.owns(path):
                 if authorized is not None and not authorized(environ.get("HTTP_AUTHORIZATION")):
                     status, headers, body = _UNAUTHORIZED
                 else:

@@ -550,12 +550,13 @@ class Worker:
 def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
                idle_timeout: float = IDLE_TIMEOUT,
                request_timeout: float = REQUEST_TIMEOUT,
-               max_connections: int = MAX_CONNECTIONS, web: Any = None) -> None:
+               max_connections: int = MAX_CONNECTIONS, web: Any = None,
+               monitor: Any = None) -> None:
     """Serve MI requests on the shared listening socket until SIGTERM/SIGINT (and the web
-    page, `web`: see app.make_wsgi_app).
+    page, `web`, and the monitoring pages, `monitor`: see app.make_wsgi_app).
 
     On the signal: stop accepting, answer the requests already in progress (with
     `Connection: close`), close idle keep-alive connections, and return.
     """
-    Worker(sock, make_wsgi_app(handle, cfg, web), cfg, idle_timeout, request_timeout,
+    Worker(sock, make_wsgi_app(handle, cfg, web, monitor), cfg, idle_timeout, request_timeout,
            max_connections).serve()

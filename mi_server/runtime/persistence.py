@@ -164,6 +164,31 @@ def check_save_tables(cfg: Any) -> None:
         storage.close()
 
 
+def probe_save_tables(cfg: Any) -> dict[str, str | None]:
+    """For each queue that saves at stop: None when its table answers in the database now,
+    else why not (one line). For the status report; never raises."""
+    names = [s.name for s in cfg.queues if s.saves_at_stop]
+    if not names:
+        return {}
+    try:
+        storage = open_for(cfg)
+    except Exception as exc:
+        return dict.fromkeys(names, _reason(exc))
+    out: dict[str, str | None] = {}
+    try:
+        for name in names:
+            try:
+                out[name] = None if storage.table_exists(name) else "its table does not exist"
+            except Exception as exc:
+                out[name] = _reason(exc)
+    finally:
+        try:
+            storage.close()
+        except Exception:  # a storage that failed to connect may fail to close too
+            pass
+    return out
+
+
 def _create_table(storage: Any, name: str) -> None:
     try:
         if storage.create_table(name):

@@ -40,6 +40,16 @@ from mi_server.runtime.consumers import Handler, HandlerError, resolve_handler, 
 from mi_server.runtime.osproc import set_parent_death_signal, set_process_title
 from mi_server.runtime.pidfile import remove_pid_file, write_pid_file
 from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
+from mi_server.runtime.statusboard import (
+    CORE,
+    MAIN,
+    SR_NOT_READY,
+    SR_READY,
+    STATE_RUNNING,
+    STATE_TERMINATING,
+    BoardReader,
+    StatusBoard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 WAITED_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 STOP_GRACE = 5.0  # seconds each group of children gets to finish before SIGKILL
 IDLE_WAKEUP = 1.0  # the supervise loop looks around at least this often
+# how often the database of the queues that save at stop is probed for the status report
+# (a probe of a dead server waits up to the storage's connect timeout, 5 s for MySQL)
+DB_CHECK_INTERVAL = 30.0
 
 
 class StartupError(Exception):
@@ -62,6 +75,9 @@ class ChildSpec:
     title: str  # the kernel's 15-character process name, e.g. "mi-http-1"
     run: Callable[[], None]
     consumer: bool = False  # consumers stop after the transports
+    # the status report group of the transport this process serves (its readiness is
+    # whether all the group's processes are up), e.g. "mi_http"; None for consumers
+    sr_group: str | None = None
     accepts_http: bool = False  # only HTTP workers keep the listening socket
 
 
@@ -101,6 +117,9 @@ class Supervisor:
         self.slots: list[Slot] = []
         self.by_pid: dict[int, Slot] = {}
         self.old_mask: set[signal.Signals] = set()
+        self.board: StatusBoard | None = None
+        self.board_path: Path | None = None
+        self.db_checked_at = 0.0  # monotonic time of the last database probe
 
     # ---- the whole life --------------------------------------------------------------
 
@@ -123,14 +142,27 @@ class Supervisor:
         log.info("started: %s", self._summary())
         for slot in self.slots:
             self._spawn(slot)
+        self._update_transports()
+        self._set_core(STATE_RUNNING, "running", "initialization completed, ready now")
         why = self._supervise()
         log.info("stopping (%s)", why)
+        # Not ready from the first moment of the stop: probes see it while the transports
+        # finish their requests (no report, as OpenSIPS's shutdown adds none).
+        self._set_core(STATE_TERMINATING, "shutting down")
         return self._shut_down()
 
     # ---- set-up (no fork yet) --------------------------------------------------------
 
     def _set_up(self, loaded: list[str]) -> None:
         cfg = self.cfg
+        # First, so that the status report says "initializing" for the whole set-up.
+        prefix = f"mqueue-mi-{self.pid}-"
+        self.runtime_dir = Path(_attempt(lambda: tempfile.mkdtemp(prefix=prefix),
+                                         "cannot create the runtime directory"))
+        self.table_path = self.runtime_dir / "processes.json"
+        self.board_path = self.runtime_dir / "status.json"
+        self.board = _attempt(lambda: StatusBoard(self.board_path),
+                              "cannot write the status report")
         if cfg.http is not None:
             self.sock = _attempt(lambda: _bind(cfg.http),
                                  f"cannot listen on {cfg.http.host}:{cfg.http.port}")
@@ -151,16 +183,13 @@ class Supervisor:
             persistence.check_save_tables(cfg)
         except persistence.LoadFailed as exc:
             raise StartupError(str(exc)) from None
-        prefix = f"mqueue-mi-{self.pid}-"
-        self.runtime_dir = Path(_attempt(lambda: tempfile.mkdtemp(prefix=prefix),
-                                         "cannot create the runtime directory"))
-        self.table_path = self.runtime_dir / "processes.json"
         if cfg.pid_file is not None:
             _attempt(lambda: write_pid_file(Path(cfg.pid_file)),
                      f"cannot write the pid file {cfg.pid_file}")
             self.pid_written = True
         self.slots = [Slot(spec) for spec in self._child_specs()]
         self._write_table()
+        self._register_status()
         _share_with_children()  # last: whatever set-up allocated is shared too
 
     def _create_arena(self) -> Engine:
@@ -189,10 +218,12 @@ class Supervisor:
         if cfg.http is not None:
             for n in range(1, cfg.http.workers + 1):
                 specs.append(ChildSpec(next_id, f"HTTP worker {n}", f"mi-http-{n}",
-                                       self._http_worker, accepts_http=True))
+                                       self._http_worker, accepts_http=True,
+                                       sr_group="mi_http"))
                 next_id += 1
         if cfg.fifo is not None:
-            specs.append(ChildSpec(next_id, "MI FIFO", "mi-fifo", self._fifo_listener))
+            specs.append(ChildSpec(next_id, "MI FIFO", "mi-fifo", self._fifo_listener,
+                                   sr_group="mi_fifo"))
             next_id += 1
         for consumer in cfg.consumers:
             for n in range(1, consumer.processes + 1):
@@ -223,11 +254,16 @@ class Supervisor:
     def _core(self) -> Any:
         """The MI core of one child process, answering over this server's engine."""
         from mi_server.mi import build_core
+
+        return build_core(self._context())
+
+    def _context(self) -> Any:
         from mi_server.mi.context import MIContext
 
-        ctx = MIContext(engine=self.engine, started=self.started, argv=self.argv,
-                        processes=self._processes, stop=self._request_stop)
-        return build_core(ctx)
+        assert self.board_path is not None
+        return MIContext(engine=self.engine, started=self.started, argv=self.argv,
+                         processes=self._processes, stop=self._request_stop,
+                         status=BoardReader(self.board_path))
 
     def _processes(self) -> list[Any]:
         from mi_server.mi.context import ProcessInfo
@@ -243,7 +279,19 @@ class Supervisor:
         from mi_server.http import run_worker
 
         core = self._core()
-        run_worker(self.sock, core.handle, self.cfg.http, web=self._web_page(core))
+        run_worker(self.sock, core.handle, self.cfg.http, web=self._web_page(core),
+                   monitor=self._monitor_pages())
+
+    def _monitor_pages(self) -> Any:
+        """GET /metrics and /health (mi_server.monitoring), or None where both are off."""
+        http = self.cfg.http
+        if http.metrics is None and http.health is None:
+            return None
+        from mi_server.http.app import credentials_checker
+        from mi_server.monitoring.pages import MonitorPages
+
+        return MonitorPages(self._context(), http.metrics, http.health,
+                            credentials_checker(http.auth))
 
     def _web_page(self, core: Any) -> Any:
         """The web page for people (mi_server.web), or None where it is turned off."""
@@ -269,6 +317,60 @@ class Supervisor:
                    else None)
         run_listener(self.cfg.fifo, core.handle, scan=core.scan_value, stage=core.stage,
                      finish=core.finish, stage_checked=checked)
+
+    # ---- the status report (sr_* commands, GET /health) -------------------------------
+
+    def _register_status(self) -> None:
+        """Our identifiers beside core/main: one group per transport (ready while all its
+        processes are up), and `mqueue` with one identifier per queue that saves to the
+        database at stop (ready while the database answers)."""
+        assert self.board is not None
+        for group in dict.fromkeys(s.spec.sr_group for s in self.slots if s.spec.sr_group):
+            self.board.register(group, MAIN, SR_NOT_READY, "starting")
+        if self._db_queues():
+            for name in self._db_queues():
+                self.board.register("mqueue", name, SR_NOT_READY, "database not checked yet")
+            self._check_database()
+
+    def _db_queues(self) -> list[str]:
+        return [q.name for q in self.cfg.queues if q.saves_at_stop]
+
+    def _check_database(self) -> None:
+        """Probe the database of the queues that save at stop; each identifier says
+        whether its table answers."""
+        assert self.board is not None
+        self.db_checked_at = time.monotonic()
+        for name, problem in persistence.probe_save_tables(self.cfg).items():
+            if problem is None:
+                self.board.set_status("mqueue", name, SR_READY, "database reachable")
+            else:
+                self.board.set_status("mqueue", name, SR_NOT_READY,
+                                      f"database unreachable: {problem}")
+
+    def _update_transports(self) -> None:
+        """Each transport group: ready when every one of its processes is running."""
+        if self.board is None:
+            return
+        groups: dict[str, list[Slot]] = {}
+        for slot in self.slots:
+            if slot.spec.sr_group:
+                groups.setdefault(slot.spec.sr_group, []).append(slot)
+        for group, slots in groups.items():
+            down = sum(1 for s in slots if not s.pid)
+            if down:
+                self.board.set_status(group, MAIN, SR_NOT_READY,
+                                      f"{down} of {len(slots)} process(es) down, restarting")
+            else:
+                self.board.set_status(group, MAIN, SR_READY, "running")
+
+    def _set_core(self, status: int, details: str, report: str | None = None) -> None:
+        if self.board is None:
+            return
+        _quietly(lambda: self.board.set_status(CORE, MAIN, status, details),
+                 "writing the status report")
+        if report is not None:
+            _quietly(lambda: self.board.add_report(CORE, MAIN, report),
+                     "writing the status report")
 
     # ---- processes -------------------------------------------------------------------
 
@@ -314,6 +416,9 @@ class Supervisor:
                 if slot.restart_at is not None and slot.restart_at <= now:
                     log.info("restarting %s", slot.spec.type)
                     self._spawn(slot)
+            self._update_transports()
+            if self._db_queues() and now - self.db_checked_at >= DB_CHECK_INTERVAL:
+                self._check_database()
             due = [s.restart_at for s in self.slots if s.restart_at is not None]
             timeout = max(0.0, min([IDLE_WAKEUP, *(t - now for t in due)]))
             info = signal.sigtimedwait(WAITED_SIGNALS, timeout)

@@ -113,7 +113,7 @@ def _is_group(text: str) -> bool:
     return len(text) > 1 and text.endswith(":")
 
 
-def _selected(stats: list[Stat], texts: list[str], allow_all: bool) -> Iterator[tuple[bool, Stat]]:
+def selected(stats: list[Stat], texts: list[str], allow_all: bool) -> Iterator[tuple[bool, Stat]]:
     """(is_group_member, stat) for every statistic the texts name, in request order."""
     for text in texts:
         if allow_all and text == "all":
@@ -138,7 +138,7 @@ def _kind(st: Stat) -> str:
 
 def get_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
     texts = get_str_array(params, "statistics")
-    out = {st.full_name: st.value for _, st in _selected(all_stats(ctx), texts, True)}
+    out = {st.full_name: st.value for _, st in selected(all_stats(ctx), texts, True)}
     if not out and not _matches_a_group(texts, True):
         return Error(*NOT_FOUND)
     return success(out)
@@ -151,7 +151,7 @@ def list_statistics(ctx: MIContext, params: dict[str, Any]) -> Result:
     texts = get_str_array(params, "statistics")
     out: dict[str, str] = {}
     matched = False
-    for grouped, st in _selected(all_stats(ctx), texts, False):
+    for grouped, st in selected(all_stats(ctx), texts, False):
         # OpenSIPS names a single statistic without its group here (mi_list_stat(.., NULL, ..)).
         out[st.full_name if grouped else st.name] = _kind(st)
         matched = True

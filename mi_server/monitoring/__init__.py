@@ -1,0 +1,1 @@
+"""What monitoring reads over HTTP besides MI: GET /metrics (Prometheus) and GET /health."""
