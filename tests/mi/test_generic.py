@@ -77,7 +77,8 @@ def test_which_with_each_name_returns_its_recipes():
 def test_every_command_has_help_and_module(name):
     with arena_core() as (core, _):
         result = call(core, "help", {"mi_cmd": name})["result"]
-    assert result["Help"] and result["Exported by"] in ("core", "statistics", "status_report", "mqueue")
+    assert result["Help"]
+    assert result["Exported by"] in ("core", "statistics", "status_report", "mqueue")
 
 
 NO_PARAM_CALLS = [

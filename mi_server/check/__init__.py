@@ -1,0 +1,1 @@
+"""mq-check: a monitoring plugin (Nagios plugin conventions) reading queue sizes over MI."""
