@@ -1,7 +1,9 @@
 """The `mi-server` command line (CONFIG.md "Command line").
 
     mi-server -c FILE                  run in the foreground until SIGTERM/SIGINT
-    mi-server -c FILE --check          validate; exit 0 (valid) or 1 (one line per problem)
+    mi-server -c FILE --check          validate the file, and this machine for it (FIFO
+                                       directory, handlers, /dev/shm, state directory);
+                                       exit 0 (valid) or 1 (one line per problem)
     mi-server -c FILE --create-tables  create the missing tables of dbmode queues
     mi-server --version | --help
 
@@ -53,13 +55,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return EXIT_INVALID
     if args.check:
-        print(f"{args.config}: configuration OK ({len(cfg.queues)} queue(s))")
-        return EXIT_OK
+        return check(args.config, cfg)
     if args.create_tables:
         return create_tables(cfg)
     from mi_server.runtime import run_server  # imported late: --check needs no runtime
 
     return run_server(cfg, [sys.argv[0], *args_list])
+
+
+def check(path: str, cfg: Config) -> int:
+    """--check on a valid file: what this machine would refuse, then the warnings."""
+    from mi_server.checks import machine_problems, warnings
+
+    problems = machine_problems(cfg)
+    for line in problems:
+        print(f"{path}: {line}", file=sys.stderr)
+    for line in warnings(cfg):
+        print(f"{path}: warning: {line}", file=sys.stderr)
+    if problems:
+        return EXIT_INVALID
+    print(f"{path}: configuration OK ({len(cfg.queues)} queue(s))")
+    return EXIT_OK
 
 
 def create_tables(cfg: Config) -> int:

@@ -229,9 +229,22 @@ class _Parser:
                     self.problem(f"queue '{spec.name}'",
                                  f"dbmode={spec.dbmode} is refused with the redis engine: its "
                                  f"queues live in Redis and outlive every instance (use 0)")
+        elif not any("shm_size" in line for line in self.problems):
+            self.arena_room(cfg.shm_size, cfg.queues)
         if self.problems:
             raise ConfigError(self.problems)
         return cfg
+
+    def arena_room(self, size: int, queues: list[QueueSpec]) -> None:
+        """shm_size must hold the arena's fixed part (Arena.create refuses it otherwise)."""
+        from mi_server.engine.layout import minimum_size
+
+        least = minimum_size(queues)
+        if size < least:
+            self.problem("shm_size", f"{size} bytes is too small for an arena of "
+                                     f"{len(queues)} queue(s): it needs at least {least} "
+                                     f"bytes (e.g. {-(-least // 1024)}K), and room for the "
+                                     f"items on top")
 
     # -- top-level values -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -242,6 +243,41 @@ class Server:
 
     def __exit__(self, *exc: Any) -> None:
         self.kill()
+
+
+# Runs "$@" with a private /dev: an overlay of the real one (so every device is there) with
+# the real /dev/shm moved back on top (the arena is where it always is), in which /dev/log
+# is the symlink $DEV_LOG, or absent when DEV_LOG is empty.  Needs root (a mount namespace).
+_PRIVATE_DEV = r"""
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs "$PRIVATE"
+mkdir "$PRIVATE/up" "$PRIVATE/work" "$PRIVATE/shm"
+mount --bind /dev/shm "$PRIVATE/shm"
+mount -t overlay overlay -o "lowerdir=/dev,upperdir=$PRIVATE/up,workdir=$PRIVATE/work" /dev
+mount --move "$PRIVATE/shm" /dev/shm
+rm -f /dev/log
+if [ -n "$DEV_LOG" ]; then ln -s "$DEV_LOG" /dev/log; fi
+exec "$@"
+"""
+
+
+def private_dev_log(private: Path, dev_log: Path | None) -> tuple[list[str], dict[str, str]]:
+    """(launcher, env) that run a command where /dev/log is `dev_log` (a socket the test
+    binds) or does not exist, without touching the machine's /dev; pytest.skip unless
+    this can be done (root, unshare, overlayfs)."""
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (a mount namespace)")
+    private.mkdir(exist_ok=True)
+    env = {"PRIVATE": str(private), "DEV_LOG": str(dev_log or "")}
+    launcher = ["unshare", "--mount", "sh", "-c", _PRIVATE_DEV, "sh"]
+    probe = subprocess.run([*launcher, "true"], env=dict(os.environ, **env),
+                           capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"no private /dev here: {probe.stderr.decode(errors='replace')}")
+    return launcher, env
 
 
 def _open_writer(path: Path) -> int | None:

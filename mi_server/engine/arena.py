@@ -76,6 +76,7 @@ from .layout import (
     VERSION,
     free_list_head,
     layout,
+    minimum_size,
     queue_length,
     read_specs,
 )
@@ -330,10 +331,14 @@ class Arena:
     def create(cls, name: str, size: int, queues: Sequence[QueueSpec]) -> Arena:
         """Create /dev/shm/<name> (it must not exist) holding `queues`, `size` bytes
         (rounded down to whole 16-byte blocks: the words are 8 bytes, blocks 16)."""
-        size -= size % 16
+        requested, size = size, size - size % 16
         names = [q.name for q in queues]
         if len(set(names)) != len(names):
             raise ValueError("queue defined twice")
+        least = minimum_size(queues)
+        if size < least:  # refused before the file, the mapping or the lock are made
+            raise ValueError(f"{requested} bytes is too small for an arena of "
+                             f"{len(queues)} queue(s): it needs at least {least} bytes")
         path = shm_path(name)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

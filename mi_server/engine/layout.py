@@ -96,6 +96,40 @@ def bucket_count(arena_size: int, keyed: bool) -> int:
     return n
 
 
+MIN_HEAP_WORDS = 64  # an arena must have room for at least this much heap
+
+
+def _specs(queues: Sequence[QueueSpec]) -> bytes:
+    return json.dumps([[q.name, q.size, q.addmode, q.dbmode] for q in queues]).encode()
+
+
+def _offsets(specs_len: int, nqueues: int, nbkt: int) -> tuple[int, int, int]:
+    """Word indexes of the queue table, the bucket table and the heap."""
+    qtab = (HEADER_WORDS * 8 + specs_len + 15) // 16 * 2
+    bkt = qtab + Q_WORDS * nqueues
+    bkt += bkt & 1
+    heap = bkt + nbkt
+    heap += heap & 1
+    return qtab, bkt, heap
+
+
+def minimum_size(queues: Sequence[QueueSpec]) -> int:
+    """The smallest arena size in bytes (a multiple of 16) that `layout` accepts for
+    `queues`: the header (the lock, the undo log, the free lists), the definitions, the
+    queue and bucket tables, and MIN_HEAP_WORDS of heap.  (The bucket table grows with
+    the size, so the smallest size is found by iterating up to the fixed point.)"""
+    specs_len = len(_specs(queues))
+    keyed = any(q.effective_addmode in (1, 2) for q in queues)
+    size = 0
+    while True:
+        heap = _offsets(specs_len, len(queues), bucket_count(size, keyed))[2]
+        need = (heap + MIN_HEAP_WORDS) * 8
+        need += -need % 16
+        if need <= size:
+            return size
+        size = need
+
+
 def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec],
            lock_kind: int = LOCK_FLOCK, owner: tuple[int, int] = (0, 0)) -> None:
     """Write a fresh arena's header, definitions, queue table and empty heap into `words`
@@ -105,17 +139,13 @@ def layout(words: memoryview, buf, size: int, queues: Sequence[QueueSpec],
     sees a half-built arena."""
     import zlib
 
-    specs = json.dumps([[q.name, q.size, q.addmode, q.dbmode] for q in queues]).encode()
+    specs = _specs(queues)
     keyed = any(q.effective_addmode in (1, 2) for q in queues)
     nbkt = bucket_count(size, keyed)
     specs_off = HEADER_WORDS * 8
-    qtab = (specs_off + len(specs) + 15) // 16 * 2
-    bkt = qtab + Q_WORDS * len(queues)
-    bkt += bkt & 1
-    heap = bkt + nbkt
-    heap += heap & 1
+    qtab, bkt, heap = _offsets(len(specs), len(queues), nbkt)
     end = size // 16 * 2
-    if end - heap < 64:
+    if end - heap < MIN_HEAP_WORDS:
         raise ValueError(f"arena size {size} too small: the layout alone needs {heap * 8} bytes")
     buf[specs_off : specs_off + len(specs)] = specs
     for i, q in enumerate(queues):

@@ -94,9 +94,16 @@ class Slot:
 
 def run_server(cfg: Any, argv: list[str]) -> int:
     """Run one server instance in the foreground until it is told to stop; the exit code."""
+    from mi_server import checks
     from mi_server.runtime.logsetup import setup_logging
 
-    setup_logging(cfg.log_level, cfg.log_target)
+    setup_logging(cfg.log_level, cfg.log_target)  # says so itself if syslog is missing
+    for line in checks.warnings(cfg, syslog=False):
+        log.warning("%s", line)
+    if getattr(cfg.engine, "backend", "shm") == "shm":
+        room = checks.shm_room_problem(cfg.shm_size, cfg.shm_name)
+        if room is not None:
+            log.warning("%s", room)
     return Supervisor(cfg, argv).run()
 
 

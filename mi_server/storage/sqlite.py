@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from mi_server.storage.base import Storage
+from mi_server.storage.errors import StorageError
 
 
 class SqliteStorage(Storage):
@@ -20,8 +21,11 @@ class SqliteStorage(Storage):
         return f"sqlite {self.path}"
 
     def _connect(self) -> sqlite3.Connection:
-        # A fresh checkout has no var/ directory yet; make it rather than fail.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A missing directory is a mistake in db_url (a typo would otherwise create a
+        # fresh, empty database somewhere unexpected): say so instead of creating it.
+        if not self.path.parent.is_dir():
+            raise StorageError(f"sqlite {self.path}: the directory {self.path.parent} does "
+                               "not exist (it is not created: create it, or fix db_url)")
         # isolation_level=None: we issue BEGIN ourselves (IMMEDIATE takes the write lock
         # before reading, so a load cannot interleave with another writer).
         return sqlite3.connect(self.path, timeout=30, isolation_level=None)

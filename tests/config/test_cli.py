@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_of_a_valid_file_exits_0(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text("mqueue: ['name=q;size=3', {name: r}]\n")
+    path.write_text("mqueue: ['name=q;size=3', {name: r}]\nhttp: {listen: 127.0.0.1:1}\n")
     result = run("-c", str(path), "--check")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -67,6 +67,7 @@ def test_version_and_help() -> None:
 
 def test_create_tables_creates_only_missing_dbmode_tables(tmp_path: Path) -> None:
     path = tmp_path / "db.yaml"
+    (tmp_path / "data").mkdir()  # a missing directory is an error, never created
     path.write_text("db_url: sqlite://data/q.db\n"
                     "mqueue: ['name=plain', 'name=kept;dbmode=1', {name: out, dbmode: 2}]\n")
     first = run("-c", str(path), "--create-tables")

@@ -11,7 +11,7 @@ import pytest
 
 from mi_server.config import parse_config
 from mi_server.runtime.supervisor import Supervisor
-from tests.serverproc import Db, closed_port_mysql_url, shm_exists
+from tests.serverproc import Db, closed_port_mysql_url, private_dev_log, shm_exists, wait_for
 
 
 def failed_start(server, errors_only: bool = False) -> str:
@@ -143,3 +143,79 @@ def test_an_unexpected_failure_after_the_load_gives_the_loaded_rows_back(short_t
     assert os.waitstatus_to_exitcode(status) == 1
     assert db.rows(t) == [("k1", "v1"), ("k2", "v2")]
     assert not shm_exists(cfg.shm_name)
+
+
+@pytest.mark.parametrize("size", [1, "4K"])
+def test_shm_size_below_the_arenas_minimum_is_one_clear_line(servers, size):
+    # it used to fail inside the engine: "cannot mmap an empty file", "mutex: word index
+    # out of the arena"
+    s = servers(extra={"shm_size": size})
+    line = failed_start(s)
+    assert line.startswith(f"{s.config_path}: shm_size: ")
+    assert "too small for an arena of 2 queue(s): it needs at least" in line
+
+
+def test_a_sqlite_file_in_a_missing_directory_stops_the_start_and_is_not_created(
+        servers, short_tmp):
+    s = servers(queues=["name=q1;dbmode=1"], db_url=f"sqlite://{short_tmp}/typo/q.db")
+    line = failed_start(s, errors_only=True)
+    assert f"the directory {short_tmp / 'typo'} does not exist (it is not created" in line
+    assert not (short_tmp / "typo").exists()
+
+
+def started_log(server) -> str:
+    """Launch, wait for the start line (whatever the transports), stop; the log."""
+    server.launch()
+    wait_for(lambda: " INFO: started: " in server.stderr(), 20, "the start line")
+    assert server.stop() == 0
+    return server.stderr()
+
+
+def test_a_server_with_no_transport_warns_at_start(servers):
+    s = servers(fifo=False, extra={"http": {"enabled": False}})
+    log = started_log(s)
+    assert "WARNING: no transport is enabled" in log
+    assert log.index("no transport") < log.index(" started: ")
+
+
+def test_http_beyond_loopback_without_auth_warns_at_start(servers):
+    s = servers(fifo=False)
+    s.config["http"]["listen"] = f"0.0.0.0:{s.port}"
+    log = started_log(s)
+    assert (f"WARNING: HTTP listens on 0.0.0.0:{s.port}, beyond loopback, without "
+            "http.auth") in log
+
+
+def test_a_loopback_server_with_a_transport_warns_of_nothing(servers):
+    log = started_log(servers())
+    assert "WARNING" not in log
+
+
+def test_syslog_without_a_syslog_socket_logs_to_stderr_and_says_so(servers, short_tmp):
+    launcher, env = private_dev_log(short_tmp / "private", None)  # no /dev/log at all
+    s = servers(extra={"log_target": "syslog"}, launcher=launcher, env=env)
+    s.start()
+    s.add("q1", "k", "v")
+    assert s.stop() == 0
+    lines = s.stderr().splitlines()
+    assert "WARNING: log_target syslog: no syslog socket to log to (/dev/log: No such file " \
+           "or directory" in lines[0]
+    assert lines[0].endswith("): logging to stderr instead")
+    assert any(" INFO: started: " in line for line in lines)
+    assert lines[-1].endswith(" INFO: stopped")
+
+
+def test_syslog_with_a_syslog_socket_gets_the_log(servers, short_tmp):
+    sock_path = short_tmp / "log.sock"
+    launcher, env = private_dev_log(short_tmp / "private", sock_path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(sock_path))
+        syslog.settimeout(10)
+        s = servers(extra={"log_target": "syslog"}, launcher=launcher, env=env)
+        s.start()
+        got = []
+        while not any(" started: " in line for line in got):
+            got.append(syslog.recv(65536).decode())
+        assert s.stop() == 0
+    assert got[-1].startswith("<30>mqueue-mi[")  # daemon.info
+    assert s.stderr() == ""

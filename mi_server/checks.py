@@ -1,0 +1,134 @@
+"""What can be checked about a valid configuration on this machine without starting it.
+
+`machine_problems` are the mistakes start-up would fail on (or, for /dev/shm, fail on
+later): `mi-server --check` reports them, one line each, and exits 1. `warnings` are
+set-ups that work but are probably not what the operator wants: `--check` prints them,
+and the server logs them at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+SHM_DIR = Path("/dev/shm")
+
+
+def warnings(cfg: Any, syslog: bool = True) -> list[str]:
+    """Start-up warnings (logged by the server, printed by --check).  `syslog` False
+    leaves out the missing syslog socket (setup_logging says that one itself)."""
+    found = []
+    transports = [cfg.http, cfg.fifo, getattr(cfg, "datagram", None)]
+    if all(t is None for t in transports):
+        found.append("no transport is enabled (no http:, fifo: or datagram: section, or all "
+                     "with enabled: false): nothing will answer MI commands")
+    http = cfg.http
+    if http is not None and http.auth is None and not _loopback(http.host):
+        found.append(f"HTTP listens on {http.host}:{http.port}, beyond loopback, without "
+                     "http.auth: anyone who can reach it can run every MI command "
+                     "(mq_fetch, kill included)")
+    if syslog and cfg.log_target == "syslog":
+        from mi_server.runtime.logsetup import syslog_missing
+
+        why = syslog_missing()
+        if why is not None:
+            found.append(f"log_target syslog: no syslog socket to log to ({why}): the "
+                         "server will log to stderr instead")
+    return found
+
+
+def machine_problems(cfg: Any) -> list[str]:
+    """One line per thing on this machine that stops (or will break) this configuration."""
+    problems: list[str] = []
+    problems += _fifo_problems(cfg)
+    problems += _handler_problems(cfg)
+    problems += _shm_problems(cfg)
+    problems += _storage_problems(cfg)
+    return problems
+
+
+def shm_room_problem(size: int, name: str | None = None) -> str | None:
+    """shm_size against what /dev/shm can still hold (the arena file is sparse: memory is
+    taken as items arrive, and a write beyond the tmpfs's room is a SIGBUS, not an error).
+    An existing file under the arena's own name (a live or dead server's arena) counts as
+    room: starting replaces or adopts it."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError as exc:
+        return f"shm_size: {SHM_DIR} cannot be checked: {exc.strerror or exc}"
+    free = st.f_bavail * st.f_frsize
+    if name:
+        try:
+            free += os.stat(SHM_DIR / name).st_blocks * 512
+        except OSError:
+            pass
+    if size > free:
+        return (f"shm_size: {size} bytes is more than {SHM_DIR} can hold "
+                f"({free // (1024 * 1024)} MiB free): the server would be killed (SIGBUS) "
+                "when the arena fills up; lower shm_size or enlarge /dev/shm")
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def _fifo_problems(cfg: Any) -> list[str]:
+    fifo = cfg.fifo
+    if fifo is None:
+        return []
+    problems = []
+    directory = Path(fifo.path).parent
+    if not directory.is_dir():
+        problems.append(f"fifo.path: the directory {directory} does not exist")
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        problems.append(f"fifo.path: the directory {directory} is not writable by this user")
+    reply_dir = Path(fifo.reply_dir)
+    if not reply_dir.is_dir():
+        problems.append(f"fifo.reply_dir: {reply_dir} is not an existing directory")
+    return problems
+
+
+def _handler_problems(cfg: Any) -> list[str]:
+    from mi_server.runtime.consumers import HandlerError, resolve_handler
+
+    problems = []
+    for consumer in cfg.consumers:
+        try:
+            resolve_handler(consumer.handler, consumer.queue)
+        except HandlerError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _shm_problems(cfg: Any) -> list[str]:
+    engine = getattr(cfg, "engine", None)
+    if engine is not None and getattr(engine, "backend", "shm") != "shm":
+        return []  # the queues are not in this machine's /dev/shm
+    problem = shm_room_problem(cfg.shm_size, getattr(cfg, "shm_name", None))
+    return [problem] if problem else []
+
+
+def _storage_problems(cfg: Any) -> list[str]:
+    from mi_server.runtime import persistence
+    from mi_server.storage.statedir import unsafe_state_dir
+    from mi_server.storage.url import SqliteUrl, parse_db_url
+
+    problems = []
+    if cfg.db_url is not None:
+        parsed = parse_db_url(cfg.db_url)
+        if isinstance(parsed, SqliteUrl) and not parsed.path.parent.is_dir():
+            problems.append(f"db_url: the directory {parsed.path.parent} of the SQLite file "
+                            "does not exist (it is not created: create it, or fix the path)")
+    if any(q.dbmode != 0 for q in cfg.queues):
+        why = unsafe_state_dir(persistence.state_dir(cfg))
+        if why is not None:
+            problems.append(f"state directory: {why}")
+    return problems
