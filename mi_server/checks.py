@@ -118,7 +118,7 @@ def _shm_problems(cfg: Any) -> list[str]:
 
 def _storage_problems(cfg: Any) -> list[str]:
     from mi_server.runtime import persistence
-    from mi_server.storage.statedir import unsafe_state_dir
+    from mi_server.storage.fallback import state_dir_problem
     from mi_server.storage.url import SqliteUrl, parse_db_url
 
     problems = []
@@ -128,7 +128,8 @@ def _storage_problems(cfg: Any) -> list[str]:
             problems.append(f"db_url: the directory {parsed.path.parent} of the SQLite file "
                             "does not exist (it is not created: create it, or fix the path)")
     if any(q.dbmode != 0 for q in cfg.queues):
-        why = unsafe_state_dir(persistence.state_dir(cfg))
+        # the very check the fallback file's writer and reader refuse the directory by
+        why = state_dir_problem(persistence.state_dir(cfg))
         if why is not None:
-            problems.append(f"state directory: {why}")
+            problems.append(why)
     return problems

@@ -121,8 +121,8 @@ def test_a_state_directory_others_may_write_is_unsafe(tmp_path):
     os.chmod(state, 0o777)
     code, lines = check(tmp_path, dbmode_config(tmp_path, state))
     assert code == 1
-    assert lines == [f"state directory: {state} is writable by group and others (mode 0777): "
-                     "make it 0700 or 0755"]
+    assert lines == [f"state directory {state} is not safe: it is writable by its group or "
+                     "others (mode 0777; make it 0700)"]
 
 
 def test_a_state_directory_of_another_user_is_unsafe(tmp_path, other_user):
@@ -132,8 +132,8 @@ def test_a_state_directory_of_another_user_is_unsafe(tmp_path, other_user):
     code, lines = check(tmp_path, dbmode_config(tmp_path, state))
     assert code == 1
     (line,) = lines
-    assert line.startswith(f"state directory: {state} is owned by uid {other_user.uid}, not by "
-                           f"this server's uid {os.geteuid()}")
+    assert line == (f"state directory {state} is not safe: it is owned by uid "
+                    f"{other_user.uid}, not by this server's uid {os.geteuid()}")
 
 
 def test_a_state_directory_that_is_a_symlink_is_unsafe(tmp_path):
@@ -142,8 +142,8 @@ def test_a_state_directory_that_is_a_symlink_is_unsafe(tmp_path):
     (tmp_path / "state").symlink_to(real)
     code, lines = check(tmp_path, dbmode_config(tmp_path, tmp_path / "state"))
     assert code == 1
-    assert lines == [f"state directory: {tmp_path / 'state'} is a symlink (a state directory "
-                     "must be a real directory)"]
+    assert lines == [f"state directory {tmp_path / 'state'} is not safe: it is a symbolic "
+                     "link"]
 
 
 def test_a_safe_or_not_yet_made_state_directory_passes(tmp_path):
