@@ -39,7 +39,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #define NAME_MAX_ 255    /* framer.NAME_MAX */
@@ -405,13 +404,10 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
     } else {
         reply = work;
     }
-    /* the reply and its newline in one system call (opensips-cli reads with readline) */
-    struct iovec iov[2] = {
-        {PyBytes_AS_STRING(reply), (size_t)PyBytes_GET_SIZE(reply)},
-        {"\n", 1},
-    };
-    ssize_t done = writev(fd, iov, 2);
-    if (done == PyBytes_GET_SIZE(reply) + 1) {
+    /* the reply alone, no newline, as OpenSIPS 3.6 writes it: opensips-cli's readline()
+     * returns at the end of file we make by closing */
+    ssize_t done = write(fd, PyBytes_AS_STRING(reply), (size_t)PyBytes_GET_SIZE(reply));
+    if (done == PyBytes_GET_SIZE(reply)) {
         Py_DECREF(reply);
         close(fd);
         return SERVED;

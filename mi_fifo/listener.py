@@ -269,8 +269,8 @@ class _Listener:
             os.close(fd)
             return
         try:
-            # one line: opensips-cli reads the reply with readline()
-            write_reply(fd, reply + b"\n")
+            # no newline, as OpenSIPS 3.6: opensips-cli's readline() ends at our close
+            write_reply(fd, reply)
         except ReplyError as e:
             log.warning("FIFO reply to %r: %s", name, e)
 
@@ -279,7 +279,7 @@ class _Listener:
         does (bounded wait, log).  Anything else it raises comes back from the C loop with
         the rest of the read, and the loop logs it."""
         try:
-            finish_reply(fd, reply + b"\n", done, err)
+            finish_reply(fd, reply, done, err)
         except ReplyError as e:
             log.warning("FIFO reply: %s", e)
 

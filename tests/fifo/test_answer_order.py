@@ -57,13 +57,13 @@ def record(monkeypatch, tmp_path):
 def test_read_only_reply_is_made_before_the_open(record):
     lst, log, _, _ = record
     lst.answer("r", b"{}", None, "size")
-    assert log == ["stage size", "open", "write b'size 1\\n'"]
+    assert log == ["stage size", "open", "write b'size 1'"]
 
 
 def test_side_effects_run_only_after_the_open(record):
     lst, log, _, _ = record
     lst.answer("r", b"{}", None, "fetch")
-    assert log == ["stage fetch", "open", "finish", "write b'item\\n'"]
+    assert log == ["stage fetch", "open", "finish", "write b'item'"]
 
 
 def test_side_effects_do_not_run_when_the_open_fails(record):
@@ -78,17 +78,17 @@ def test_a_ready_reply_is_made_again_after_waiting_for_the_reader(record):
     readers["ready"] = False
     lst.answer("r", b"{}", None, "size")
     assert log == ["stage size", "open: no reader yet", "open", "stage size",
-                   "write b'size 4\\n'"]
+                   "write b'size 4'"]
 
 
 def test_undecoded_requests_run_after_the_open(record):
     lst, log, _, _ = record
     lst.answer("r", b"{}", None, UNPARSED)
-    assert log == ["open", "handle", "write b'raw\\n'"]
+    assert log == ["open", "handle", "write b'raw'"]
 
 
 def test_fixed_replies_and_nameless_requests(record):
     lst, log, _, _ = record
     lst.answer("r", None, b"parse error")
     lst.answer("", b"{}", None, "fetch")  # `::{...}`: run, nobody to answer
-    assert log == ["open", "write b'parse error\\n'", "stage fetch", "finish"]
+    assert log == ["open", "write b'parse error'", "stage fetch", "finish"]

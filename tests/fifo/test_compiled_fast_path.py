@@ -164,7 +164,7 @@ def test_the_common_request_is_served_with_the_python_paths_arguments(fifos):
     rec = Recorder()
     data = b':a:{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":7}\n'
     assert serve_bytes(data, fifos.dir, rec) == b""
-    assert fifos.got("a") == b"R1\n"
+    assert fifos.got("a") == b"R1"
     assert exact(rec.calls) == exact([("mq_get_size", ["q1"], "7")])
     assert exact([c for _, c in python_path(data)]) == exact(rec.calls)
 
@@ -184,7 +184,7 @@ def test_shapes_it_takes(fifos, body, args):
     assert serve_bytes(data, fifos.dir, rec) == b""
     assert exact(rec.calls) == exact([args])
     assert exact([c for _, c in python_path(data)]) == exact(rec.calls)
-    assert fifos.got("n") == b"R1\n"
+    assert fifos.got("n") == b"R1"
 
 
 @pytest.mark.parametrize("body", [
@@ -254,7 +254,7 @@ def test_what_follows_the_served_requests_is_handed_back_from_its_first_byte(fif
     # the third was staged (a read-only reply is made before the open), then handed back
     # when its reply FIFO did not open: the Python path makes it again
     assert [c[2] for c in rec.calls] == ["1", "2", "3"]
-    assert fifos.got("a") == b"R1\n" and fifos.got("b") == b"R2\n"
+    assert fifos.got("a") == b"R1" and fifos.got("b") == b"R2"
 
 
 def test_reply_paths_it_cannot_use_at_once_are_left_to_python(fifos, short_tmp):
@@ -289,7 +289,7 @@ def test_side_effects_run_once_the_reply_fifo_is_open_ready_replies_before(fifos
     data = (req("a", "m")
             + req("a", "side", 2))
     assert serve_bytes(data, fifos.dir, rec) == b""
-    assert fifos.got("a") == b"R1\nF2\n"
+    assert fifos.got("a") == b"R1F2"
     assert rec.finished == [2]
     # only the test's reader while staging; the server's writer too while finishing
     assert rec.open_at_stage == [1, 1] and rec.open_at_finish == [2]
@@ -309,7 +309,7 @@ def test_a_held_change_is_committed_once_the_reply_fifo_is_open_then_answered(fi
 
     rec.settle = settle_and_look  # type: ignore[method-assign]
     assert serve_bytes(data, fifos.dir, rec) == b""
-    assert fifos.got("a") == b"H1\nR2\n"
+    assert fifos.got("a") == b"H1R2"
     # committed while the server's writer was open (the test's reader + it), once, and
     # before the reply was written
     assert rec.settled == [(1, True, 2)] and unread == [0]
@@ -583,7 +583,7 @@ def test_whatever_it_serves_the_python_path_dispatches_identically(fifos, bodies
     assert exact([c for _, c in expected]) == exact(rec.calls)
     assert [n for n, _ in expected] == names[:len(rec.calls)]
     for k, name in enumerate(names[:len(rec.calls)]):
-        assert fifos.got(name) == b"R%d\n" % (k + 1)
+        assert fifos.got(name) == b"R%d" % (k + 1)
     # what it handed back starts where a request starts (or is the tail)
     assert left == b"" or left[:1] == b":" or left == tail.lstrip()
 
@@ -597,7 +597,7 @@ def test_a_non_blocking_descriptor_with_nothing_left_returns(fifos):
         os.write(w, req("a", "m"))
         assert serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, rec.stage,
                      rec.finish, rec.write_slow) == b""
-        assert len(rec.calls) == 1 and fifos.got("a") == b"R1\n"
+        assert len(rec.calls) == 1 and fifos.got("a") == b"R1"
     finally:
         os.close(r)
         os.close(w)

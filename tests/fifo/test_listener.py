@@ -57,14 +57,14 @@ def size_via_fifo(server) -> bytes:
 
 def test_raw_client_gets_one_line_reply(server):
     assert call(server, "r1", rpc("which", {})).startswith(b'{"jsonrpc":"2.0","result":["')
-    assert call(server, "r2", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    assert call(server, "r2", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
     assert server.size() == 1
 
 
 def test_the_compiled_run_serves_through_the_fast_path(server):
     # the common request: the compiled listener stages it in C, the other never does
     assert call(server, "c1", rpc("mq_get_size", ["q"])) == (
-        b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":1}\n')
+        b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":1}')
     assert server.fast_calls.value == int(server.compiled)
 
 
@@ -74,7 +74,7 @@ def test_a_reply_bigger_than_the_pipe_arrives_whole(server):
     # a shape the compiled path takes: its first write fills the pipe, the rest is waited
     # for (write_slow) while the client reads
     reply = call(server, "big1", rpc("mq_fetch", ["big", "100"]))
-    assert len(reply) > 65536 and reply.endswith(b"}\n") and reply.count(b"\n") == 1
+    assert len(reply) > 65536 and reply.endswith(b"],\"id\":1}") and b"\n" not in reply
     items = json.loads(reply)["result"]
     assert [it["key"] for it in items] == [f"k{i}" for i in range(40)]
     assert server.size("big") == 0
@@ -88,17 +88,17 @@ def test_bytes_of_a_skipped_oversize_request_are_never_run(server):
     fifos.make("b")
     fds = fifos.fds
     try:
-        assert call(server, "c", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+        assert call(server, "c", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
         w = os.open(server.fifo, os.O_WRONLY)
         try:
             os.write(w, b':a:{"jsonrpc":"2.0","method":"mq_get_size","params":["' + b"x" * 9000)
-            assert read_all(fds["a"], 5) == TOO_LARGE_REPLY + b"\n"
+            assert read_all(fds["a"], 5) == TOO_LARGE_REPLY
             os.write(w, b':b:{"jsonrpc":"2.0","method":"mq_fetch","params":["q"],"id":2}')
         finally:
             os.close(w)
         # a request after the skipped one's time-out is served as usual: b never was
         assert size_via_fifo(server) == (
-            b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n')
+            b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}')
         assert read_all(fds["b"], 0.2) is None
     finally:
         fifos.close()
@@ -109,7 +109,7 @@ def test_plain_shell_client_byte_for_byte(server):
     out = shell_client(server.fifo, server.reply_dir, "shell_1",
                        '{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"q"},"id":"x"}')
     assert out == (b'{"jsonrpc":"2.0","result":{"Item":{"key":"key \\"q\\"",'
-                          b'"value":"tab\\there"}},"id":"x"}\n')
+                          b'"value":"tab\\there"}},"id":"x"}')
 
 
 def test_opensips_package_execute(server):
@@ -189,13 +189,13 @@ def test_a_fetch_whose_reader_comes_late_gives_its_item_once(server):
     server.arena.add("q", "k2", "v2")
     rollbacks = server.arena._w[H_ROLLBACKS]
     assert late_reader_reply(server, rpc("mq_fetch", ["q"])) == \
-        b'{"jsonrpc":"2.0","result":{"Item":{"key":"k1","value":"v1"}},"id":1}\n'
+        b'{"jsonrpc":"2.0","result":{"Item":{"key":"k1","value":"v1"}},"id":1}'
     assert server.size() == 1
     assert server.arena.stats()["q"].fetched == 1
     # the compiled path's removal was undone (the engine counts its rollbacks)
     assert server.arena._w[H_ROLLBACKS] == rollbacks + int(server.compiled)
     assert call(server, "next", rpc("mq_fetch", ["q"])) == \
-        b'{"jsonrpc":"2.0","result":{"Item":{"key":"k2","value":"v2"}},"id":1}\n'
+        b'{"jsonrpc":"2.0","result":{"Item":{"key":"k2","value":"v2"}},"id":1}'
 
 
 def test_fetches_served_while_another_process_adds_lose_and_repeat_nothing(server):
@@ -261,7 +261,7 @@ def test_two_requests_in_one_write(server):
     send(server, b":ta:" + rpc("which", {}, 1) + b":tb:" + rpc("mq_get_size", ["q"], 2))
     assert read_all(ra, 10).startswith(b'{"jsonrpc":"2.0","result":["uptime"')
     assert read_all(rb, 10) == (
-        b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":2}\n')
+        b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":2}')
     os.close(ra)
     os.close(rb)
 
@@ -273,28 +273,28 @@ def test_split_write_is_one_request(server):
     data = b":split:" + ADD
     send(server, data[:20])
     send(server, data[20:])
-    assert read_all(rfd, 10) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    assert read_all(rfd, 10) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
     os.close(rfd)
 
 
 def test_parse_error_is_answered(server):
-    assert call(server, "bad", b'{"jsonrpc":"2.0",}') == PARSE_ERROR_REPLY + b"\n"
+    assert call(server, "bad", b'{"jsonrpc":"2.0",}') == PARSE_ERROR_REPLY
 
 
 def test_unfinished_json_is_answered_after_idle_timeout(server):
-    assert call(server, "unf", b'{"jsonrpc":"2.0",') == PARSE_ERROR_REPLY + b"\n"
+    assert call(server, "unf", b'{"jsonrpc":"2.0",') == PARSE_ERROR_REPLY
 
 
 def test_oversize_request_is_refused(server):
     big = rpc("mq_add", ["q", "k", "v" * 10000])
-    assert call(server, "huge", big) == TOO_LARGE_REPLY + b"\n"
+    assert call(server, "huge", big) == TOO_LARGE_REPLY
     assert server.size() == 0
 
 
 def test_garbage_then_valid_request_is_answered(server):
     garbage = b'{"jsonrpc":"2.0","method":"mq_get_size",\n\x00\xff junk ::: [[[ "'
     reply = call(server, "afterjunk", b"", raw=garbage + b":afterjunk:" + ADD)
-    assert reply == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    assert reply == b'{"jsonrpc":"2.0","result":"OK","id":1}'
 
 
 def test_eight_concurrent_clients_each_get_their_own_reply(server):
@@ -304,7 +304,7 @@ def test_eight_concurrent_clients_each_get_their_own_reply(server):
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(one, range(8)))
     for i, r in enumerate(replies):
-        assert r == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":%d}\n' % i
+        assert r == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":%d}' % i
 
 
 @pytest.mark.parametrize("replacement", [None, "not a fifo"], ids=["deleted", "replaced"])
@@ -313,7 +313,7 @@ def test_a_deleted_or_replaced_fifo_is_recreated(server, replacement):
     if replacement is not None:
         server.fifo.write_text(replacement)
     wait_for(server.fifo.is_fifo, 5, "the FIFO to be re-created")
-    assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
 
 
 def test_wake_up_signals_lose_no_request(server):
@@ -339,7 +339,7 @@ def test_wake_up_signals_lose_no_request(server):
         stop.set()
         t.join()
     for i, r in enumerate(replies):
-        assert r == b'{"jsonrpc":"2.0","result":"OK","id":%d}\n' % i
+        assert r == b'{"jsonrpc":"2.0","result":"OK","id":%d}' % i
     assert server.size("q") == 300
 
 
@@ -381,7 +381,7 @@ def test_hung_clients_do_not_block_the_next_one(server):
     never_reads = os.open(server.reply_dir / "hung2", os.O_RDONLY | os.O_NONBLOCK)
     send(server, b":hung1:" + rpc("which", {}))
     send(server, b":hung2:" + rpc("mq_fetch", ["big", 100]))
-    assert call(server, "next", ADD, timeout=10) == b'{"jsonrpc":"2.0","result":"OK","id":1}\n'
+    assert call(server, "next", ADD, timeout=10) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
     assert server.size("big") == 0  # the big fetch did run: its reply was abandoned
     os.close(never_reads)
 
@@ -391,7 +391,7 @@ def test_a_read_only_reply_waited_for_is_made_again(server):
     # later, after an item was added: the reply must say 1 (as of the open), not 0.
     reply = late_reader_reply(server, rpc("mq_get_size", ["q"]),
                               before_open=lambda: server.arena.add("q", "k", "v"))
-    assert reply == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}\n'
+    assert reply == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}'
 
 
 def test_a_json_integer_beyond_int_digits_is_clamped_not_a_parse_error(server):

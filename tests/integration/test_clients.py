@@ -71,7 +71,7 @@ def test_plain_shell_fifo_client_gets_the_exact_reply(server):
     out = shell_request(server, "shell_reply_1",
                         '{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"sh_q"},"id":"x"}')
     assert out == ('{"jsonrpc":"2.0","result":{"Item":{"key":"key \\"q\\"",'
-                   '"value":"tab\\there"}},"id":"x"}\n')
+                   '"value":"tab\\there"}},"id":"x"}')
 
 
 def test_eight_concurrent_shell_clients_each_get_their_own_reply(server):
