@@ -45,8 +45,12 @@ class GuardSettings(Protocol):
 
 
 def normalize_origin(text: str) -> str | None:
-    """`scheme://host[:port]` lower-cased, the scheme's default port dropped, or None."""
-    scheme, sep, rest = text.strip().partition("://")
+    """`scheme://host[:port]` lower-cased, the scheme's default port dropped, or None.
+    (One trailing "/" is allowed, as an operator may write it; browsers send none.)"""
+    text = text.strip()
+    if text.endswith("/"):
+        text = text[:-1]
+    scheme, sep, rest = text.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
         return None
@@ -80,7 +84,7 @@ def _split_host(text: str) -> tuple[str, int | None] | None:
         return None
     if port_text is None:
         return name, None
-    if not port_text.isdigit() or len(port_text) > 5:
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
         return None
     return name, int(port_text)
 

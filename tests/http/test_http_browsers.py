@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from mi_server.config import ConfigError, parse_config
+from mi_server.config import ConfigError, HttpConfig, parse_config
+from mi_server.http.guard import make_guard, normalize_origin
 
 ADD = b'{"jsonrpc":"2.0","method":"mq_add","params":["q1","k","v"],"id":1}'
 
@@ -143,3 +144,22 @@ def test_browser_rules_are_read_from_the_config(tmp_path):
                                  "server_names": ["mi.example.org"]}}, "t.yaml", tmp_path)
     assert cfg.http.allowed_origins == ("http://a.example:8080",)
     assert cfg.http.server_names == ("mi.example.org",)
+
+
+@pytest.mark.parametrize(("text", "normal"), [
+    ("http://127.0.0.1:8888", "http://127.0.0.1:8888"),
+    ("HTTPS://Console.Example.org:443/", "https://console.example.org"),
+    ("http://[::1]:80", "http://[::1]"),
+    ("http://a.example:99999", None), ("http://a.example/x", None), ("null", None),
+    ("ftp://a.example", None), ("http://", None),
+])
+def test_origins_are_compared_normalized(text, normal):
+    assert normalize_origin(text) == normal
+
+
+def test_an_ipv6_loopback_listener_takes_its_own_spellings_only():
+    allowed = make_guard(HttpConfig(host="::1", port=8888))
+    assert allowed("[::1]:8888", None, None) and allowed("[0:0::1]:8888", None, None)
+    assert allowed("localhost:8888", None, None)
+    assert not allowed("127.0.0.1:8888", None, None)  # another socket: not this listener
+    assert not allowed("[::1]", None, None)  # port 80
