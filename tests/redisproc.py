@@ -77,3 +77,69 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, both below 65536."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """Three masters (no replicas) on free ports, made into one cluster by
+    `redis-cli --cluster create`, each in its own directory; stopped by stop()."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        if shutil.which("redis-cli") is None:
+            pytest.skip("redis-cli is not installed")
+        self.nodes = [RedisServer(Path(directory) / f"node{i}", cluster_port(),
+                                  "--cluster-enabled",
+                                  "yes", "--cluster-config-file", "nodes.conf",
+                                  "--cluster-node-timeout", "5000")
+                      for i in range(masters)]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{n.port}" for n in self.nodes]
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        out = subprocess.run(["redis-cli", "--cluster", "create", *self.addresses,
+                              "--cluster-replicas", "0", "--cluster-yes"],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            self.stop()
+            raise AssertionError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
+        deadline = time.monotonic() + 30
+        for node in self.nodes:  # every node must agree the cluster is up
+            while b"cluster_state:ok" not in _command(node.port, b"CLUSTER INFO"):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError("the cluster did not come up")
+                time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _command(port: int, inline: bytes) -> bytes:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(inline + b"\r\n")
+            time.sleep(0.05)
+            return s.recv(65536)
+    except OSError:
+        return b""
