@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 
 from .arena import Arena, process_start_time, shm_path
 from .errors import ArenaCorrupt
-from .layout import H_MAGIC, H_OWNER_PID, H_VERSION, HEADER_WORDS, MAGIC, VERSION
+from .layout import (
+    H_MAGIC,
+    H_OWNER_PID,
+    H_OWNER_START,
+    H_VERSION,
+    HEADER_WORDS,
+    MAGIC,
+    VERSION,
+)
 
 ATTEMPTS = 5  # the file changed between open and lock this often: another server is starting
 
@@ -78,10 +86,13 @@ def _examine(name: str, path: str, fd: int, found: Found) -> tuple[bool, bool]:
                                "shm_name")
         probe = _Probe(fd, st.st_size)
         if not probe.lock():
-            pid = probe.owner_pid()
-            who = f"pid {pid}" if pid else "pid unknown"
-            raise ArenaInUse(f"{path} is in use by a running server ({who}): "
-                             "is this configuration started twice?")
+            pid, start = probe.owner()
+            if pid and start and process_start_time(pid) == start:
+                raise ArenaInUse(f"{path} is in use by a running server (pid {pid}): is "
+                                 "this configuration started twice?")
+            raise ArenaInUse(f"{path} is in use by another server starting now (adopting "
+                             "it, or its creator, which holds no pid we know): is this "
+                             "configuration started twice?")
         try:
             now = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
@@ -149,9 +160,12 @@ class _Probe:
         data = os.pread(self.fd, 8, index * 8)
         return int.from_bytes(data, "little") if len(data) == 8 else 0
 
-    def owner_pid(self) -> int:
+    def owner(self) -> tuple[int, int]:
+        """(pid, start time) of the creator, when the header is one of ours; else (0, 0)."""
         ok = self.size >= HEADER_WORDS * 8 and self.word(H_MAGIC) == MAGIC
-        return self.word(H_OWNER_PID) if ok and self.word(H_VERSION) == VERSION else 0
+        if not (ok and self.word(H_VERSION) == VERSION):
+            return 0, 0
+        return self.word(H_OWNER_PID), self.word(H_OWNER_START)
 
     def incompatible(self) -> str | None:
         if self.size % 8 or self.size < HEADER_WORDS * 8:

@@ -294,3 +294,40 @@ def test_a_start_that_fails_after_adopting_keeps_the_items_for_the_next(servers,
     assert s3.fetch_all("dbq") == [(f"d{i}", "x") for i in range(3)] + [("row", "v")]
     assert s3.stop() == 0
     assert _arenas_of(s3) == []
+
+
+def test_two_servers_starting_at_once_never_adopt_the_same_arena(servers, short_tmp):
+    """After a crash, two servers with the same shm_name start together: one adopts, the
+    other refuses to start (one line); every item comes back exactly once."""
+    from tests.serverproc import Server, free_port
+
+    name = f"mqtest-twins-{os.getpid()}-{short_tmp.name}"
+    s = servers(queues=["name=q"], extra={"shm_name": name}).start()
+    items = [(f"k{i}", "v") for i in range(50)]
+    for key, value in items:
+        s.add("q", key, value)
+    _kill_supervisor(s)
+    twins = []
+    for n in (1, 2):
+        d = short_tmp / f"twin{n}"
+        d.mkdir()
+        twins.append(Server(d, free_port(), queues=["name=q"], extra={"shm_name": name}))
+    try:
+        procs = [t.launch() for t in twins]
+        # the one that adopted keeps running; the other exits 1
+        wait_for(lambda: sum(p.poll() == 1 for p in procs) == 1, 20, "one twin to refuse")
+        winner = twins[[p.poll() for p in procs].index(None)]
+        loser = twins[[p.poll() for p in procs].index(1)]
+        wait_for(lambda: len(winner.ps()) == winner.expected_processes(), 20, "the winner")
+        assert "recovered 50 item(s) in 1 queue(s)" in winner.stderr()
+        assert "recovered" not in loser.stderr()
+        errors = [line for line in loser.stderr().splitlines() if " ERROR: " in line]
+        assert len(errors) == 1 and f"/dev/shm/{name} is in use by " in errors[0], errors
+        assert winner.fetch_all("q") == items
+        assert winner.stop() == 0
+    finally:
+        for t in twins:
+            t.kill()
+        for e in os.listdir("/dev/shm"):
+            if e == name or e.startswith(f"{name}."):
+                os.unlink(f"/dev/shm/{e}")
