@@ -40,6 +40,7 @@ from mi_server.runtime.consumers import Handler, HandlerError, resolve_handler, 
 from mi_server.runtime.osproc import set_parent_death_signal, set_process_title
 from mi_server.runtime.pidfile import remove_pid_file, write_pid_file
 from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
+from mi_server.runtime.readiness import Readiness
 from mi_server.runtime.statusboard import (
     CORE,
     MAIN,
@@ -127,6 +128,7 @@ class Supervisor:
         self.board: StatusBoard | None = None
         self.board_path: Path | None = None
         self.db_checked_at = 0.0  # monotonic time of the last database probe
+        self.readiness: Readiness | None = None  # systemd's READY=1 / STOPPING=1
 
     # ---- the whole life --------------------------------------------------------------
 
@@ -147,6 +149,7 @@ class Supervisor:
             self._clean_up()
             return 1
         log.info("started: %s", self._summary())
+        self.readiness = Readiness.for_server(self.cfg, self.sock)  # before any fork
         for slot in self.slots:
             self._spawn(slot)
         self._update_transports()
@@ -156,6 +159,7 @@ class Supervisor:
         # Not ready from the first moment of the stop: probes see it while the transports
         # finish their requests (no report, as OpenSIPS's shutdown adds none).
         self._set_core(STATE_TERMINATING, "shutting down")
+        self.readiness.stopping()
         return self._shut_down()
 
     # ---- set-up (no fork yet) --------------------------------------------------------
@@ -428,6 +432,8 @@ class Supervisor:
                 self._check_database()
             due = [s.restart_at for s in self.slots if s.restart_at is not None]
             timeout = max(0.0, min([IDLE_WAKEUP, *(t - now for t in due)]))
+            if self.readiness is not None:
+                timeout = self.readiness.poll(timeout)
             info = signal.sigtimedwait(WAITED_SIGNALS, timeout)
             if info is not None and info.si_signo in STOP_SIGNALS:
                 return signal.Signals(info.si_signo).name
