@@ -16,6 +16,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# tests/runtime/test_systemd_unit.py runs `systemd-analyze verify` on contrib/systemd.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi
+
 # ensure_mysql.sh prints the URL on line 1 and, when it started a private mariadbd,
 # `pidfile=<path>` on line 2 (that server is stopped again when the tests end).
 mysql_info=$(scripts/ensure_mysql.sh)
