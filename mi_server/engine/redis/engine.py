@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import struct
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.connection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
@@ -74,6 +77,19 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+class _AbortOnClose(redis.connection.Connection):
+    """A TCP connection whose close discards what the kernel has not delivered yet
+    (SO_LINGER 0).  redis-py closes a connection after a time-out; without this, a request
+    still waiting in the send queue of a cut link is delivered, and run, when the link
+    comes back, long after its client was told it failed (seen in
+    tests/integration/test_redis_netns.py)."""
+
+    def _connect(self) -> socket.socket:
+        sock = super()._connect()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return sock
+
+
 def make_client(url: str | Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Any:
     """A redis-py client (hiredis parses replies when installed) that gives up within
     `timeout` seconds per attempt, and makes one more attempt only after a connection
@@ -82,6 +98,8 @@ def make_client(url: str | Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> A
     common = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
                   retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     if isinstance(url, str):
+        if url.startswith("redis://"):  # TCP without TLS (rediss:// and unix:// as they are)
+            common["connection_class"] = _AbortOnClose
         return redis.Redis.from_url(url, health_check_interval=0, **common)
     from redis.cluster import ClusterNode, RedisCluster
 
