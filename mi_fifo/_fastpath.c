@@ -253,6 +253,7 @@ typedef struct {
     dev_t refuse_dev;
     ino_t refuse_ino;
     PyObject *stage, *finish, *write_slow;
+    const volatile char *stop;  /* stop[0] != 0: the listener is stopping (or NULL) */
 } server;
 
 enum { SERVED, NOT_OURS, FAILED };
@@ -425,7 +426,8 @@ static int serve_one(const server *s, const char *b, Py_ssize_t n, Py_ssize_t *i
 }
 
 PyDoc_STRVAR(serve_doc,
-"serve(read_fd, size, prefix, max_request, refuse, stage, finish, write_slow) -> bytes\n\n"
+"serve(read_fd, size, prefix, max_request, refuse, stage, finish, write_slow[, stop])\n"
+"-> bytes\n\n"
 "Read the FIFO and answer the requests of the narrow shape until one is not (its bytes\n"
 "and all after them are returned) or a signal, end-of-file or EAGAIN ends the read (b'').\n"
 "refuse: (st_dev, st_ino) of the server's own FIFO, or None.  stage(method, params,\n"
@@ -434,7 +436,9 @@ PyDoc_STRVAR(serve_doc,
 "if it cannot be used (every request taken has an id, so there is always a reply);\n"
 "write_slow(fd, reply, written, errno) finishes\n"
 "a reply that did not go in one write and closes fd.  If one of them raises an Exception,\n"
-"(bytes after that request, the exception) is returned instead.");
+"(bytes after that request, the exception) is returned instead.  stop: a bytearray\n"
+"whose first byte the listener's stop-signal handler sets; once it is set the bytes\n"
+"after the request just served are returned (the caller drops them and stops).");
 
 static PyObject *serve(PyObject *module, PyObject *args) {
     int read_fd;
@@ -442,9 +446,13 @@ static PyObject *serve(PyObject *module, PyObject *args) {
     Py_buffer prefix;
     server s;
     PyObject *refuse;
-    if (!PyArg_ParseTuple(args, "iny*nOOOO:serve", &read_fd, &size, &prefix, &s.max_request,
-                          &refuse, &s.stage, &s.finish, &s.write_slow))
+    Py_buffer stop = {0};
+    if (!PyArg_ParseTuple(args, "iny*nOOOO|w*:serve", &read_fd, &size, &prefix,
+                          &s.max_request, &refuse, &s.stage, &s.finish, &s.write_slow,
+                          &stop))
         return NULL;
+    /* the bytearray cannot be resized while its buffer is held: the pointer stays valid */
+    s.stop = stop.buf != NULL && stop.len > 0 ? (const volatile char *)stop.buf : NULL;
     PyObject *result = NULL;
     char *buf = NULL;
     s.prefix = prefix.buf;
@@ -528,11 +536,20 @@ static PyObject *serve(PyObject *module, PyObject *args) {
                 result = PyBytes_FromStringAndSize(buf + at, got - at);
                 goto out;
             }
+            /* a stop signal's handler (run here, or inside the callbacks) set the flag:
+             * the rest of this read is not served */
+            if (s.stop != NULL && (PyErr_CheckSignals() < 0 || s.stop[0])) {
+                if (!PyErr_Occurred())
+                    result = PyBytes_FromStringAndSize(buf + i, got - i);
+                goto out;
+            }
         }
     }
 out:
     PyMem_Free(buf);
     PyBuffer_Release(&prefix);
+    if (stop.obj != NULL)
+        PyBuffer_Release(&stop);
     return result;
 }
 

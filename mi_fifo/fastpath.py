@@ -21,9 +21,10 @@ try:
 except ImportError:  # not built: no compiler at install time
     _serve = None
 
-# serve(read_fd, size, prefix, max_request, refuse, stage, finish, write_slow) -> the bytes
-# it did not serve, or (those bytes, exception) after a callback raised on one request
-Serve = Callable[[int, int, bytes, int, Any, Any, Any, Any], "bytes | tuple[bytes, Exception]"]
+# serve(read_fd, size, prefix, max_request, refuse, stage, finish, write_slow[, stop]) ->
+# the bytes it did not serve, or (those bytes, exception) after a callback raised on one
+# request; `stop` a bytearray whose first byte set means "stop after this request"
+Serve = Callable[..., "bytes | tuple[bytes, Exception]"]
 
 
 def built() -> bool:

@@ -166,6 +166,11 @@ class _Listener:
         self.framer = Framer(cfg.max_request, cfg.idle_timeout, scan if self.decoding else None)
         self.fd = -1
         self.ident: tuple[int, int] | None = None
+        # set by the stop signal's handler: requests still to serve from one read are
+        # dropped, since each may wait ~0.3 s for a reader (100 such would outlast the
+        # supervisor's grace period); the compiled fast path reads the same flag's byte
+        self.stopping = False
+        self.stop_flag = bytearray(1)
 
     def open(self, fresh: bool = False) -> None:
         """Open the FIFO (creating it if the path holds no FIFO, or always when `fresh`)."""
@@ -213,6 +218,8 @@ class _Listener:
 
     def dispatch(self, events: list[FrameEvent]) -> None:
         for ev in events:
+            if self.stopping:
+                return
             try:
                 # exact type checks, the common case first: this runs once per request
                 kind = type(ev)
@@ -354,6 +361,8 @@ class _Loop:
     def on_signal(self, signum: int, frame: object) -> None:
         if signum != signal.SIGALRM:
             self.stopping = True
+            self.lst.stopping = True
+            self.lst.stop_flag[0] = 1
         self.woke = True
         if self.reading and not self.swapped:
             os.dup2(self.null_fd, self.read_fd, inheritable=False)
@@ -385,7 +394,8 @@ class _Loop:
                     # reads and answers the common requests itself; returns what it left
                     # (from the first request it did not take), b"" after a signal
                     data = fast(self.read_fd, READ_SIZE, lst.reply_prefix, max_request,
-                                lst.ident, lst.stage_checked, lst.finish, lst.write_slow)
+                                lst.ident, lst.stage_checked, lst.finish, lst.write_slow,
+                                lst.stop_flag)
                     if type(data) is tuple:  # one request failed; the rest is given back
                         data, exc = data
                         log.error("FIFO: the compiled fast path failed on a request",
@@ -393,7 +403,7 @@ class _Loop:
                 else:
                     data = read(self.read_fd, READ_SIZE)
                 self.reading = False
-                if data:
+                if data and not self.stopping:
                     now = monotonic()
                     lst.dispatch(framer.feed(data, now))
                     if framer.pending:  # rare: part of a request is held back

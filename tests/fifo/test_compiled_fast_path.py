@@ -617,3 +617,30 @@ def test_bad_arguments_are_refused_before_any_read(fifos):
         finally:
             os.close(r)
             os.close(w)
+
+
+def test_a_set_stop_flag_ends_the_read_after_the_request_in_hand(fifos):
+    """The listener's stop-signal handler sets the flag's byte (here: the first command):
+    the request being served is finished, the rest of the read is handed back unserved."""
+    for name in ("a", "b", "c"):
+        fifos.make(name)
+    flag = bytearray(1)
+    rec = Recorder()
+    stage = rec.stage
+
+    def stage_then_stop(method, params, id_text):
+        flag[0] = 1
+        return stage(method, params, id_text)
+
+    rest = req("b", "which", 2) + req("c", "which", 3)
+    r, w = os.pipe()
+    try:
+        os.write(w, req("a", "which") + rest)
+        os.close(w)
+        left = serve(r, 65536, reply_prefix(fifos.dir), MAX_REQUEST, None, stage_then_stop,
+                     rec.finish, rec.write_slow, flag)
+    finally:
+        os.close(r)
+    assert left == rest
+    assert len(rec.calls) == 1 and fifos.got("a").startswith(b"R1")
+    assert fifos.got("b") == fifos.got("c") == b""
