@@ -104,12 +104,15 @@ def load_queues(engine: Engine, cfg: Any, loaded: list[str]) -> None:
         storage.close()
 
 
-def save_queues(engine: Engine, cfg: Any, names: list[str] | None = None) -> bool:
-    """Save the queues that save at stop (or exactly `names`); False when one was lost.
+def save_queues(engine: Engine, cfg: Any, names: list[str] | None = None,
+                lost: list[str] | None = None) -> bool:
+    """Save the queues that save at stop (or exactly `names`); False when one was lost
+    (its name appended to `lost`: its items are still in the engine).
 
     Each queue goes to the database in one transaction, or to its fallback file when the
     database cannot take it (save_with_fallback). A queue is only reported lost when both
-    fail.
+    fail. A queue saved is emptied in the engine at once, so that a crash before the arena
+    is gone cannot bring its items back a second time (adopted and loaded).
     """
     if names is None:
         names = [s.name for s in cfg.queues if s.saves_at_stop]
@@ -128,8 +131,13 @@ def save_queues(engine: Engine, cfg: Any, names: list[str] | None = None) -> boo
                              len(items))
             except Exception as exc:
                 ok = False
-                log.error("queue '%s': %d item(s) LOST: cannot save to the database nor to "
-                          "%s: %s", name, len(items), storage.fallback_dir, _reason(exc))
+                if lost is not None:
+                    lost.append(name)
+                log.error("queue '%s': %d item(s) NOT SAVED: cannot save to the database "
+                          "nor to %s: %s", name, len(items), storage.fallback_dir,
+                          _reason(exc))
+            else:
+                engine.fetch_many(name, len(items))  # the saved items: the head, in order
     finally:
         storage.close()
     return ok

@@ -474,10 +474,28 @@ class Supervisor:
         # Transports first: no new request is taken once the consumers begin to stop.
         self._stop_group([s for s in self.slots if not s.spec.consumer])
         self._stop_group([s for s in self.slots if s.spec.consumer])
-        saved = persistence.save_queues(self.engine, self.cfg)
+        lost: list[str] = []
+        saved = persistence.save_queues(self.engine, self.cfg, lost=lost)
+        if lost and backend.is_shared_memory(self.engine):
+            self._keep_for_adoption(lost)
         self._clean_up()
         log.info("stopped")
         return 0 if saved else 1
+
+    def _keep_for_adoption(self, unsaved: list[str]) -> None:
+        """Neither the database nor the fallback file took these queues: keep the arena
+        with their items alone (the other queues emptied, as a stop empties them), so the
+        next start with this configuration adopts them instead of losing them."""
+        engine = self.engine
+        assert engine is not None
+        for spec in self.cfg.queues:
+            if spec.name not in unsaved:
+                engine.fetch_many(spec.name, 1 << 62)
+        log.error("arena %s kept in /dev/shm with the items of queue(s) %s: the next start "
+                  "with this configuration adopts them", engine.name,  # type: ignore[attr-defined]
+                  ", ".join(f"'{n}'" for n in unsaved))
+        engine.close()
+        self.engine = None
 
     def _stop_group(self, slots: list[Slot]) -> None:
         """SIGTERM, wait up to STOP_GRACE, then SIGKILL whatever is left, and reap it."""
@@ -507,15 +525,16 @@ class Supervisor:
         """Set-up failed after some queues were loaded (their rows deleted): save them back.
         An arena holding adopted items is kept for the next start to adopt again, without
         the queues just saved back (they would come twice)."""
+        lost: list[str] = []
         if loaded and self.engine is not None:
-            if persistence.save_queues(self.engine, self.cfg, loaded) and self.adopted:
-                for name in loaded:
-                    self.engine.fetch_many(name, 1 << 62)
+            persistence.save_queues(self.engine, self.cfg, loaded, lost)  # empties the saved
         if self.adopted and self.engine is not None:
             log.warning("arena %s kept with its adopted items for the next start",
-                        self.engine.name)
+                        self.engine.name)  # type: ignore[attr-defined]
             self.engine.close()
             self.engine = None
+        elif lost and self.engine is not None and backend.is_shared_memory(self.engine):
+            self._keep_for_adoption(lost)
 
     def _clean_up(self) -> None:
         """Undo every piece of set-up that happened; safe to call after a partial set-up."""

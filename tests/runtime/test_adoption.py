@@ -331,3 +331,32 @@ def test_two_servers_starting_at_once_never_adopt_the_same_arena(servers, short_
         for e in os.listdir("/dev/shm"):
             if e == name or e.startswith(f"{name}."):
                 os.unlink(f"/dev/shm/{e}")
+
+
+def test_items_no_save_could_take_stay_in_the_arena_for_the_next_start(servers, short_tmp):
+    """A clean stop whose save fails twice (database down, fallback file refused: the
+    state directory became writable by others) keeps the arena with that queue's items
+    alone; the next start adopts them."""
+    from tests.serverproc import closed_port_mysql_url
+
+    state = short_tmp / "state"
+    state.mkdir(mode=0o700)
+    queues = ["name=saved;dbmode=2", "name=plain"]
+    url = closed_port_mysql_url()
+    s = servers(queues=queues, db_url=url, extra={"state_dir": str(state)}).start()
+    for i in range(4):
+        s.add("saved", f"k{i}", "v")
+    s.add("plain", "p", "dropped at a clean stop, as always")
+    state.chmod(0o777)
+    assert s.stop() == 1
+    err = s.stderr()
+    assert "queue 'saved': 4 item(s) NOT SAVED" in err, err
+    assert f"arena {s.shm_name} kept in /dev/shm with the items of queue(s) 'saved'" in err
+    assert shm_exists(s)
+    state.chmod(0o700)
+    s2 = servers(queues=queues, db_url=url, extra={"state_dir": str(state)}).start()
+    assert RECOVERED.format(n=4, m=1, p=s.proc.pid) in s2.stderr()
+    assert s2.fetch_all("saved") == [(f"k{i}", "v") for i in range(4)]
+    assert s2.fetch_all("plain") == []
+    assert s2.stop() == 0  # nothing left to save: the fallback file is not needed
+    assert _arenas_of(s2) == []
