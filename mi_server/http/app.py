@@ -56,10 +56,22 @@ def _plain(code: int, extra: tuple[tuple[str, str], ...] = ()) -> tuple[str, lis
     return _status(code), headers, body
 
 
+def _page(code: int, text: bytes) -> tuple[str, list, bytes]:
+    """One of OpenSIPS httpd's own error pages: `text/html`, the text in a bare body."""
+    body = b"<html><body>" + text + b"</body></html>"
+    return _status(code), [("Content-Type", "text/html"), ("Content-Length", str(len(body)))], body
+
+
+# OpenSIPS httpd's texts (measured on OpenSIPS 3.6.8): a method other than GET and POST,
+# and a path outside the root
+UNSUPPORTED_TEXT = b"Unsupported HTTP request!"
+BAD_URL_TEXT = b"Unable to parse URL!"
+
 # Refusals are the same bytes every time: build them once, not per request.
-_BAD_REQUEST = _plain(400)  # a wrong path, an empty body, a bad Content-Length
+_BAD_REQUEST = _plain(400)  # an empty body, a bad Content-Length
+_BAD_URL = _page(400, BAD_URL_TEXT)  # a path outside the root (and any other page's)
 _GET = _plain(405, (("Allow", "POST"),))
-_OTHER_METHOD = _plain(406)
+_OTHER_METHOD = _page(406, UNSUPPORTED_TEXT)  # case-sensitive: "post" is one too
 _TOO_LARGE = _plain(413)
 _FORBIDDEN = _plain(403)  # a browser's request from a foreign page or name (guard.py)
 _UNAUTHORIZED = _plain(401, (("WWW-Authenticate", f'Basic realm="{REALM}"'),))
@@ -142,7 +154,7 @@ def make_wsgi_app(handle: Handle, cfg: HttpSettings, web: WebPage | None = None,
                 else:
                     status, headers, body = web(environ)
             else:
-                status, headers, body = _BAD_REQUEST
+                status, headers, body = _BAD_URL
         elif authorized is not None and not authorized(environ.get("HTTP_AUTHORIZATION")):
             status, headers, body = _UNAUTHORIZED
         elif (method := environ["REQUEST_METHOD"]) != "POST":

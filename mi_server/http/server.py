@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import select
 import signal
 import socket
@@ -31,7 +32,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from .app import Handle, HttpSettings, WSGIApplication, make_wsgi_app
+from .app import UNSUPPORTED_TEXT, Handle, HttpSettings, WSGIApplication, make_wsgi_app
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,14 @@ _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
     b"Connection: close\r\n\r\nBad Request"
 )
+# a method token the parser does not know ("post", "FOO"): OpenSIPS answers any method
+# but GET and POST, case-sensitively, with its 406 page (app.py answers the known ones)
+_UNSUPPORTED = (
+    b"HTTP/1.1 406 Not Acceptable\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n<html><body>%b</body></html>"
+    % (len(UNSUPPORTED_TEXT) + 26, UNSUPPORTED_TEXT)
+)
+_REQUEST_LINE = re.compile(rb"(?:^|\n)[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/1\.[01]\r?\n")
 _HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 31\r\nConnection: close\r\n\r\nRequest Header Fields Too Large"
@@ -102,7 +111,7 @@ class Connection:
         "sock", "fd", "peer", "parser", "worker", "mask", "out", "requests", "closing",
         "broken", "linger_until", "last", "in_message", "in_head", "head_bytes", "url",
         "headers", "body", "body_len", "environ", "chunked", "message_started",
-        "head_raw", "head_too_large", "completed",
+        "head_raw", "head_too_large", "completed", "bad_method",
     )
 
     def __init__(self, sock: socket.socket, peer: Any, worker: Worker) -> None:
@@ -123,6 +132,7 @@ class Connection:
         self.head_bytes = 0  # URL and complete header fields of the head being read
         self.head_raw = 0  # bytes of the reads that began and ended inside that head
         self.head_too_large = False  # the 400 due after the queued replies is a 431
+        self.bad_method = False  # ... or OpenSIPS's 406 page (an unknown method token)
         self.completed = False  # a message was completed during the current read
 
     # -- httptools callbacks ------------------------------------------------------------
@@ -311,7 +321,8 @@ class Worker:
                 conn.broken = False  # the close already ends the exchange
                 break
         if conn.broken:
-            out.append(_HEAD_TOO_LARGE if conn.head_too_large else _BAD_REQUEST)
+            out.append(_HEAD_TOO_LARGE if conn.head_too_large
+                       else _UNSUPPORTED if conn.bad_method else _BAD_REQUEST)
             conn.closing = True
         return out[0] if len(out) == 1 else b"".join(out)
 
@@ -370,6 +381,11 @@ class Worker:
                 conn.broken = True  # e.g. a target parse_url rejects: nothing was queued
         except httptools.HttpParserUpgrade:
             conn.closing = True  # no protocol switch here: answer, then close
+        except httptools.HttpParserInvalidMethodError:
+            # a well-formed request line with a method the parser does not know is
+            # OpenSIPS's 406; anything else that fails there stays a plain 400
+            conn.broken = True
+            conn.bad_method = _REQUEST_LINE.search(data) is not None
         except httptools.HttpParserError:
             conn.broken = True
         if conn.in_head and not conn.broken:

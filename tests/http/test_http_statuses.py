@@ -55,11 +55,16 @@ def test_root_and_paths_below_it_are_served(serve, path):
     assert resp.status == 200
 
 
-@pytest.mark.parametrize("path", ["/mifoo", "/", "/m", "/other/mi"])
-def test_other_paths_are_400(serve, path):
+BAD_URL_PAGE = b"<html><body>Unable to parse URL!</body></html>"
+UNSUPPORTED_PAGE = b"<html><body>Unsupported HTTP request!</body></html>"
+
+
+@pytest.mark.parametrize("path", ["/mifoo", "/", "/m", "/other/mi", "/MI", "//mi"])
+def test_other_paths_are_opensips_400_page(serve, path):
     s = serve()
-    resp, _ = call(s.port, "POST", path, SIZE)
-    assert resp.status == 400
+    resp, data = call(s.port, "POST", path, SIZE)
+    assert (resp.status, resp.getheader("Content-Type"), data) == (400, "text/html",
+                                                                  BAD_URL_PAGE)
 
 
 def test_configured_root_is_used(serve):
@@ -78,8 +83,21 @@ def test_get_is_405(serve):
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
 def test_other_methods_are_406(serve, method):
     s = serve()
-    resp, _ = call(s.port, method, "/mi", SIZE)
-    assert resp.status == 406
+    resp, data = call(s.port, method, "/mi", SIZE)
+    assert (resp.status, resp.getheader("Content-Type")) == (406, "text/html")
+    if method != "HEAD":  # a reply to HEAD has no body
+        assert data == UNSUPPORTED_PAGE
+
+
+@pytest.mark.parametrize("method", ["post", "Post", "get", "FOO"])
+def test_the_method_is_case_sensitive_and_unknown_ones_are_406(serve, method):
+    # OpenSIPS compares the method exactly: "post" is not POST (406, not served)
+    s = serve()
+    sock = s.connect()
+    sock.sendall(post("/mi", SIZE).replace(b"POST", method.encode(), 1))
+    reply = read_reply(sock, bytearray())
+    assert (reply.status, reply.headers["content-type"], reply.body) == (
+        406, "text/html", UNSUPPORTED_PAGE)
 
 
 def test_empty_body_is_400(serve):
