@@ -166,9 +166,11 @@ class Framer:
         goes through the general path as usual."""
         n = len(data)
         value_scan = self._value_scan
-        if value_scan is not None and data.isascii():
+        if value_scan is not None and data.isascii() and b"\x00" not in data:
             # ASCII: str indices are byte indices, and this one pass both finds the end
-            # and decodes the body for the MI core (which would parse it again)
+            # and decodes the body for the MI core (which would parse it again).  A raw
+            # NUL (a parse error to the MI core, as to cJSON, inside a string) goes the
+            # undecoded way, so that the core's parse says so.
             scan, text = value_scan, data.decode("ascii")
         else:
             scan, text = _SCAN, data.decode("latin-1")

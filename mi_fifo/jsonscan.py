@@ -6,8 +6,9 @@ received so far are a prefix of some valid document (wait for more) or can never
 whole state in the object (never the bytes behind it), so it can be resumed as more bytes
 arrive and the framer may throw away what it has scanned (used to skip oversize requests).
 
-It accepts the language Python's `json` module accepts (NaN, Infinity, -Infinity included),
-so it never disagrees with the MI core about what is valid.
+It accepts the language Python's `json` module accepts (NaN, Infinity, -Infinity included)
+plus numbers with leading zeros (which cJSON and the MI core take), so it never calls
+invalid what the MI core could parse.
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ class JsonScan:
                 return False, i, _NUM, BAD
             self._num = _N_ZERO if c == 0x30 else _N_INT
             return True, i + 1, _NUM, NEED
-        if st in (_N_INT, _N_FRAC, _N_EXP) and digit:
+        # _N_ZERO too: a leading zero (01) is taken, as cJSON's strtod and the MI core
+        # take it
+        if st in (_N_ZERO, _N_INT, _N_FRAC, _N_EXP) and digit:
             return True, _DIGITS.match(buf, i).end(), _NUM, NEED
         if st in (_N_DOT, _N_E, _N_ESIGN):
             if digit:

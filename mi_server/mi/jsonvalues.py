@@ -130,6 +130,18 @@ encode_str: Callable[[str], str] = json.encoder.encode_basestring
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# cJSON reads a number with strtod, which takes leading zeros ("id":01 is 1, measured on
+# OpenSIPS 3.6.8); JSON and Python's scanner do not.  Used only after a scan failed: the
+# zeros are dropped from every number outside a string and the text scanned again.
+_STRING_OR_LEADING_ZEROS = re.compile(
+    r'"(?:[^"\\]|\\.)*"|(?<![0-9A-Za-z.+\-])(-?)0+(?=[0-9])', re.DOTALL)
+
+
+def _without_leading_zeros(text: str) -> str:
+    return _STRING_OR_LEADING_ZEROS.sub(
+        lambda m: m.group(0) if m.group(1) is None else m.group(1), text)
+
+
 class ParseError(ValueError):
     """The request bytes are not one JSON value (or not UTF-8)."""
 
@@ -142,18 +154,27 @@ def parse(data: bytes) -> Any:
     except ValueError as exc:  # UnicodeDecodeError
         raise ParseError(str(exc)) from None
     try:
-        value = _scan_once(text, 0)[0]
+        value, end = _scan_once(text, 0)
     except StopIteration:  # no JSON value at the start (empty input included)
         raise ParseError("Expecting value") from None
     except RecursionError as exc:
         raise ParseError(str(exc)) from None
     except ValueError:
         # e.g. an integer of more than 4,300 digits, which is valid JSON: int() refuses
-        # it, _big_int does not (see there); invalid JSON fails again here
+        # it, _big_int does not (see there); or a number with leading zeros, which cJSON
+        # takes; invalid JSON fails again here
         try:
-            value = _clamping_scan(text, 0)[0]
-        except (StopIteration, ValueError, RecursionError) as exc:
-            raise ParseError(str(exc) or "Expecting value") from None
+            value, end = _clamping_scan(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            text = _without_leading_zeros(text)
+            try:
+                value, end = _clamping_scan(text, 0)
+            except (StopIteration, ValueError, RecursionError) as exc:
+                raise ParseError(str(exc) or "Expecting value") from None
+    # A raw NUL inside a string ends cJSON's text there: a parse error (measured on
+    # OpenSIPS 3.6.8); outside a string it cannot be part of valid JSON anyway.
+    if "\x00" in text and "\x00" in text[:end]:
+        raise ParseError("raw NUL in a string")
     # Bytes after the first value are ignored, as OpenSIPS's cJSON_ParseWithOpts(...,
     # require_null_terminated=0) ignores them.
     return value

@@ -69,7 +69,8 @@ CASES = [
     ("NaN is what json accepts", b':r:{"a":NaN,"b":-Infinity}',
      [("req", "r", b'{"a":NaN,"b":-Infinity}')]),
     ("numbers", b':r:[0,-1.5e+3,2E7,0.25]', [("req", "r", b"[0,-1.5e+3,2E7,0.25]")]),
-    ("leading zero is invalid", b":r:[01]", [("parse", "r")]),
+    ("a leading zero is taken, as cJSON takes it", b":r:[01]", [("req", "r", b"[01]")]),
+    ("a leading zero then garbage is invalid", b":r:[01x]", [("parse", "r")]),
     ("bad escape is invalid", b':r:["\\x"]', [("parse", "r")]),
     ("unicode escape", b':r:["\\u00e9"]', [("req", "r", b'["\\u00e9"]')]),
     # as the MI core and cJSON: raw control characters inside strings are accepted

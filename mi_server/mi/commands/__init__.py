@@ -1,9 +1,10 @@
 """The registry table: one line per MI command (name, handler, recipes, help, module).
 
-Order is OpenSIPS's registration order (core, statistics, then modules); `which` lists
-names in this order, each command's aliases right after it.  `side_effects=False` marks the
-commands that only read (see registry.Command); a command that changes anything keeps the
-default.
+Order is OpenSIPS 3.6's registration order, as its `which` lists it (measured on 3.6.8):
+the statistics commands, then the core's (uptime ... kill, help), then the modules';
+`which` lists names in this order, each command's aliases right after it.
+`side_effects=False` marks the commands that only read (see registry.Command); a command
+that changes anything keeps the default.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ from mi_server.mi.registry import Command, Registry
 NONE: tuple[str, ...] = ()
 
 COMMANDS = (
+    Command("get_statistics", statistics.get_statistics, (("statistics",),),
+            "prints the statistics (all, group or one) realtime values.", "statistics",
+            side_effects=False),
+    Command("list_statistics", statistics.list_statistics, (NONE, ("statistics",)),
+            "lists all the registered statistics and their types", "statistics",
+            side_effects=False),
+    Command("reset_statistics", statistics.reset_statistics, (("statistics",),),
+            "resets the value of a statistic variable", "statistics"),
+    Command("reset_all_statistics", statistics.reset_all_statistics, (NONE,),
+            "resets the value of all resetable variables", "statistics"),
     Command("uptime", core.uptime, (NONE,),
             "prints various time information about OpenSIPS - when it started to run, "
             "for how long it runs", "core", side_effects=False),
-    Command("version", core.version, (NONE,),
+    Command("version", core.version, (NONE, ("revision",)),
             "prints the version string of a running OpenSIPS", "core", side_effects=False),
     Command("pwd", core.pwd, (NONE,), "prints the working directory of OpenSIPS", "core",
             side_effects=False),
@@ -30,16 +41,6 @@ COMMANDS = (
     Command("kill", core.kill, (NONE,), "terminates OpenSIPS", "core"),
     Command("help", core.help, (NONE, ("mi_cmd",)),
             "prints information about MI commands usage", "core", side_effects=False),
-    Command("get_statistics", statistics.get_statistics, (("statistics",),),
-            "prints the statistics (all, group or one) realtime values.", "statistics",
-            side_effects=False),
-    Command("list_statistics", statistics.list_statistics, (NONE, ("statistics",)),
-            "lists all the registered statistics and their types", "statistics",
-            side_effects=False),
-    Command("reset_statistics", statistics.reset_statistics, (("statistics",),),
-            "resets the value of a statistic variable", "statistics"),
-    Command("reset_all_statistics", statistics.reset_all_statistics, (NONE,),
-            "resets the value of all resetable variables", "statistics"),
     Command("sr_get_status", status.sr_get_status, (("group",), ("group", "identifier")),
             status.HELP_GET, "status_report", side_effects=False),
     Command("sr_list_status", status.sr_list_status, (NONE, ("group",)), status.HELP_STATUS,

@@ -54,6 +54,11 @@ def server_string() -> str:
 
 
 def version(ctx: MIContext, params: dict[str, Any]) -> Result:
+    """[] -> the server string; [revision] -> it and the build's source revision, which
+    OpenSIPS built without git metadata prints as "unknown": "unknown" (measured on 3.6.8;
+    the parameter's value is not read), as ours does."""
+    if "revision" in params:
+        return success({"Server": server_string(), "unknown": "unknown"})
     return success({"Server": server_string()})
 
 
