@@ -10,7 +10,9 @@ Rules this implements:
 - JSON invalid before the end of the received bytes -> `ParseError` at once; merely
   unfinished -> wait until `idle_timeout` seconds pass without new bytes, then `ParseError`;
 - a request over `max_request` bytes -> `Oversize`, and its remaining bytes are skipped by a
-  resumable scan without being kept;
+  resumable scan, keeping only its last `max_request` bytes: if the scan fails (the writer
+  abandoned it and another writer's request was taken for its continuation), framing
+  resumes at the first request start in those, wherever the reads split the bytes;
 - a reply name containing `.`, `/` or `\\` -> the request is dropped (`Garbage`), never run;
 - after anything that is not a request, resume at the next `:NAME:` followed by `{` or `[`,
   so a valid request glued onto garbage is still served and garbage never wedges the stream.
@@ -277,15 +279,18 @@ class Framer:
                 assert scan is not None
                 status, i = scan.run(buf)
                 if status == NEED:
-                    pos = n
+                    pos = self._window(pos, n)
                     break
                 self._scan = None
                 if status == DONE:
                     self._state = _START_STATE
+                    pos = i
                 else:
+                    # the oversize request was abandoned (or is invalid): the next one may
+                    # have started inside what was skipped, so look from the window on
                     self._state = _RESYNC
                     self._begin_garbage("invalid JSON in an oversize request")
-                pos = i
+                    pos = self._window(pos, i)
                 continue
 
             if state == _RESYNC:
@@ -334,14 +339,19 @@ class Framer:
                     # skip the rest of it and the value that may follow
                     self._scan = JsonScan(n)
                     self._oversize(events, name)
-                    pos = n
+                    pos = self._window(p + 1, n)
                     break
                 pos = p  # the JSON has not started yet
                 break
             if buf[v] not in _JSON_OPENERS:
-                self._parse_error(events, name, "not a JSON object or array")
                 self._state = _RESYNC
-                pos = p + 1
+                if v - p > self.max_request:  # the whitespace alone was over the limit
+                    self._oversize(events, name, skip=False)
+                    self._begin_garbage("not a JSON object or array in an oversize request")
+                    pos = self._window(p + 1, v)
+                else:
+                    self._parse_error(events, name, "not a JSON object or array")
+                    pos = p + 1
                 continue
 
             # the common case: the whole value is here; let the C decoder find its end
@@ -361,15 +371,22 @@ class Framer:
                 if status == NEED:
                     if n - p > self.max_request:
                         self._oversize(events, name)
-                        pos = n
+                        pos = self._window(p + 1, n)
                         break
                     pos = p  # hold the request from its ':'
                     break
                 self._scan = None
                 if status == BAD:
-                    self._parse_error(events, name, "invalid JSON")
                     self._state = _RESYNC
-                    pos = p + 1
+                    if i - p > self.max_request:
+                        # over the limit before it went wrong: what the same bytes read
+                        # in smaller pieces give (Oversize, then the skip fails at i)
+                        self._oversize(events, name, skip=False)
+                        self._begin_garbage("invalid JSON in an oversize request")
+                        pos = self._window(p + 1, i)
+                    else:
+                        self._parse_error(events, name, "invalid JSON")
+                        pos = p + 1
                     continue
                 end = i
             self._scan = None
@@ -385,6 +402,18 @@ class Framer:
         self._buf = buf[pos:] if pos < n else b""
         if self._scan is not None:
             self._scan.pos -= pos
+
+    def _window(self, start: int, end: int) -> int:
+        """Where to keep the bytes of an oversize request being skipped from, up to `end`:
+        its last `max_request` bytes (not before `start`).
+
+        If the request turns out to be abandoned (the scan finds invalid JSON at `end`:
+        another writer's request was taken for its continuation), the next request may
+        have started anywhere in there, and is looked for from the window's start.  A
+        fixed window from the failure point, not from the reads, so the same bytes frame
+        the same whatever the read boundaries; a request that started further back would
+        be over the limit itself."""
+        return max(start, end - self.max_request)
 
     def _oversize(self, events: list[FrameEvent], name: bytes, skip: bool = True) -> None:
         if valid_reply_name(name):

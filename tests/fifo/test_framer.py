@@ -180,3 +180,57 @@ def test_deep_nesting_does_not_raise():
     data = b":r:" + b"[" * 5000 + b"]" * 5000
     got, _ = frame(data)
     assert got == [("req", "r", data[3:])]
+
+
+# An oversize request its writer never finished, then another writer's whole request (the
+# fuzzing find): the second must be served from its own start, not framed from its middle
+# (reply name '"mq_get_size","params"'), whatever the read boundaries.  The abandoned
+# request is cut off in each JSON context the skip can be in when the next bytes arrive.
+NEXT = b':b:{"jsonrpc":"2.0","method":"mq_get_size","params":["q"],"id":1}'
+ABANDONED = {
+    "in a string": b':a:{"jsonrpc":"2.0","method":"mq_add","params":["q","k","' + b"x" * 300,
+    "in a key": b':a:{"jsonrpc":"2.0","method":"mq_add","params":{"' + b"k" * 300,
+    "in a number": b':a:{"method":"mq_add","params":[' + b"1," * 150 + b"12",
+    "after a comma": b':a:{"method":"mq_add","params":[' + b"1," * 150,
+    "in whitespace": b":a:" + b" " * 300,
+}
+WANT = [("big", "a"), ("req", "b", NEXT[3:])]
+
+
+def frame_split(data: bytes, cuts: tuple[int, ...], max_request: int = 200) -> list[tuple]:
+    """Feed `data` cut at `cuts` (the last piece 0.2 s later), then let it time out."""
+    f = Framer(max_request, 1.0)
+    bounds = [0, *cuts, len(data)]
+    events = []
+    for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        events += f.feed(data[a:b], 0.2 if k == len(bounds) - 2 else 0.0)
+    events += f.poll(5.0)
+    assert not f.pending
+    return served(events)
+
+
+@pytest.mark.parametrize("where", list(ABANDONED))
+def test_after_an_abandoned_oversize_request_the_next_is_framed_from_its_start(where):
+    data = ABANDONED[where] + NEXT
+    for cut in range(len(data) + 1):
+        assert frame_split(data, (cut,)) == WANT, cut
+    for first in range(0, len(data), 7):  # two cuts: a sample of the pairs
+        for second in range(first, len(data) + 1, 11):
+            assert frame_split(data, (first, second)) == WANT, (first, second)
+
+
+def test_an_oversize_request_that_is_finished_is_still_skipped_whole():
+    # the window kept while skipping holds a request start of its own ("...:x:{..."):
+    # once the big request ends, what it held is dropped, not framed
+    big = b':a:{"k":"' + b"y" * 300 + b':x:{}' + b'"}'
+    data = big + b":n:{}"
+    for cut in range(len(data) + 1):
+        assert frame_split(data, (cut,)) == [("big", "a"), ("req", "n", b"{}")], cut
+
+
+def test_skipping_an_oversize_request_keeps_at_most_max_request_bytes():
+    f = Framer(1000, 1.0)
+    f.feed(b':a:{"k":"', 0.0)
+    for _ in range(20):
+        f.feed(b"z" * 4096, 0.0)
+        assert f.buffered <= 1000

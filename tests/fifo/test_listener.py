@@ -82,7 +82,7 @@ def test_a_reply_bigger_than_the_pipe_arrives_whole(server):
 
 def test_bytes_of_a_skipped_oversize_request_are_never_run(server):
     """While the framer skips the rest of an oversize request, what looks like a request
-    inside it (here inside its unfinished JSON string) must not be served."""
+    inside it (here inside its JSON string, quotes escaped) must not be served."""
     fifos = ReplyFifos(server.reply_dir)
     fifos.make("a")
     fifos.make("b")
@@ -93,13 +93,35 @@ def test_bytes_of_a_skipped_oversize_request_are_never_run(server):
         try:
             os.write(w, b':a:{"jsonrpc":"2.0","method":"mq_get_size","params":["' + b"x" * 9000)
             assert read_all(fds["a"], 5) == TOO_LARGE_REPLY
-            os.write(w, b':b:{"jsonrpc":"2.0","method":"mq_fetch","params":["q"],"id":2}')
+            os.write(w, b':b:{\\"jsonrpc\\":\\"2.0\\",\\"method\\":\\"mq_fetch\\",'
+                        b'\\"params\\":[\\"q\\"],\\"id\\":2}"],"id":1}')
         finally:
             os.close(w)
-        # a request after the skipped one's time-out is served as usual: b never was
         assert size_via_fifo(server) == (
             b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":1}},"id":1}')
         assert read_all(fds["b"], 0.2) is None
+    finally:
+        fifos.close()
+
+
+def test_a_request_after_an_abandoned_oversize_one_is_served_whole(server):
+    """Writer A sends the start of a request over max_request and never finishes it;
+    0.2 s later writer B sends a whole request.  The framer, skipping A's rest, takes B's
+    bytes for it until they stop being valid JSON, then must resume at B's own start (it
+    framed B from its middle: reply name '"mq_get_size","params"', B never answered)."""
+    fifos = ReplyFifos(server.reply_dir)
+    fifos.make("a")
+    try:
+        w = os.open(server.fifo, os.O_WRONLY)
+        try:
+            os.write(w, b':a:{"jsonrpc":"2.0","method":"mq_add","params":["q","k","'
+                        + b"x" * 9000)
+            assert read_all(fifos.fds["a"], 5) == TOO_LARGE_REPLY
+            time.sleep(0.2)
+            assert call(server, "b", rpc("mq_get_size", ["q"]), timeout=5) == (
+                b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":1}')
+        finally:
+            os.close(w)
     finally:
         fifos.close()
 
