@@ -1,6 +1,9 @@
 """Instances and Redis really apart: Redis runs in a network namespace of its own, reached
-over a veth link that the test cuts (the namespace's end taken down, so packets vanish
-silently, as on a pulled cable: time-outs, not refusals) and restores."""
+over a veth link that the test cuts and restores.  The cut makes packets vanish silently in
+both directions, as on a pulled cable (time-outs, not refusals): each end's neighbour entry
+for the other points at a MAC address nobody has, so frames are sent and dropped by the
+receiving interface.  (Taking an end of the veth down instead would not do: the other
+end queues what is sent meanwhile and delivers it when the link comes back.)"""
 
 from __future__ import annotations
 
@@ -50,10 +53,14 @@ class Link:
         return self
 
     def cut(self) -> None:
-        ip("netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "down")
+        ip("neigh", "replace", self.ns_ip, "lladdr", "02:00:00:00:00:01", "dev", self.host_if,
+           "nud", "permanent")
+        ip("netns", "exec", self.ns, "ip", "neigh", "replace", self.host_ip, "lladdr",
+           "02:00:00:00:00:02", "dev", self.ns_if, "nud", "permanent")
 
     def restore(self) -> None:
-        ip("netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up")
+        ip("neigh", "del", self.ns_ip, "dev", self.host_if)
+        ip("netns", "exec", self.ns, "ip", "neigh", "del", self.host_ip, "dev", self.ns_if)
 
     def remove(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=30)
