@@ -320,6 +320,8 @@ class Arena:
         self._last: dict[str, tuple[str, str]] = {}
         # the rollback count when a fetch_pending, not yet settled, took its item; else None
         self._pending: int | None = None
+        # what fetch_many_pending holds: (queue base, keyed, count, head, fetched count)
+        self._pending_many: tuple[int, bool, int, int, int] | None = None
         compiled = compiled_pop_plain()
         if compiled is not None:
             # an instance attribute, so that self._pop_plain(w, base) calls it as the
@@ -465,8 +467,9 @@ class Arena:
         """Unmap in this process (the file and other processes are untouched)."""
         if self._fd < 0:
             return
-        if self._pending is not None:  # the lock is still ours: the next locker rolls back
-            self._pending = None
+        if self._pending is not None or self._pending_many is not None:
+            # the lock is still ours: the next locker rolls back (a held bulk wrote nothing)
+            self._pending = self._pending_many = None
             self._release()
         self._acquire, self._release = CLOSED
         self._w.release()
@@ -494,7 +497,7 @@ class Arena:
                 self._fd = -1
                 self._acquire, self._release = CLOSED
         self._last = {}  # "the last item fetched by this process"
-        self._pending = None  # the parent's lock is not this child's
+        self._pending = self._pending_many = None  # the parent's lock is not this child's
 
     def specs(self) -> list[QueueSpec]:
         return list(self._specs)
@@ -815,6 +818,8 @@ class Arena:
         its turn must not call it later."""
         pending, self._pending = self._pending, None
         if pending is None:
+            if self._pending_many is not None:
+                self._settle_many(commit)
             return
         w = self._w
         try:
@@ -824,6 +829,57 @@ class Arena:
                 w[13] = 0
             else:
                 rollback(w)
+        finally:
+            self._release()
+
+    def fetch_many_pending(self, q: str, limit: int) -> list[tuple[str, str]]:
+        """`fetch_many` whose removal counts only once `settle(True)` commits it (the
+        bulk form of fetch_pending, same rules: the lock stays held until settle, so
+        settle at once and run nothing else of this arena in between).  The items are
+        read, not yet removed: settle(True) removes them, each committing on its own as
+        in fetch_many; settle(False) leaves the queue exactly as it was.  A process that
+        dies before it settles has changed nothing.  [] when the queue is empty (nothing
+        held, lock released).  UnknownQueue."""
+        base, _qidx, _limit, mode, _seed = self._queue(q)
+        w = self._w
+        self._acquire()
+        try:
+            if w[13]:  # a dead holder's operation, or a pending fetch never settled
+                rollback(w)
+            if self._pending is not None:
+                self._pending = None
+                _log.error("a pending fetch was never settled: it is undone")
+            items: list[tuple[str, str]] = []
+            p = head = w[base + Q_HEAD]
+            while p and len(items) < limit:
+                items.append(self._read_item(p))
+                p = w[p + I_NEXT]
+        except BaseException:
+            self._release()
+            raise
+        if not items:
+            self._release()
+            return items
+        self._pending_many = (base, bool(mode), len(items), head, w[base + Q_FETCHED])
+        return items
+
+    def _settle_many(self, commit: bool) -> None:
+        """settle() for fetch_many_pending: remove the items read (True), or nothing."""
+        many, self._pending_many = self._pending_many, None
+        assert many is not None
+        base, keyed, count, head, fetched = many
+        w = self._w
+        try:
+            if w[base + Q_HEAD] != head or w[base + Q_FETCHED] != fetched:
+                raise RuntimeError("the queue changed before the pending fetch was settled")
+            if commit:
+                for _ in range(count):
+                    self._pop(w, base, keyed)
+                    w[H_LOGCNT] = 0  # commit this item
+        except BaseException:
+            if w[H_LOGCNT]:
+                rollback(w)
+            raise
         finally:
             self._release()
 

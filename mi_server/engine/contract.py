@@ -48,9 +48,14 @@ class Engine(Protocol):
         once and runs no other operation of this engine object in between."""
         ...
 
+    # Optional (the shared-memory Arena has it; MI commands look it up with getattr and
+    # run unheld without it): fetch_many_pending(q, limit) -> list, fetch_many whose
+    # removal likewise counts only once settle(True) commits it.
+
     def settle(self, commit: bool) -> None:
-        """End what fetch_pending holds (nothing held: no-op).  RuntimeError when the hold
-        had already been undone (the item is back in the queue)."""
+        """End what fetch_pending (or fetch_many_pending) holds (nothing held: no-op).
+        RuntimeError when the hold had already been undone (the item is back in the
+        queue)."""
         ...
 
     def size(self, q: str) -> int:

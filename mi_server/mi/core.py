@@ -38,7 +38,7 @@ from mi_server.mi.jsonvalues import (
     scan_value,
     to_bytes,
 )
-from mi_server.mi.registry import Command, Registry
+from mi_server.mi.registry import Command, Registry, ReplyTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,27 @@ Held = tuple[bytes, Callable[[bool], None]]
 HOLD: Literal["hold"] = "hold"  # _dispatch's `defer` for stage_checked: hold if it can
 
 
+class _TooLarge:
+    """`stage_held`'s answer when the reply would be over the transport's limit: nothing
+    was changed (a held change was undone); the transport says so in its own words."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_LARGE"
+
+
+TOO_LARGE = _TooLarge()
+
+
 class MICore:
     """JSON-RPC request bytes -> reply bytes over one command registry and context."""
 
     def __init__(self, registry: Registry, ctx: MIContext) -> None:
         self.registry = registry
         self.ctx = ctx
+        # stage_held's reply limit while it runs (None: stage_checked's rule, see _hold)
+        self._budget: int | None = None
         self._command = registry.lookup  # a dict's get: no Python frame per request
 
     # A transport that already decodes the request while framing it (the FIFO) uses this
@@ -261,6 +276,27 @@ class MICore:
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY
 
+    def stage_held(self, doc: Any, budget: int) -> bytes | None | Staged | Held | _TooLarge:
+        """`stage` for a transport that learns whether its reply went out only by sending
+        it (mi_datagram): a command with a pending form (mq_fetch, one item or a bulk) runs
+        held whatever its size, as a `Held` (reply, settle) with the engine locked; the
+        transport sends the reply and settles at once, True if it went out.  TOO_LARGE when
+        the reply would exceed `budget` bytes (nothing changed: a held change is undone
+        first).  Other commands with side effects come back Staged (for `finish`), the
+        rest as reply bytes or None (a notification, which runs; nothing is held for it).
+        Never raises."""
+        self._budget = budget
+        try:
+            if type(doc) is list:
+                return Staged(None, doc, None)
+            text = self._one(doc, HOLD)  # type: ignore[arg-type]
+            return to_bytes(text) if type(text) is str else text
+        except Exception:  # as in _reply
+            log.exception("MI core failed on a request")
+            return _SERVER_ERROR_REPLY
+        finally:
+            self._budget = None
+
     def _dispatch(self, method: str, params: Any, id_text: str | None,
                   defer: bool | Literal["hold"]) -> str | None | Staged | Held:
         """`_one` after the envelope checks: the command, its params, the call.  `defer`:
@@ -290,8 +326,8 @@ class MICore:
                 return None if id_text is None else error_text(*E.INVALID_PARAMS, detail, id_text)
             bound = _bind(params)
         if defer and cmd.side_effects:
-            if defer is HOLD and cmd.pending is not None:
-                return self._hold(cmd, bound, id_text)  # type: ignore[arg-type]
+            if defer is HOLD and cmd.pending is not None and id_text is not None:
+                return self._hold(cmd, bound, id_text)
             return Staged(cmd, bound, id_text)
         return self._run(cmd, bound, id_text)
 
@@ -308,28 +344,39 @@ class MICore:
         return f'{{"jsonrpc":"2.0","result":{encode(result._value.result)},"id":{id_text}}}'
 
     def _hold(self, cmd: Command, params: dict[str, Any],
-              id_text: str) -> str | Staged | Held:
+              id_text: str) -> str | Staged | Held | _TooLarge:
         """Run a command's `pending` form: a Held when it left a change pending, the error
         reply text when it raised (nothing held), Staged when that form does not apply.
-        (HOLD comes from stage_checked only, whose requests have an id.)"""
+        With a budget (stage_held), TOO_LARGE when the reply would be over it, and the
+        form applies whatever the size (ReplyTooLarge from the command says it is over)."""
+        budget = self._budget
         try:
-            held = cmd.pending(self.ctx, params)  # type: ignore[misc]
+            held = cmd.pending(self.ctx, params, budget)  # type: ignore[misc]
+        except ReplyTooLarge:  # nothing held
+            return TOO_LARGE
         except Exception as exc:  # raised before anything was held
             return _error_reply(_failed(cmd, exc), id_text)
         if held is None:
             return Staged(cmd, params, id_text)
         value, settle = held
         try:
-            # orjson only: its bytes are what handle() gives, and it is quick, while the
-            # engine is locked; what it refuses (a lone surrogate) is staged
-            body = encode_fast(value)
+            if budget is None:
+                # orjson only: its bytes are what handle() gives, and it is quick, while
+                # the engine is locked; what it refuses (a lone surrogate) is staged
+                body = encode_fast(value)
+            else:  # whatever it is: the fetch must not run again unheld
+                body = to_bytes(encode(value))
         except TypeError:
             settle(False)
             return Staged(cmd, params, id_text)
         except BaseException:
             settle(False)  # the engine must not stay locked for a reply never made
             raise
-        return b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (body, id_text.encode()), settle
+        reply = b'{"jsonrpc":"2.0","result":%b,"id":%b}' % (body, id_text.encode())
+        if budget is not None and len(reply) > budget:
+            settle(False)
+            return TOO_LARGE
+        return reply, settle
 
 
 def _failed(cmd: Command, exc: Exception) -> Result:

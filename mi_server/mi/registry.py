@@ -19,7 +19,15 @@ Handler = Callable[[MIContext, dict[str, Any]], Result]
 # commits or undoes the change; an error is raised as JsonRpcError with nothing held; None
 # when this form does not apply to these params (the command is then staged as usual).
 # See MICore.stage_checked.
-PendingHandler = Callable[[MIContext, dict[str, Any]], "tuple[Any, Callable[[bool], None]] | None"]
+# The third argument is the reply's byte limit (None: the FIFO's compiled path, which
+# holds only what it can encode at once, else None); with a limit the form applies
+# whatever the size and raises ReplyTooLarge, with nothing held, when the result cannot fit.
+PendingHandler = Callable[[MIContext, dict[str, Any], "int | None"],
+                          "tuple[Any, Callable[[bool], None]] | None"]
+
+
+class ReplyTooLarge(Exception):
+    """A pending form's result cannot fit the transport's reply limit; nothing is held."""
 
 
 @dataclass(frozen=True)

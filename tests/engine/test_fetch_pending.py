@@ -235,3 +235,69 @@ def test_a_forked_child_does_not_inherit_the_pending_fetch(make_arena):
     os.waitpid(pid, 0)
     a.settle(False)
     assert a.size("plain") == 3
+
+
+# ---- fetch_many_pending: the bulk form ---------------------------------------------
+
+
+@pytest.mark.parametrize("q", ["plain", "newest"])
+@pytest.mark.parametrize("limit", [1, 2, 10])
+def test_a_committed_bulk_is_a_fetch_many(pair, q, limit):
+    a, b = pair
+    assert a.fetch_many_pending(q, limit) == b.fetch_many(q, limit)
+    a.settle(True)
+    assert state(a) == state(b)
+    a.check_invariants()
+    a.add(q, "after", "x")
+    b.add(q, "after", "x")
+    assert a.fetch_many(q, 10) == b.fetch_many(q, 10)
+
+
+@pytest.mark.parametrize("q", ["plain", "newest"])
+def test_an_undone_bulk_leaves_the_queue_as_it_was_in_order(pair, q):
+    a, _ = pair
+    before = state(a)
+    items = a.fetch_many_pending(q, 2)
+    a.settle(False)
+    assert state(a) == before
+    a.check_invariants()
+    assert a.fetch_many(q, 2) == items  # the same items, still first, in order
+
+
+def test_an_empty_bulk_holds_nothing(make_arena):
+    a = make_arena(SPECS)
+    assert a.fetch_many_pending("empty", 5) == []
+    a.settle(True)  # nothing held: harmless
+    other = Arena.attach(a.name)
+    try:
+        other.add("empty", "k", "v")  # the lock is free
+    finally:
+        other.close()
+    with pytest.raises(UnknownQueue):
+        a.fetch_many_pending("nosuch", 1)
+    assert a.fetch("empty") == ("k", "v")
+
+
+def test_a_process_that_dies_holding_a_bulk_loses_nothing(make_arena):
+    a = make_arena(SPECS)
+    fill(a)
+    before = state(a)
+
+    def take_and_die(arena: Arena) -> None:
+        assert len(arena.fetch_many_pending("plain", 3)) == 3
+        os._exit(DieAtWrite.EXIT_CODE)
+
+    assert die_in_child(a, take_and_die, 0) == DieAtWrite.EXIT_CODE
+    assert state(a) == before
+    a.check_invariants()
+    assert a.fetch("plain") == ("k0", "v0")
+
+
+def test_a_bulk_whose_queue_changed_before_settle_is_refused(make_arena):
+    a = make_arena(SPECS)
+    fill(a)
+    a.fetch_many_pending("plain", 2)
+    assert a.fetch("plain") == ("k0", "v0")  # misuse: another operation in between
+    with pytest.raises(RuntimeError, match="changed"):
+        a.settle(True)
+    assert a.fetch_many("plain", 5) == [("k1", "v1v1"), ("k2", "v2v2v2")]  # nothing else

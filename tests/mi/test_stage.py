@@ -4,6 +4,8 @@ both: it makes the ready replies before it opens the reply FIFO (mi_fifo.listene
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from compat.transcripts import load_all
@@ -140,14 +142,30 @@ def test_a_held_fetch_that_changes_nothing_answers_at_once(request_, reply):
         arena.settle(False)
 
 
-def test_a_fetch_with_a_limit_is_staged_as_before():
+BULK = (b'{"jsonrpc":"2.0","method":"mq_fetch","params":["q","5"],"id":1}')
+BULK_REPLY = (b'{"jsonrpc":"2.0","result":[{"key":"a","value":"1"},{"key":"b","value":"2"}],'
+              b'"id":1}')
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_fetch_with_a_limit_is_held_too(commit):
     with arena_core(QUEUES, ITEMS) as (core, arena):
-        staged = checked(core, b'{"jsonrpc":"2.0","method":"mq_fetch",'
-                               b'"params":["q","5"],"id":1}')
+        before = state(arena)
+        reply, settle = checked(core, BULK)
+        assert reply == BULK_REPLY
+        settle(commit)
+        if commit:
+            assert dict(arena.sizes())["q"] == 0 and arena.stats()["q"].fetched == 2
+        else:
+            assert state(arena) == before  # nothing removed, nothing counted
+            assert arena.fetch_many("q", 5) == [("a", "1"), ("b", "2")]  # in order
+
+
+def test_a_bulk_over_the_hold_limit_is_staged_as_before():
+    with arena_core(QUEUES, [("q", "k", "v" * 5000)]) as (core, arena):
+        staged = checked(core, BULK)
         assert type(staged) is Staged
-        assert core.finish(staged) == (
-            b'{"jsonrpc":"2.0","result":[{"key":"a","value":"1"},{"key":"b","value":"2"}],'
-            b'"id":1}')
+        assert json.loads(core.finish(staged))["result"] == [{"key": "k", "value": "v" * 5000}]
 
 
 def test_only_stage_checked_holds():

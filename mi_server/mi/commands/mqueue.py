@@ -18,6 +18,7 @@ from mi_server.engine.errors import ArenaFull, UnknownQueue
 from mi_server.mi.context import MIContext
 from mi_server.mi.errors import bad_type
 from mi_server.mi.params import get_int, get_str
+from mi_server.mi.registry import ReplyTooLarge
 from mi_server.mi.results import success
 
 NO_SUCH_QUEUE = (404, "No such queue")
@@ -104,18 +105,43 @@ HOLD_MAX_CHARS = 4 * 1024
 
 
 def mq_fetch_pending(
-    ctx: MIContext, params: dict[str, Any]
+    ctx: MIContext, params: dict[str, Any], budget: int | None = None
 ) -> tuple[Any, Callable[[bool], None]] | None:
-    """mq_fetch of one item with its removal held pending (Engine.fetch_pending): the
-    result value and the engine's settle, which commits or undoes the removal; an error
-    raised as JsonRpcError, with nothing held.  None (then the request is staged and run
-    as usual) with a `limit`, or for an item over HOLD_MAX_CHARS, which is put back
-    first.  (The value itself, not a Result: MICore._hold encodes it straight to bytes
-    while the engine is locked.)"""
-    if "limit" in params:
-        return None
+    """mq_fetch with its removal held pending (Engine.fetch_pending, or for a `limit`
+    fetch_many_pending where the engine has it): the result value and the engine's
+    settle, which commits or undoes the removal; an error raised as JsonRpcError, with
+    nothing held.  (The value itself, not a Result: MICore._hold encodes it straight to
+    bytes while the engine is locked.)
+
+    `budget` None (the FIFO's compiled path): None, so that the request is staged and
+    run as usual, for items over HOLD_MAX_CHARS in all (put back first) and for a limit
+    the engine cannot hold.  A `budget` (the reply's byte limit, mi_datagram): held
+    whatever the size; ReplyTooLarge, with everything put back, when the items alone
+    have more characters than the budget has bytes (each takes at least one byte)."""
     name = get_str(params, "name")
     engine = ctx.engine
+    cap = HOLD_MAX_CHARS if budget is None else budget
+    if "limit" in params:
+        limit = get_int(params, "limit")
+        if limit < 1:
+            raise bad_type("limit")
+        hold_many = getattr(engine, "fetch_many_pending", None)
+        if hold_many is None:  # this engine cannot hold a bulk: staged as before
+            return None
+        try:
+            items = hold_many(name, limit)
+        except UnknownQueue:
+            raise JsonRpcError(*NO_SUCH_QUEUE) from None
+        try:
+            if sum(len(k) + len(v) for k, v in items) > cap:
+                engine.settle(False)
+                if budget is None:
+                    return None
+                raise ReplyTooLarge
+            return [{"key": k, "value": v} for k, v in items], engine.settle
+        except BaseException:
+            engine.settle(False)  # never leave the engine locked (nothing once settled)
+            raise
     try:
         item = engine.fetch_pending(name)
     except UnknownQueue:
@@ -124,9 +150,11 @@ def mq_fetch_pending(
         raise JsonRpcError(*EMPTY_QUEUE)
     try:
         key, value = item
-        if len(key) + len(value) > HOLD_MAX_CHARS:
+        if len(key) + len(value) > cap:
             engine.settle(False)
-            return None
+            if budget is None:
+                return None
+            raise ReplyTooLarge
         return {"Item": {"key": key, "value": value}}, engine.settle
     except BaseException:
         engine.settle(False)  # never leave the engine locked (nothing once settled)
