@@ -126,7 +126,10 @@ class Server:
 
     def kill(self) -> None:
         """Last resort for a test that failed: kill the whole process tree."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
+            self._remove_own_arena()  # killed by the test, or kept at a failed stop
             return
         children = children_of(self.proc.pid)
         self.proc.kill()
@@ -138,6 +141,21 @@ class Server:
                 pass
         # A killed supervisor cannot unlink its arena: do it for it (64 MB of /dev/shm).
         Path(f"/dev/shm/{self.shm_name}").unlink(missing_ok=True)
+
+    def _remove_own_arena(self) -> None:
+        """Unlink the arena under shm_name if this (dead) server created it: never one a
+        later server of the same test adopted (its header names that server)."""
+        from mi_server.engine.layout import H_OWNER_PID
+
+        path = Path(f"/dev/shm/{self.shm_name}")
+        try:
+            with open(path, "rb") as f:
+                f.seek(H_OWNER_PID * 8)
+                owner = int.from_bytes(f.read(8), "little")
+        except OSError:
+            return
+        if owner == self.proc.pid:
+            path.unlink(missing_ok=True)
 
     @property
     def shm_name(self) -> str:
