@@ -19,15 +19,18 @@ class ArenaCorrupt(RuntimeError):
         self.problems = problems
 
 
-class ArenaClosed(RuntimeError):
-    """The arena's server stopped and closed it: nothing it holds is served any more (a
-    process that attached it must attach the new arena its server's next start creates)."""
-
-
 class EngineUnavailable(RuntimeError):
     """The engine's store cannot be reached now (Redis down, a cut link, a time-out); the
     operation may be retried later.  Nothing changed, except that an operation whose reply
     was lost may have run (docs/redis.md "Failures")."""
+
+
+class ArenaClosed(EngineUnavailable):
+    """The arena's server stopped and closed it: nothing it holds is served any more (a
+    process that attached it must attach the new arena its server's next start creates).
+    Nothing changed.  An EngineUnavailable, so that an MI request still running in a
+    process of a server that died while another adopted its arena is answered 500 "Queue
+    engine unavailable", not acknowledged, without a traceback."""
 
 
 class DefinitionMismatch(ValueError):

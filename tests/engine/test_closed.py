@@ -89,3 +89,4 @@ def test_the_header_names_the_creating_process(make_arena):
     assert arena.owner == (os.getpid(), process_start_time(os.getpid()))
     assert arena.owner[1] > 0
     assert process_start_time(2**22 + 12345) == 0  # beyond pid_max: no such process
+
