@@ -19,7 +19,7 @@ import pytest
 
 from tests.engine.conftest import REDIS_URL, delete_prefix, unique_prefix
 from tests.redisproc import RedisServer
-from tests.serverproc import MIError, Server, free_port
+from tests.serverproc import MIError, Server, children_of, free_port
 
 QUEUES = ["name=shared", {"name": "latest", "size": 100, "addmode": 2}]
 
@@ -205,8 +205,11 @@ def test_kill_9_of_an_instance_under_load_loses_nothing_acknowledged(instances, 
         t.join(30)
     remaining = [v for _, v in survivor.fetch_all("shared")]
     assert len(acked) >= 200 and fetched
-    # every acknowledged add is there, fetched (acknowledged too) or still queued, once
-    assert set(acked) <= set(fetched) | set(remaining)
+    # every acknowledged add is there, fetched (acknowledged too) or still queued, once;
+    # except what the consumer's one fetch in flight at the kill took: Redis ran it, its
+    # reply died with the instance (docs/redis.md "What is in doubt"), so at most one batch
+    missing = set(acked) - set(fetched) - set(remaining)
+    assert len(missing) <= 3, missing
     assert len(fetched) + len(remaining) == len(set(fetched) | set(remaining))
 
 
@@ -253,3 +256,33 @@ def test_start_with_redis_unreachable_fails_in_one_line(instances):
     assert srv.launch().wait(30) == 1
     lines = [ln for ln in srv.stderr().splitlines() if "ERROR" in ln]
     assert len(lines) == 1 and "cannot open the queue engine: Redis unavailable" in lines[0]
+
+
+def test_consumers_on_two_instances_handle_each_item_exactly_once(instances, prefix,
+                                                                   tmp_path):
+    import json
+
+    out = tmp_path / "handled.jsonl"
+    consumers = [{"queue": "shared", "processes": 2, "batch": 5, "interval": 0.05,
+                  "handler": "mi_server.runtime.example_handlers:append_to_file"}]
+    env = {"MQ_EXAMPLE_FILE": str(out)}
+    a = instances.make(prefix, consumers=consumers, env=env)
+    b = instances.make(prefix, consumers=consumers, env=env)
+    n = 300
+    for i in range(n):
+        (a if i % 2 else b).add("shared", f"k{i}", f"v{i}")
+
+    def handled() -> list[dict]:
+        return [json.loads(ln) for ln in out.read_text().splitlines()] if out.exists() else []
+
+    deadline = time.monotonic() + 30
+    while len(handled()) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # anything handled twice would show up now
+    got = handled()
+    assert sorted((i["key"], i["value"]) for i in got) == sorted(
+        (f"k{i}", f"v{i}") for i in range(n))
+    assert a.mi("mq_get_size", ["shared"])["Queue"]["size"] == 0
+    # consumer processes of both instances took part
+    pids = {i["pid"] for i in got}
+    assert pids & set(children_of(a.proc.pid)) and pids & set(children_of(b.proc.pid))
