@@ -479,6 +479,11 @@ class _Parser:
                 if not isinstance(value, str) or (key == "group_label" and not
                                                   re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value)):
                     self.problem(f"http.metrics.{key}", f"bad value {value!r}")
+                elif key == "group_label" and (value == "queue" or value.startswith("__")):
+                    # "queue" is the per-queue series' own label; "__" names are Prometheus's
+                    self.problem("http.metrics.group_label",
+                                 f"{value!r} is taken (\"queue\" labels the per-queue "
+                                 f"series; names starting with \"__\" are Prometheus's)")
                 else:
                     kw[key] = value
         if "group_mode" in m:
