@@ -21,6 +21,11 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
 fi
 
+# tests/monitoring/test_prometheus_scrape.py runs a real Prometheus against a real server.
+if ! command -v prometheus >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 # ensure_mysql.sh prints the URL on line 1 and, when it started a private mariadbd,
 # `pidfile=<path>` on line 2 (that server is stopped again when the tests end).
 mysql_info=$(scripts/ensure_mysql.sh)
