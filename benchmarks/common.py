@@ -1,7 +1,8 @@
 """Shared helpers for benchmarks/mi_http.py and benchmarks/mi_fifo.py.
 
 Starts and stops the two servers being compared (ours: `python -m mi_server -c <temp cfg>`;
-the Kamailio 5.6 peer: ../shared/peers/kamailio/start.sh / stop.sh), fills their queues,
+the Kamailio 5.6 peer: peers/kamailio/start.sh / stop.sh of the --shared directory), fills
+their queues,
 runs the peer's bench_client.py with the same flags against either, a `Connection: close`
 HTTP client (bench_client has none), and prints the comparison table.
 """
@@ -32,13 +33,25 @@ REPO = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------
 # locations
 
+PEER_ADVICE = ("the Kamailio 5.6 peer is not part of this repository: pass --shared DIR "
+               "(or set MQMI_SHARED=DIR), DIR holding peers/kamailio/ with bench_client.py, "
+               "start.sh, stop.sh and kamailio.cfg (docs/performance.md, \"The Kamailio "
+               "peer\")")
+
+
+SHARED_HELP = ("the directory holding the Kamailio peer, peers/kamailio/ "
+               "(default $MQMI_SHARED, else <repo>/../shared)")
+
+
 def shared_dir(override: str | None = None) -> Path:
-    """`<repo>/../shared`, unless --shared or $MQMI_SHARED says otherwise."""
+    """The directory holding peers/kamailio/: --shared, else $MQMI_SHARED, else the
+    repository's sibling `shared` (see common_args).  Missing: exit with one line of
+    advice, never a traceback."""
     d = override or os.environ.get("MQMI_SHARED") or str(REPO.parent / "shared")
     p = Path(d).resolve()
     if not (p / "peers" / "kamailio" / "bench_client.py").is_file():
-        raise SystemExit(f"no peers/kamailio/bench_client.py under {p} (use --shared DIR "
-                         "or MQMI_SHARED)")
+        raise SystemExit(f"{Path(sys.argv[0]).name}: no peers/kamailio/bench_client.py "
+                         f"under {p}: {PEER_ADVICE}")
     return p
 
 
@@ -805,8 +818,7 @@ def common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--prefill", type=int, default=100_000,
                     help="items put in q1 and q2 at start (both servers; default %(default)s)")
     ap.add_argument("--shm", default="256M", help="our shm_size (default %(default)s)")
-    ap.add_argument("--shared", default=None,
-                    help="the shared directory (default <repo>/../shared, or $MQMI_SHARED)")
+    ap.add_argument("--shared", default=None, metavar="DIR", help=SHARED_HELP)
     ap.add_argument("--server-cmd", default=None,
                     help="command that runs our server, '-c CFG' appended "
                          "(default: this python -m mi_server)")

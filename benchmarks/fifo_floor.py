@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import fifo_flags, require_results, run_bench_client, shared_dir
+from common import SHARED_HELP, fifo_flags, require_results, run_bench_client, shared_dir
 
 from mi_server.engine import Arena
 from mi_server.engine.spec import QueueSpec
@@ -181,7 +181,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--shared", default=None)
+    ap.add_argument("--shared", default=None, metavar="DIR", help=SHARED_HELP)
     args = ap.parse_args()
     shared = shared_dir(args.shared)
     floor = Floor()

@@ -55,6 +55,7 @@ from pathlib import Path
 
 from common import (
     REPO,
+    SHARED_HELP,
     Kamailio,
     Ours,
     _sigterm_to_interrupt,
@@ -135,9 +136,9 @@ class KamailioUnderValgrind:
     def start(self) -> None:
         if self.peer.running():
             raise SystemExit(f"the kamailio peer is running (pid {self.peer.pid()}): stop it "
-                             "first (../shared/peers/kamailio/stop.sh)")
+                             f"first ({self.peer.dir}/stop.sh)")
         if shutil.which("kamailio") is None:
-            raise SystemExit("no kamailio binary: run ../shared/peers/kamailio/start.sh once "
+            raise SystemExit(f"no kamailio binary: run {self.peer.dir}/start.sh once "
                              "(it installs the Debian package)")
         self.run_dir.mkdir(exist_ok=True)
         Path(self.fifo).unlink(missing_ok=True)
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", default="ours,kamailio,floor")
     ap.add_argument("--cases", default="fresh:get_size,fresh:fetch",
                     help="mode:op list; modes fresh, reuse; ops get_size, fetch")
-    ap.add_argument("--shared", default=None)
+    ap.add_argument("--shared", default=None, metavar="DIR", help=SHARED_HELP)
     ap.add_argument("--in-process", action="store_true",
                     help="count our listener's path alone, in one process (see above)")
     ap.add_argument("--loop", nargs=4, metavar=("N", "METHOD", "PREFILL", "PATH"),

@@ -1,9 +1,9 @@
 """MI over the FIFO: our server vs the Kamailio 5.6 peer, same client, interleaved.
 
 One command: starts both servers (ours from a temp config with a private FIFO and reply
-directory; the peer with ../shared/peers/kamailio/start.sh), prefills them, runs every case
-REPS times in the order ours, kamailio, ours, kamailio..., prints one table, stops both
-(also on Ctrl-C / errors).
+directory; the peer with <shared>/peers/kamailio/start.sh, see --shared), prefills them,
+runs every case REPS times in the order ours, kamailio, ours, kamailio..., prints one
+table, stops both (also on Ctrl-C / errors).
 
 Client: the peer's bench_client.py `--transport fifo`; ours with `--fifo-dialect opensips`
 (`:reply_name:{json}`), Kamailio with `--fifo-dialect kamailio` (`"reply_name"` member).

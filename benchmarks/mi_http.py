@@ -1,8 +1,9 @@
 """MI over HTTP: our server vs the Kamailio 5.6 peer, same client, same flags, interleaved.
 
 One command: starts both servers (ours on a free port from a temp config, the peer with
-../shared/peers/kamailio/start.sh), prefills them, runs every case REPS times in the order
-ours, kamailio, ours, kamailio..., prints one table, stops both (also on Ctrl-C / errors).
+<shared>/peers/kamailio/start.sh, see --shared), prefills them, runs every case REPS times
+in the order ours, kamailio, ours, kamailio..., prints one table, stops both (also on
+Ctrl-C / errors).
 
 Cases: fetch / get_size / get_sizes of q1 with bench_client.py keep-alive clients
 (`--http-impl raw` and `httpclient`) and with a `Connection: close` client (one TCP

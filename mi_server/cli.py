@@ -1,14 +1,9 @@
-"""The `mi-server` command line (CONFIG.md "Command line").
-
-    mi-server -c FILE                  run in the foreground until SIGTERM/SIGINT
-    mi-server -c FILE --check          validate the file, and this machine for it (FIFO
-                                       directory, handlers, /dev/shm, state directory);
-                                       exit 0 (valid) or 1 (one line per problem)
-    mi-server -c FILE --create-tables  create the missing tables of dbmode queues
-    mi-server --version | --help
+"""The `mi-server` command line: `mi-server -c FILE [--check | --create-tables]`.
 
 `-c` is required: a server that silently picks up some file is hard to reason about; the
-README's start command names examples/default.yaml explicitly.
+README's start command names examples/default.yaml explicitly.  `--help` is the user's
+summary (options, where the configuration reference is, signals, environment switches,
+exit codes); tests/config/test_cli.py pins what it names.
 """
 
 from __future__ import annotations
@@ -23,19 +18,60 @@ from mi_server.config import Config, ConfigError, load_config
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
+USAGE = """\
+mi-server -c FILE [--check | --create-tables]
+       mi-server --version | --help"""
+
+DESCRIPTION = """\
+The OpenSIPS Management Interface of the mqueue module (JSON-RPC over HTTP and a
+FIFO) over shared-memory or Redis queues. Runs in the foreground."""
+
+EPILOG = """\
+configuration:
+  every key of FILE, its default and its errors: docs/configuration.md
+  (a start-ready example: examples/default.yaml)
+
+signals:
+  SIGTERM, SIGINT, SIGHUP  stop in order: finish the requests in flight, stop the
+                           consumers, save the dbmode queues, remove the FIFO
+                           (the MI command `kill` does the same)
+  SIGKILL                  no save: the next start with FILE adopts the queues left
+                           in shared memory (docs/operations.md)
+
+environment:
+  MQMI_FIFO_FASTPATH=0     serve the FIFO without its compiled fast path
+  MQMI_ENGINE_SPEEDUPS=0   create the arena without the engine's C part (flock, Python)
+  NOTIFY_SOCKET            set by systemd (Type=notify): READY=1 once HTTP and the FIFO
+                           answer, STOPPING=1 at the stop
+
+exit status:
+  0  stopped cleanly (or --check found nothing wrong)
+  1  invalid configuration, a start-up failure, or a save at the stop that went to
+     the fallback file instead of the database
+  2  usage error"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """One line per option whatever the terminal's width (the texts are written for 88)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=28, width=100)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mi-server",
-        description="The OpenSIPS Management Interface for the mqueue module "
-                    "(JSON-RPC over HTTP and a FIFO) over shared-memory queues.")
+        prog="mi-server", add_help=False, usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=_HelpFormatter)
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="the YAML configuration file (required)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true",
-                        help="validate the configuration and exit (0 valid, 1 invalid)")
+                        help="validate FILE and this machine for it, then exit (0 valid, 1 not)")
     action.add_argument("--create-tables", action="store_true",
-                        help="create the missing database tables of dbmode queues and exit")
-    parser.add_argument("--version", action="version", version=f"{SERVER_NAME} {__version__}")
+                        help="create the missing tables of the dbmode queues, then exit")
+    parser.add_argument("--version", action="version", version=f"{SERVER_NAME} {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("-h", "--help", action="help", help="print this help and exit")
     return parser
 
 

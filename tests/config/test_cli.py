@@ -65,6 +65,42 @@ def test_version_and_help() -> None:
     assert "--check" in helped.stdout and "--create-tables" in helped.stdout
 
 
+def test_help_shows_c_file_as_required_and_one_line_per_option() -> None:
+    text = run("--help").stdout
+    assert text.startswith("usage: mi-server -c FILE [--check | --create-tables]\n")
+    assert "[-c FILE]" not in text
+    options = text.split("\noptions:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split()[0].rstrip(",") for line in options] == [
+        "-c", "--check", "--create-tables", "--version", "-h"]
+    assert "(required)" in options[0]
+
+
+def test_help_names_the_reference_the_signals_and_the_switches() -> None:
+    text = run("--help").stdout
+    for doc in ("docs/configuration.md", "docs/operations.md"):
+        assert doc in text
+        assert (ROOT / doc).is_file(), f"--help points at a missing {doc}"
+    for word in ("SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "MQMI_FIFO_FASTPATH=0",
+                 "MQMI_ENGINE_SPEEDUPS=0", "NOTIFY_SOCKET"):
+        assert word in text
+    from mi_server.runtime.supervisor import STOP_SIGNALS
+
+    stop_line = next(line for line in text.splitlines() if "stop in order" in line)
+    assert {w.rstrip(",") for w in stop_line.split()[:3]} == {s.name for s in STOP_SIGNALS}
+
+
+def test_every_environment_switch_of_the_code_is_in_the_help() -> None:
+    import re
+
+    text = run("--help").stdout
+    sources = [*ROOT.glob("mi_server/**/*.py"), *ROOT.glob("mi_fifo/**/*.py")]
+    switches = {m for path in sources
+                for m in re.findall(r'ENV = "(MQMI_[A-Z_]+)"', path.read_text())}
+    assert switches >= {"MQMI_FIFO_FASTPATH", "MQMI_ENGINE_SPEEDUPS"}
+    for name in switches:
+        assert name in text
+
+
 def test_create_tables_creates_only_missing_dbmode_tables(tmp_path: Path) -> None:
     path = tmp_path / "db.yaml"
     (tmp_path / "data").mkdir()  # a missing directory is an error, never created
