@@ -14,6 +14,14 @@ connection is closed; a head (request line and header fields) over MAX_HEAD gets
 the bytes arrive; bodies over the limit are never buffered beyond limit + 1 bytes.
 (A compiled fast path for the common request must keep both limits: MAX_HEAD counted as
 Connection.head_bytes counts it, and the body limit.)
+
+The common MI request (`POST <root>` with a Content-Length body of the usual JSON-RPC
+shape, whole in one read) is answered by the compiled fast path where it is built
+(fastpath.py, _fastpath.c), which calls the MI core's checked stage (`checked`,
+MICore.run_checked) itself and writes the same bytes this loop and the app would; every
+other request, and every other byte on a connection, still goes through httptools and
+the app, which define the behaviour.  Off when `auth` is configured, or with
+MQMI_HTTP_FASTPATH=0.
 """
 
 from __future__ import annotations
@@ -26,13 +34,16 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from . import fastpath
 from .app import UNSUPPORTED_TEXT, Handle, HttpSettings, WSGIApplication, make_wsgi_app
+from .guard import make_guard
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +89,8 @@ _SERVER_ERROR = (
     b"Content-Length: 21\r\nConnection: close\r\n\r\nInternal Server Error"
 )
 _EMPTY_INPUT = io.BytesIO(b"")
+# MICore.run_checked(method, params, id_text) -> reply bytes (see fastpath.py)
+Checked = Callable[[str, Any, str], "bytes | None"]
 _SPECIAL = {"CONTENT_TYPE", "CONTENT_LENGTH"}
 _header_keys: dict[bytes, str | None] = {}  # raw header name -> environ key (bounded cache)
 
@@ -209,7 +222,8 @@ class Worker:
     def __init__(self, sock: socket.socket, app: WSGIApplication, cfg: HttpSettings,
                  idle_timeout: float = IDLE_TIMEOUT,
                  request_timeout: float = REQUEST_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, web: Any = None) -> None:
+                 max_connections: int = MAX_CONNECTIONS, web: Any = None,
+                 checked: Checked | None = None) -> None:
         self.listener = sock
         self.max_connections = max_connections
         self.accepting = False  # the listening socket is in the epoll set
@@ -233,6 +247,17 @@ class Worker:
         }
         self._status = ""
         self._headers: list[tuple[str, str]] = []
+        # set by the stop signal's handler, read by the compiled path (stop_requested's copy)
+        self.stop_flag = bytearray(1)
+        self.fast_serve: fastpath.Serve | None = None
+        self.fast_accept: fastpath.Accept | None = None
+        compiled = fastpath.load() if checked is not None and cfg.auth is None else None
+        root = ("/" + cfg.root.strip("/")).encode("latin-1", "replace")
+        if compiled is not None and b"?" not in root:  # a root the app can never match
+            self.fast_serve, self.fast_accept = compiled
+            # the answers of this guard for the Host values seen are kept in the dict
+            self.fast_ctx = (root, self.limit, MAX_HEAD, checked, make_guard(cfg), {},
+                             self.stop_flag)
 
     # -- requests -> environ -> app -> bytes --------------------------------------------
     def environ(self, conn: Connection) -> dict[str, Any]:
@@ -328,6 +353,9 @@ class Worker:
 
     # -- socket events ------------------------------------------------------------------
     def accept(self) -> None:
+        if self.fast_accept is not None:
+            self.accept_compiled()
+            return
         for _ in range(16):  # a few per wake-up, so one busy worker does not take them all
             if not self.accepting:
                 return  # at the cap (see MAX_CONNECTIONS)
@@ -355,7 +383,70 @@ class Worker:
                     log.warning("%d open connections: not accepting more until one "
                                 "closes", len(self.conns))
 
+    def accept_compiled(self) -> None:
+        """accept() by the compiled path: it serves and closes the Connection: close
+        exchanges it takes whole; the connections it hands back become Connections here."""
+        if not self.accepting:
+            return  # at the cap (see MAX_CONNECTIONS)
+        try:
+            taken = self.fast_accept(self.listener.fileno(), self.fast_ctx,  # type: ignore
+                                     self.max_connections - len(self.conns))
+        except OSError as exc:  # EMFILE and the like: keep serving what we have
+            log.warning("accept failed: %s", exc)
+            return
+        for fd, got in taken:
+            sock = socket.socket(fileno=fd)
+            try:
+                sock.setblocking(False)
+                peer = sock.getpeername()
+            except OSError:
+                sock.close()  # gone already
+                continue
+            conn = Connection(sock, peer, self)
+            self.conns[fd] = conn
+            self.took(conn, got)
+            if conn.fd in self.conns and conn.mask == 0:
+                self.watch(conn, _EPOLLIN)
+            if len(self.conns) >= self.max_connections:
+                self.pause_accepting()
+                if self.now - self.cap_warned > CAP_WARN_EVERY:
+                    self.cap_warned = self.now
+                    log.warning("%d open connections: not accepting more until one "
+                                "closes", len(self.conns))
+
+    def took(self, conn: Connection, got: Any) -> None:
+        """What the compiled path did with one read of conn (see fastpath.Serve)."""
+        if got is None:
+            return  # nothing to read
+        conn.last = self.now
+        if got is True or got is False:  # served, the reply sent whole
+            if not got:
+                conn.closing = True
+            self.after_send(conn)
+        elif type(got) is tuple:  # served, part of the reply still to send
+            keep_alive, conn.out = got
+            if not keep_alive:
+                conn.closing = True
+            self.after_send(conn)
+        elif isinstance(got, BaseException):  # a callback raised (accept's list)
+            log.error("HTTP request failed", exc_info=got)
+            conn.closing = True
+            self.send(conn, _SERVER_ERROR)
+        elif not got:
+            self.close(conn)
+        else:
+            self.feed(conn, got)  # not the common request: the Python path
+
     def read(self, conn: Connection) -> None:
+        if self.fast_serve is not None and not (
+                conn.in_message or conn.closing or conn.linger_until):
+            # between requests: the compiled path reads, and serves what it can
+            try:
+                got = self.fast_serve(conn.fd, self.fast_ctx)
+            except Exception as exc:
+                got = exc
+            self.took(conn, got)
+            return
         try:
             data = conn.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -369,6 +460,10 @@ class Worker:
         conn.last = self.now
         if conn.linger_until:
             return  # after an error reply: input is read only to be dropped
+        self.feed(conn, data)
+
+    def feed(self, conn: Connection, data: bytes) -> None:
+        """Parse what was read and answer the requests it completes (the Python path)."""
         conn.completed = False
         try:
             conn.parser.feed_data(data)
@@ -506,6 +601,7 @@ class Worker:
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
+        self.stop_flag[0] = 1
 
     def serve(self) -> None:
         ep, conns = self.ep, self.conns
@@ -567,12 +663,15 @@ def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
                idle_timeout: float = IDLE_TIMEOUT,
                request_timeout: float = REQUEST_TIMEOUT,
                max_connections: int = MAX_CONNECTIONS, web: Any = None,
-               monitor: Any = None) -> None:
+               monitor: Any = None, checked: Checked | None = None) -> None:
     """Serve MI requests on the shared listening socket until SIGTERM/SIGINT (and the web
     page, `web`, and the monitoring pages, `monitor`: see app.make_wsgi_app).
 
     On the signal: stop accepting, answer the requests already in progress (with
     `Connection: close`), close idle keep-alive connections, and return.
+
+    `checked`: the MI core's checked stage (MICore.run_checked, which `handle` must be the
+    same core's handle for), for the compiled fast path; None serves everything in Python.
     """
     Worker(sock, make_wsgi_app(handle, cfg, web, monitor), cfg, idle_timeout, request_timeout,
-           max_connections).serve()
+           max_connections, checked=checked).serve()

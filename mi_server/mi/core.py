@@ -276,6 +276,19 @@ class MICore:
             log.exception("MI core failed on a request")
             return _SERVER_ERROR_REPLY
 
+    def run_checked(self, method: str, params: list | JObject | None,
+                    id_text: str) -> bytes | None:
+        """`handle` for a request whose envelope a transport has already checked exactly
+        as `_one` does (the HTTP worker's compiled fast path: see stage_checked): the
+        command runs, whatever its side effects, as `handle` runs it; the reply bytes
+        (None only for a notification, which that path never passes).  Never raises."""
+        try:
+            text = self._dispatch(method, params, id_text, False)
+            return None if text is None else to_bytes(text)  # type: ignore[arg-type]
+        except Exception:  # as in _reply
+            log.exception("MI core failed on a request")
+            return _SERVER_ERROR_REPLY
+
     def stage_held(self, doc: Any, budget: int) -> bytes | None | Staged | Held | _TooLarge:
         """`stage` for a transport that learns whether its reply went out only by sending
         it (mi_datagram): a command with a pending form (mq_fetch, one item or a bulk) runs

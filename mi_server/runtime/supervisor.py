@@ -291,7 +291,7 @@ class Supervisor:
 
         core = self._core()
         run_worker(self.sock, core.handle, self.cfg.http, web=self._web_page(core),
-                   monitor=self._monitor_pages())
+                   monitor=self._monitor_pages(), checked=core.run_checked)
 
     def _monitor_pages(self) -> Any:
         """GET /metrics and /health (mi_server.monitoring), or None where both are off."""

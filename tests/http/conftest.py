@@ -13,10 +13,24 @@ import pytest
 from mi_server.config import HttpConfig
 from mi_server.engine import Arena
 from mi_server.engine.spec import QueueSpec
-from mi_server.http import bind
+from mi_server.http import bind, fastpath
 from mi_server.http.prefork import fork_workers, stop_workers
-from mi_server.mi import build_core
+from mi_server.mi import MICore, build_core
 from mi_server.mi.context import MIContext
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def http_path(request, monkeypatch) -> str:
+    """Every HTTP test runs both ways: with the compiled fast path (mi_server/http/
+    _fastpath.c; skipped where it was not built, which test_fastpath_build.py reports)
+    and with it turned off (MQMI_HTTP_FASTPATH=0), the Python path alone."""
+    if request.param == "compiled":
+        if not fastpath.built():
+            pytest.skip("mi_server.http._fastpath was not built")
+        monkeypatch.delenv(fastpath.ENV, raising=False)
+    else:
+        monkeypatch.setenv(fastpath.ENV, "0")
+    return request.param
 
 
 @pytest.fixture
@@ -28,8 +42,13 @@ def arena() -> Iterator[Arena]:
 
 
 @pytest.fixture
-def core_handle(arena: Arena) -> Callable[[bytes], bytes | None]:
-    return build_core(MIContext(engine=arena, started=time.time())).handle
+def core(arena: Arena) -> MICore:
+    return build_core(MIContext(engine=arena, started=time.time()))
+
+
+@pytest.fixture
+def core_handle(core: MICore) -> Callable[[bytes], bytes | None]:
+    return core.handle
 
 
 @dataclass
@@ -47,8 +66,10 @@ class Served:
 
 
 @pytest.fixture
-def serve(port: int, core_handle) -> Iterator[Callable[..., Served]]:
-    """serve(handle=None, workers=2, idle_timeout=..., **cfg) -> Served; stopped at teardown."""
+def serve(port: int, core: MICore) -> Iterator[Callable[..., Served]]:
+    """serve(handle=None, workers=2, idle_timeout=..., **cfg) -> Served; stopped at teardown.
+    Without a handle of its own: the real MI core's, with its checked stage for the
+    compiled fast path (on unless http_path is "python")."""
     started: list[Served] = []
 
     def start(handle=None, workers: int = 2, **kwargs) -> Served:
@@ -58,7 +79,9 @@ def serve(port: int, core_handle) -> Iterator[Callable[..., Served]]:
         cfg = HttpConfig(port=port, **kwargs)
         sock = bind(cfg)
         try:
-            pids = fork_workers(sock, handle or core_handle, cfg, workers, **options)
+            if handle is None:
+                handle, options["checked"] = core.handle, core.run_checked
+            pids = fork_workers(sock, handle, cfg, workers, **options)
         finally:
             sock.close()  # the workers hold their own copies
         served = Served(cfg, pids)

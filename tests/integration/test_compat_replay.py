@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from compat.transcripts import load_all
+from mi_server.http import fastpath
 from tests.fifo.fifoserver import call as fifo_call
 from tests.serverproc import Server, free_port
 
@@ -30,14 +31,16 @@ def _queues_key(case) -> str:
 
 @pytest.fixture(scope="module")
 def servers():
-    """One running server per distinct queue set, started on first use."""
+    """One running server per distinct queue set, started on first use; `http_path`
+    "python": one whose HTTP workers have the compiled fast path turned off."""
     running: dict[str, Server] = {}
 
-    def get(case) -> Server:
-        key = _queues_key(case)
+    def get(case, http_path: str = "compiled") -> Server:
+        key = _queues_key(case) + http_path
         if key not in running:
             workdir = Path(tempfile.mkdtemp(prefix="mqc", dir="/tmp"))
-            srv = Server(workdir, free_port(), queues=case.queues, workers=1,
+            env = {fastpath.ENV: "0" if http_path == "python" else "1"}
+            srv = Server(workdir, free_port(), queues=case.queues, workers=1, env=env,
                          extra={"fifo": {"path": str(workdir / "mi_fifo"),
                                          "reply_dir": f"{workdir}/", "idle_timeout": 0.2}})
             running[key] = srv.start()
@@ -66,9 +69,11 @@ def check(case, n, step, got: bytes | None) -> None:
         f"{case.source} step {n}\n  sent {step.request!r}\n  got  {got!r}\n  want {want!r}")
 
 
+@pytest.mark.parametrize("http_path", ["compiled", "python"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_transcript_over_http(servers, case):
-    srv = servers(case)
+def test_transcript_over_http(servers, case, http_path):
+    """Both ways: with the HTTP workers' compiled fast path and without it."""
+    srv = servers(case, http_path)
     prepare(srv, case)
     for n, step in enumerate(case.steps, 1):
         status, body = srv.post(step.request)

@@ -20,10 +20,11 @@ QUEUES = ["name=web_q;size=10", {"name": HOSTILE, "size": 0, "addmode": 2},
           "name=web_other"]
 
 
-def start_server(http: dict | None = None, wait: bool = True) -> Server:
+def start_server(http: dict | None = None, wait: bool = True,
+                 env: dict[str, str] | None = None) -> Server:
     """A server with QUEUES; `http` keys are added to its http section."""
     workdir = Path(tempfile.mkdtemp(prefix="mqw", dir="/tmp"))
-    srv = Server(workdir, free_port(), queues=QUEUES, workers=1)
+    srv = Server(workdir, free_port(), queues=QUEUES, workers=1, env=env)
     srv.config["http"].update(http or {})
     return srv.start() if wait else srv
 

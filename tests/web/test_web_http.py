@@ -8,8 +8,18 @@ from urllib.parse import urlencode
 
 import pytest
 
+from mi_server.http import fastpath
 from mi_server.web import csrf
 from tests.web.conftest import start_server, stop_server
+
+
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def server(request):
+    """The page's server both ways: with the HTTP workers' compiled fast path (which must
+    leave every page to the Python path) and without it."""
+    srv = start_server(env={fastpath.ENV: "0" if request.param == "python" else "1"})
+    yield srv
+    stop_server(srv)
 
 
 def get(srv, path: str, headers: dict | None = None) -> tuple[int, dict, str]:

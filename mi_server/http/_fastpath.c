@@ -1,0 +1,660 @@
+/* mi_server.http._fastpath: the HTTP worker's common request, compiled.
+ *
+ * Optional accelerator, like mi_fifo._fastpath: the worker (mi_server/http/server.py)
+ * works without it, and everything this does is defined by the Python path (server.py's
+ * httptools loop and the WSGI app in app.py), which it hands every other case.
+ *
+ * serve(fd, ctx) reads a connected socket once and answers, without running Python
+ * bytecode for the HTTP parse, the WSGI app or the reply head, exactly one request shape:
+ *
+ *     POST <root> HTTP/1.1 CRLF            (root exactly, or root + "/")
+ *     field-name ":" OWS value CRLF ...    (tokens; values printable ASCII, no trailing
+ *     CRLF                                  whitespace; counted as MAX_HEAD counts them)
+ *     body of Content-Length bytes: the FIFO fast path's narrow JSON-RPC request
+ *
+ * the whole request and nothing else in this one read, Content-Length 1..limit, Connection
+ * absent, "close" or "keep-alive", no Transfer-Encoding, Expect, Upgrade,
+ * Proxy-Connection, Origin or Sec-Fetch-Site (browsers: the guard decides with Origin),
+ * no field of those or Content-Length/Host/Connection twice, and a Host the guard of
+ * mi_server/http/guard.py accepts (it is called for each new Host value; the answers are
+ * kept in the `hosts` dict).  For those the Python path would build the environ, pass
+ * the guard, the root, auth (the worker turns this path off when auth is configured),
+ * the method and the body checks, call the MI core's handle, and answer 200 with the
+ * JSON reply; here the MI core's checked stage (MICore.run_checked) is called with the
+ * decoded method, params and id, exactly as mi_fifo._fastpath does, and the same reply
+ * bytes are written: status line, Content-Type, Content-Length, Date, and
+ * "Connection: close" when the connection is not kept.
+ *
+ * Anything else -- another method, path, version or field, a request split over reads or
+ * followed by another (pipelining), a body not of the narrow shape -- comes back as the
+ * bytes read, for the Python parser, and nothing has run for them.
+ *
+ * accept(listen_fd, ctx) accepts up to 16 connections and serves each one's first read
+ * the same way; a served `Connection: close` exchange is closed here, so that it never
+ * becomes a Python object.  The rest come back to the worker as (fd, result of serve).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RECV_SIZE 65536  /* server.RECV_SIZE */
+#define MAX_PARAMS 16    /* more go the Python way */
+#define ACCEPT_BATCH 16  /* server.Worker.accept: a few per wake-up */
+#define HOSTS_MAX 256    /* guard._CACHE_MAX: distinct Host values remembered */
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} span;
+
+/* ---- the body: the FIFO fast path's narrow JSON-RPC request (mi_fifo/_fastpath.c) ---- */
+
+static inline int is_ws(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static inline Py_ssize_t skip_ws(const char *b, Py_ssize_t i, Py_ssize_t n) {
+    while (i < n && is_ws((unsigned char)b[i]))
+        i++;
+    return i;
+}
+
+/* A string with no escapes and printable ASCII only, b[*i] being its opening quote:
+ * it decodes to itself and the core's encoder writes it back unchanged. */
+static int simple_string(const char *b, Py_ssize_t n, Py_ssize_t *i, span *out) {
+    Py_ssize_t j = *i + 1, start = j;
+    while (j < n) {
+        unsigned char c = (unsigned char)b[j];
+        if (c == '"') {
+            out->p = b + start;
+            out->n = j - start;
+            *i = j + 1;
+            return 1;
+        }
+        if (c < 0x20 || c > 0x7e || c == '\\')
+            return 0;
+        j++;
+    }
+    return 0;
+}
+
+/* An integer of 1 to 9 digits in canonical form: str(int(literal)) is the literal. */
+static int small_int(const char *b, Py_ssize_t n, Py_ssize_t *i, span *out) {
+    Py_ssize_t j = *i, start = j;
+    if (j < n && b[j] == '-')
+        j++;
+    Py_ssize_t d = j;
+    while (j < n && b[j] >= '0' && b[j] <= '9')
+        j++;
+    Py_ssize_t digits = j - d;
+    if (digits < 1 || digits > 9 || (b[d] == '0' && (digits > 1 || d > start)))
+        return 0;
+    if (j >= n || !(is_ws((unsigned char)b[j]) || b[j] == ',' || b[j] == '}'))
+        return 0;
+    out->p = b + start;
+    out->n = j - start;
+    *i = j;
+    return 1;
+}
+
+typedef struct {
+    span method, id;
+    int has_params, params_named;
+    int nparams;
+    span pname[MAX_PARAMS], pval[MAX_PARAMS];
+} request;
+
+static int parse_params(const char *b, Py_ssize_t n, Py_ssize_t *i, request *r) {
+    Py_ssize_t j = *i;
+    int named = b[j] == '{';
+    char close = named ? '}' : ']';
+    r->params_named = named;
+    r->nparams = 0;
+    j = skip_ws(b, j + 1, n);
+    if (j < n && b[j] == close) {
+        *i = j + 1;
+        return 1;
+    }
+    for (;;) {
+        if (r->nparams == MAX_PARAMS || j >= n || b[j] != '"')
+            return 0;
+        if (named) {
+            if (!simple_string(b, n, &j, &r->pname[r->nparams]))
+                return 0;
+            j = skip_ws(b, j, n);
+            if (j >= n || b[j] != ':')
+                return 0;
+            j = skip_ws(b, j + 1, n);
+            if (j >= n || b[j] != '"')
+                return 0;
+        }
+        if (!simple_string(b, n, &j, &r->pval[r->nparams]))
+            return 0;
+        r->nparams++;
+        j = skip_ws(b, j, n);
+        if (j < n && b[j] == ',') {
+            j = skip_ws(b, j + 1, n);
+            continue;
+        }
+        if (j < n && b[j] == close) {
+            *i = j + 1;
+            return 1;
+        }
+        return 0;
+    }
+}
+
+static int span_is(span s, const char *lit) {
+    size_t len = strlen(lit);
+    return (size_t)s.n == len && memcmp(s.p, lit, len) == 0;
+}
+
+/* The JSON object at b[*i] == '{': the four lower-case members, each at most once, the
+ * id present (a notification goes the Python way); *i moves past its '}'. */
+static int parse_request(const char *b, Py_ssize_t n, Py_ssize_t *i, request *r) {
+    enum { JSONRPC = 1, METHOD = 2, PARAMS = 4, ID = 8 };
+    int seen = 0;
+    Py_ssize_t j = skip_ws(b, *i + 1, n);
+    r->has_params = r->params_named = r->nparams = 0;
+    r->id.p = r->method.p = NULL;
+    r->id.n = r->method.n = 0;
+    for (;;) {
+        span key, v;
+        if (j >= n || b[j] != '"' || !simple_string(b, n, &j, &key))
+            return 0;
+        j = skip_ws(b, j, n);
+        if (j >= n || b[j] != ':')
+            return 0;
+        j = skip_ws(b, j + 1, n);
+        if (j >= n)
+            return 0;
+        if (span_is(key, "jsonrpc") && !(seen & JSONRPC)) {
+            seen |= JSONRPC;
+            if (b[j] != '"' || !simple_string(b, n, &j, &v) || !span_is(v, "2.0"))
+                return 0;
+        } else if (span_is(key, "method") && !(seen & METHOD)) {
+            seen |= METHOD;
+            if (b[j] != '"' || !simple_string(b, n, &j, &r->method))
+                return 0;
+        } else if (span_is(key, "params") && !(seen & PARAMS)) {
+            seen |= PARAMS;
+            if ((b[j] != '[' && b[j] != '{') || !parse_params(b, n, &j, r))
+                return 0;
+            r->has_params = 1;
+        } else if (span_is(key, "id") && !(seen & ID)) {
+            seen |= ID;
+            if (b[j] == '"') {
+                Py_ssize_t q = j;
+                if (!simple_string(b, n, &j, &v))
+                    return 0;
+                r->id.p = b + q;  /* echoed with its quotes, as encode_str writes it */
+                r->id.n = j - q;
+            } else if (!small_int(b, n, &j, &r->id)) {
+                return 0;
+            }
+        } else {
+            return 0;
+        }
+        j = skip_ws(b, j, n);
+        if (j < n && b[j] == ',') {
+            j = skip_ws(b, j + 1, n);
+            continue;
+        }
+        if (j < n && b[j] == '}') {
+            *i = j + 1;
+            return (seen & (JSONRPC | METHOD | ID)) == (JSONRPC | METHOD | ID);
+        }
+        return 0;
+    }
+}
+
+static PyObject *str_of(span s) {
+    return PyUnicode_DecodeASCII(s.p, s.n, NULL);
+}
+
+static PyObject *params_object(const request *r) {
+    if (!r->has_params)
+        Py_RETURN_NONE;
+    PyObject *seq = r->params_named ? PyTuple_New(r->nparams) : PyList_New(r->nparams);
+    if (seq == NULL)
+        return NULL;
+    for (int k = 0; k < r->nparams; k++) {
+        PyObject *item;
+        if (r->params_named) {  /* a JObject: the tuple of (name, value) pairs */
+            PyObject *name = str_of(r->pname[k]);
+            PyObject *value = name ? str_of(r->pval[k]) : NULL;
+            item = value ? PyTuple_Pack(2, name, value) : NULL;
+            Py_XDECREF(name);
+            Py_XDECREF(value);
+        } else {
+            item = str_of(r->pval[k]);
+        }
+        if (item == NULL) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (r->params_named)
+            PyTuple_SET_ITEM(seq, k, item);
+        else
+            PyList_SET_ITEM(seq, k, item);
+    }
+    return seq;
+}
+
+/* ---- the head ---- */
+
+static inline int is_tchar(unsigned char c) {
+    /* RFC 9110 token characters, as llhttp reads a field name */
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int name_is(const char *p, Py_ssize_t n, const char *lower) {
+    size_t len = strlen(lower);
+    if ((size_t)n != len)
+        return 0;
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)p[k];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + 32);
+        if (c != (unsigned char)lower[k])
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct {
+    span host;
+    int has_host, has_length, has_connection;
+    int keep_alive;
+    Py_ssize_t length;
+    Py_ssize_t body;  /* offset of the body */
+} head;
+
+/* The head in b[0:n] of the one shape; 0 for anything else. */
+static int parse_head(const char *b, Py_ssize_t n, const char *root, Py_ssize_t root_len,
+                      Py_ssize_t max_head, head *h) {
+    static const char tail[] = " HTTP/1.1\r\n";
+    if (n < 5 || memcmp(b, "POST ", 5) != 0)
+        return 0;
+    Py_ssize_t i = 5, url = i;
+    while (i < n && b[i] != ' ')
+        i++;
+    Py_ssize_t url_len = i - url;
+    if (!((url_len == root_len && memcmp(b + url, root, (size_t)root_len) == 0)
+            || (url_len == root_len + 1 && memcmp(b + url, root, (size_t)root_len) == 0
+                && b[url + root_len] == '/')))
+        return 0;
+    if (n - i < (Py_ssize_t)sizeof(tail) - 1 || memcmp(b + i, tail, sizeof(tail) - 1) != 0)
+        return 0;
+    i += (Py_ssize_t)sizeof(tail) - 1;
+    Py_ssize_t counted = url_len;  /* as Connection.on_url / on_header count them */
+    h->has_host = h->has_length = h->has_connection = 0;
+    h->keep_alive = 1;
+    h->host.p = NULL;
+    h->host.n = h->length = 0;
+    for (;;) {
+        if (n - i >= 2 && b[i] == '\r' && b[i + 1] == '\n') {
+            i += 2;
+            break;
+        }
+        Py_ssize_t name = i;
+        while (i < n && is_tchar((unsigned char)b[i]))
+            i++;
+        Py_ssize_t name_len = i - name;
+        if (name_len == 0 || i >= n || b[i] != ':')
+            return 0;
+        i++;
+        while (i < n && (b[i] == ' ' || b[i] == '\t'))
+            i++;
+        Py_ssize_t value = i;
+        while (i < n) {
+            unsigned char c = (unsigned char)b[i];
+            if (c == '\r')
+                break;
+            if ((c < 0x20 && c != '\t') || c > 0x7e)
+                return 0;
+            i++;
+        }
+        Py_ssize_t value_len = i - value;
+        if (n - i < 2 || b[i + 1] != '\n')
+            return 0;
+        if (value_len > 0 && (b[i - 1] == ' ' || b[i - 1] == '\t'))
+            return 0;
+        i += 2;
+        counted += name_len + value_len + 4;
+        if (counted > max_head)
+            return 0;
+        const char *np = b + name, *vp = b + value;
+        if (name_is(np, name_len, "content-length")) {
+            if (h->has_length || value_len < 1 || value_len > 9)
+                return 0;
+            Py_ssize_t len = 0;
+            for (Py_ssize_t k = 0; k < value_len; k++) {
+                if (vp[k] < '0' || vp[k] > '9')
+                    return 0;
+                len = len * 10 + (vp[k] - '0');
+            }
+            h->has_length = 1;
+            h->length = len;
+        } else if (name_is(np, name_len, "host")) {
+            if (h->has_host)
+                return 0;
+            h->has_host = 1;
+            h->host.p = vp;
+            h->host.n = value_len;
+        } else if (name_is(np, name_len, "connection")) {
+            if (h->has_connection)
+                return 0;
+            h->has_connection = 1;
+            if (name_is(vp, value_len, "close"))
+                h->keep_alive = 0;
+            else if (!name_is(vp, value_len, "keep-alive"))
+                return 0;
+        } else if (name_is(np, name_len, "transfer-encoding")
+                   || name_is(np, name_len, "expect")
+                   || name_is(np, name_len, "upgrade")
+                   || name_is(np, name_len, "proxy-connection")
+                   || name_is(np, name_len, "origin")
+                   || name_is(np, name_len, "sec-fetch-site")) {
+            return 0;
+        }
+    }
+    if (!h->has_length)
+        return 0;
+    h->body = i;
+    return 1;
+}
+
+/* ---- the reply ---- */
+
+static const char *const DAYS[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+static const char *const MONTHS[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+static time_t date_second = -1;
+static char date_line[64];
+static int date_len;
+
+/* "Date: <IMF-fixdate>\r\n", as email.utils.formatdate(usegmt=True) writes it */
+static void refresh_date(void) {
+    time_t now = time(NULL);
+    if (now == date_second)
+        return;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    date_len = snprintf(date_line, sizeof(date_line),
+                        "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n", DAYS[tm.tm_wday],
+                        tm.tm_mday, MONTHS[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+                        tm.tm_min, tm.tm_sec);
+    date_second = now;
+}
+
+/* ---- serving ---- */
+
+/* ctx: (root: bytes, limit: int, max_head: int, checked, guard, hosts: dict,
+ *       stop: bytearray) */
+typedef struct {
+    const char *root;
+    Py_ssize_t root_len, limit, max_head;
+    PyObject *checked, *guard, *hosts;
+    const char *stop;
+} context;
+
+static int unpack(PyObject *ctx, context *c) {
+    if (!PyTuple_CheckExact(ctx) || PyTuple_GET_SIZE(ctx) != 7
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(ctx, 0))
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(ctx, 5))
+            || !PyByteArray_CheckExact(PyTuple_GET_ITEM(ctx, 6))
+            || PyByteArray_GET_SIZE(PyTuple_GET_ITEM(ctx, 6)) < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "ctx: (root, limit, max_head, checked, guard, hosts, stop)");
+        return -1;
+    }
+    c->root = PyBytes_AS_STRING(PyTuple_GET_ITEM(ctx, 0));
+    c->root_len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(ctx, 0));
+    c->limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(ctx, 1));
+    c->max_head = PyLong_AsSsize_t(PyTuple_GET_ITEM(ctx, 2));
+    if (PyErr_Occurred())
+        return -1;
+    c->checked = PyTuple_GET_ITEM(ctx, 3);
+    c->guard = PyTuple_GET_ITEM(ctx, 4);
+    c->hosts = PyTuple_GET_ITEM(ctx, 5);
+    c->stop = PyByteArray_AS_STRING(PyTuple_GET_ITEM(ctx, 6));
+    return 0;
+}
+
+/* Whether the guard accepts this Host (1), refuses it (0), or failed (-1). */
+static int host_allowed(const context *c, span host) {
+    PyObject *key = PyBytes_FromStringAndSize(host.p, host.n);
+    if (key == NULL)
+        return -1;
+    PyObject *known = PyDict_GetItemWithError(c->hosts, key);
+    if (known != NULL) {
+        Py_DECREF(key);
+        return known == Py_True;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return -1;
+    }
+    PyObject *text = PyUnicode_DecodeLatin1(host.p, host.n, NULL);
+    PyObject *res = text ? PyObject_CallFunctionObjArgs(c->guard, text, Py_None, Py_None,
+                                                        NULL) : NULL;
+    Py_XDECREF(text);
+    int ok = res == NULL ? -1 : PyObject_IsTrue(res);
+    Py_XDECREF(res);
+    if (ok >= 0 && PyDict_GET_SIZE(c->hosts) < HOSTS_MAX
+            && PyDict_SetItem(c->hosts, key, ok ? Py_True : Py_False) < 0)
+        ok = -1;
+    Py_DECREF(key);
+    return ok;
+}
+
+static char buf[RECV_SIZE];
+
+/* The served request's answer: True / False (kept open or not, all sent), or
+ * (keep_alive, the bytes the socket did not take). */
+static PyObject *send_reply(int fd, PyObject *body, int keep_alive) {
+    refresh_date();
+    char headbuf[256];
+    Py_ssize_t blen = PyBytes_GET_SIZE(body);
+    int hlen = snprintf(headbuf, sizeof(headbuf),
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zd\r\n%.*s%s\r\n", blen, date_len, date_line,
+                        keep_alive ? "" : "Connection: close\r\n");
+    Py_ssize_t total = hlen + blen;
+    char *out = total <= (Py_ssize_t)sizeof(buf) ? buf : PyMem_Malloc((size_t)total);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    memcpy(out, headbuf, (size_t)hlen);
+    memcpy(out + hlen, PyBytes_AS_STRING(body), (size_t)blen);
+    ssize_t sent = send(fd, out, (size_t)total, MSG_NOSIGNAL);
+    PyObject *result;
+    if (sent == total) {
+        result = Py_NewRef(keep_alive ? Py_True : Py_False);
+    } else if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        result = Py_BuildValue("(Oy#)", Py_False, "", (Py_ssize_t)0);  /* gone: close */
+    } else {
+        Py_ssize_t done = sent < 0 ? 0 : sent;
+        result = Py_BuildValue("(Oy#)", keep_alive ? Py_True : Py_False, out + done,
+                               total - done);
+    }
+    if (out != buf)
+        PyMem_Free(out);
+    return result;
+}
+
+/* One read of fd: None (nothing to read), b"" (end of file or an error: close), the bytes
+ * read (not ours), or the answer of send_reply (served); NULL with an exception set when
+ * a callback raised (the request was read and not answered). */
+static PyObject *serve_fd(int fd, const context *c) {
+    ssize_t got = recv(fd, buf, sizeof(buf), 0);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            Py_RETURN_NONE;
+        return PyBytes_FromStringAndSize("", 0);
+    }
+    if (got == 0)
+        return PyBytes_FromStringAndSize("", 0);
+    Py_ssize_t n = got;
+    head h;
+    request r;
+    if (!parse_head(buf, n, c->root, c->root_len, c->max_head, &h) || h.length < 1
+            || h.length > c->limit || h.body + h.length != n)
+        return PyBytes_FromStringAndSize(buf, n);
+    Py_ssize_t j = skip_ws(buf, h.body, n);
+    if (j >= n || buf[j] != '{' || !parse_request(buf, n, &j, &r) || skip_ws(buf, j, n) != n)
+        return PyBytes_FromStringAndSize(buf, n);
+    if (h.has_host) {
+        int ok = host_allowed(c, h.host);
+        if (ok < 0)
+            return NULL;
+        if (!ok)
+            return PyBytes_FromStringAndSize(buf, n);  /* the Python path's 403 */
+    }
+    PyObject *method = str_of(r.method);
+    PyObject *params = method ? params_object(&r) : NULL;
+    PyObject *id_text = params ? str_of(r.id) : NULL;
+    PyObject *reply = NULL;
+    if (id_text != NULL) {
+        PyObject *argv[4] = {NULL, method, params, id_text};
+        reply = PyObject_Vectorcall(c->checked, argv + 1,
+                                    3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    Py_XDECREF(method);
+    Py_XDECREF(params);
+    Py_XDECREF(id_text);
+    if (reply == NULL)
+        return NULL;
+    if (!PyBytes_Check(reply)) {
+        Py_DECREF(reply);
+        PyErr_SetString(PyExc_TypeError, "checked() must return bytes");
+        return NULL;
+    }
+    /* a stop signal that arrived while the command ran: this reply is the last one (its
+     * handler runs here at the latest) */
+    if (PyErr_CheckSignals() < 0) {
+        Py_DECREF(reply);
+        return NULL;
+    }
+    PyObject *result = send_reply(fd, reply, h.keep_alive && !c->stop[0]);
+    Py_DECREF(reply);
+    return result;
+}
+
+PyDoc_STRVAR(serve_doc,
+"serve(fd, ctx) -> None | bytes | bool | (bool, bytes)\n\n"
+"One read of the connected non-blocking socket fd.  None: nothing to read; b'': end of\n"
+"file or a socket error (close it); other bytes: what was read, not served (feed them\n"
+"to the parser); True / False: one request served and its reply sent whole, the\n"
+"connection kept or to be closed; (keep, rest): served, `rest` not sent yet.\n"
+"ctx: (root, limit, max_head, checked, guard, hosts, stop), see server.Worker.");
+
+static PyObject *serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    context c;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "serve(fd, ctx)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (unpack(args[1], &c) < 0)
+        return NULL;
+    return serve_fd((int)fd, &c);
+}
+
+PyDoc_STRVAR(accept_doc,
+"accept(listen_fd, ctx, room) -> list of (fd, result) | (fd, exception)\n\n"
+"Accept up to 16 connections (non-blocking, TCP_NODELAY), and no more once `room` of\n"
+"them are listed, and serve each one's first read as serve() does.  A served exchange that closes, with its reply sent whole, is\n"
+"closed here; every other connection is listed with serve()'s result (or the\n"
+"exception a callback raised) for the worker to take over.");
+
+static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    context c;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "accept(listen_fd, ctx, room)");
+        return NULL;
+    }
+    long lfd = PyLong_AsLong(args[0]);
+    Py_ssize_t room = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (unpack(args[1], &c) < 0)
+        return NULL;
+    PyObject *left = PyList_New(0);
+    if (left == NULL)
+        return NULL;
+    for (int k = 0; k < ACCEPT_BATCH && PyList_GET_SIZE(left) < room; k++) {
+        int fd = accept4((int)lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
+                    || errno == ECONNABORTED)
+                break;
+            if (PyList_GET_SIZE(left) > 0)
+                break;  /* hand over what was taken; the error comes again next time */
+            Py_DECREF(left);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        PyObject *res = serve_fd(fd, &c);
+        if (res == Py_False) {  /* served, sent whole, not kept: done */
+            Py_DECREF(res);
+            close(fd);
+            continue;
+        }
+        if (res == NULL) {
+            PyObject *type, *value, *tb;
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                close(fd);
+                Py_DECREF(left);
+                return NULL;
+            }
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(value, tb);
+            Py_XDECREF(type);
+            Py_XDECREF(tb);
+            res = value;
+        }
+        PyObject *item = Py_BuildValue("(iN)", fd, res);
+        if (item == NULL || PyList_Append(left, item) < 0) {
+            Py_XDECREF(item);
+            close(fd);
+            Py_DECREF(left);
+            return NULL;
+        }
+        Py_DECREF(item);
+        if (c.stop[0])
+            break;
+    }
+    return left;
+}
+
+static PyMethodDef methods[] = {
+    {"serve", (PyCFunction)(void (*)(void))serve, METH_FASTCALL, serve_doc},
+    {"accept", (PyCFunction)(void (*)(void))accept_, METH_FASTCALL, accept_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "mi_server.http._fastpath",
+    "The HTTP worker's common request, compiled (optional; see mi_server.http.fastpath).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,368 @@
+"""The HTTP worker's compiled fast path (mi_server/http/_fastpath.c) against the Python
+path it stands in for.
+
+Two workers in this process, one with the compiled path and one without, each over its
+own MI core and engine holding the same items, get the same bytes (through accept() or
+on a connection they already have) and must answer byte for byte the same (the Date
+value aside, which is checked on its own), close or keep the connection alike, and leave
+their queues alike.  The generated requests are mostly of the shape the compiled path
+takes, and variations of it that it must hand to the Python path (another method, path,
+version or field, a guarded Host or Origin, a body not of the narrow shape, over the
+limit, split or pipelined).  (Whole servers both ways: tests/http/conftest.py runs every
+HTTP test twice.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import time
+from email.utils import formatdate
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mi_server.config import HttpConfig
+from mi_server.engine import Arena
+from mi_server.engine.spec import QueueSpec
+from mi_server.http import bind, fastpath
+from mi_server.http.app import make_wsgi_app
+from mi_server.http.prefork import fork_workers, stop_workers
+from mi_server.http.server import Connection, Worker
+from mi_server.mi import build_core
+from mi_server.mi.context import MIContext
+from tests.http.rawhttp import post, read_reply
+
+pytestmark = pytest.mark.skipif(not fastpath.built(),
+                                reason="mi_server.http._fastpath was not built")
+LIMIT = 300  # http.max_request here: some generated bodies are over it
+PREFILL = 3000
+_DATE = re.compile(rb"\r\nDate: ([^\r]*)\r\n")
+
+
+@pytest.fixture(autouse=True, params=["compiled"])
+def http_path(request) -> str:  # this module compares both paths itself
+    return request.param
+
+
+class Side:
+    """One worker (compiled or not) with its own core, engine and listening socket."""
+
+    def __init__(self, compiled: bool, port: int) -> None:
+        self.arena = Arena.create(f"mqhttpfp{os.getpid()}_{compiled:d}_{time.monotonic_ns()}",
+                                  1 << 22, [QueueSpec("q1"), QueueSpec("q2")])
+        for i in range(PREFILL):
+            self.arena.add("q1", f"k{i}", f"v{i}")
+        self.core = build_core(MIContext(engine=self.arena, started=0.0))
+        # the guard's port is the configured one, the same for both sides
+        self.cfg = HttpConfig(port=port, root="mi", max_request=LIMIT)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self.calls = 0
+
+        def counted(method, params, id_text):
+            self.calls += 1
+            return self.core.run_checked(method, params, id_text)
+
+        self.worker = Worker(self.listener, make_wsgi_app(self.core.handle, self.cfg),
+                             self.cfg, checked=counted if compiled else None)
+        assert (self.worker.fast_serve is not None) == compiled
+        self.worker.resume_accepting()
+        self.worker.now = time.monotonic()
+
+    def exchange(self, data: bytes, accepted: bool, then: bytes = b"") -> tuple:
+        """data sent on a new connection (taken by accept()) or on one the worker holds
+        already; then `then`, once the first answer is in: (replies, the Date values,
+        closed by the worker, connection state)."""
+        if accepted:
+            client = socket.create_connection(self.listener.getsockname())
+            client.sendall(data)
+            self.worker.accept()
+            conn = next((c for c in self.worker.conns.values()), None)
+        else:
+            server, client = socket.socketpair()
+            server.setblocking(False)
+            conn = Connection(server, ("127.0.0.1", 40000), self.worker)
+            self.worker.conns[conn.fd] = conn
+            self.worker.watch(conn, select.EPOLLIN)
+            client.sendall(data)
+            self.worker.read(conn)
+        out, dates = self.drain(client, conn)
+        if then and conn is not None and conn.fd in self.worker.conns:
+            client.sendall(then)
+            self.worker.read(conn)
+            more, more_dates = self.drain(client, conn)
+            out += more
+            dates += more_dates
+        client.setblocking(False)
+        try:
+            eof = client.recv(1) == b""
+        except BlockingIOError:
+            eof = False
+        except ConnectionResetError:
+            eof = True
+        kept = conn is not None and conn.fd in self.worker.conns
+        state = (kept, kept and bool(conn.linger_until), kept and conn.closing)
+        if conn is not None:
+            self.worker.close(conn)
+        client.close()
+        return _DATE.sub(b"\r\nDate: -\r\n", out), dates, eof, state
+
+    def drain(self, client: socket.socket, conn) -> tuple[bytes, list[bytes]]:
+        client.setblocking(False)
+        out = b""
+        while True:
+            try:
+                chunk = client.recv(65536)
+            except BlockingIOError:
+                if conn is not None and conn.out and conn.fd in self.worker.conns:
+                    self.worker.write(conn)
+                    continue
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out, _DATE.findall(out)
+
+    def close(self) -> None:
+        for conn in list(self.worker.conns.values()):
+            self.worker.close(conn)
+        self.worker.ep.close()
+        self.listener.close()
+        self.arena.close()
+        self.arena.unlink()
+
+
+@pytest.fixture(scope="module")
+def sides():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pair = Side(True, port), Side(False, port)
+    yield pair
+    for side in pair:
+        side.close()
+
+
+# -- generated requests -------------------------------------------------------------------
+_plain = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e, exclude_characters='"\\'),
+                 max_size=8)
+_string = st.one_of(_plain, st.text(max_size=6))  # the second may need escapes
+_names = st.sampled_from(["q1", "q2", "nosuch", "", "Q1"])
+# JSON text as written; None: no id (a notification)
+_ids = st.one_of(st.integers(-10**10, 10**10).map(json.dumps), _string.map(json.dumps),
+                 st.sampled_from(["-0", "007", "1.5", "1e3", "null", "true", "[1]", "{}"]),
+                 st.sampled_from(['"1"', "1", "2"]), st.just(None))
+_methods = st.sampled_from(["mq_get_size", "mq_get_sizes", "mq_fetch", "mq_fetch",
+                            "nosuch", "MQ_GET_SIZE", "which"])
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    members = {"jsonrpc": json.dumps(draw(st.sampled_from(["2.0"] * 7 + ["1.0"])))}
+    members["method"] = json.dumps(draw(_methods))
+    shape = draw(st.sampled_from(["list", "named", "none", "empty", "limit", "odd"]))
+    name = draw(_names)
+    if shape == "list":
+        members["params"] = json.dumps([name, *draw(st.lists(_plain, max_size=2))])
+    elif shape == "named":
+        members["params"] = json.dumps({"name": name})
+    elif shape == "empty":
+        members["params"] = draw(st.sampled_from(["[]", "{}"]))
+    elif shape == "limit":
+        members["params"] = json.dumps({"name": name, "limit": draw(
+            st.sampled_from(["2", "0", 2]))})
+    elif shape == "odd":
+        members["params"] = draw(st.sampled_from(['"q1"', "[1]", '["q1",null]', "null"]))
+    id_ = draw(_ids)
+    if id_ is not None:
+        members["id"] = id_
+    if draw(st.integers(0, 9)) == 0:
+        key = draw(st.sampled_from(["id", "method", "jsonrpc"]))
+        if key in members:
+            members[draw(st.sampled_from([key.upper(), key]))] = members[key]  # case, dup
+    items = list(members.items())
+    items = draw(st.permutations(items))
+    ws = draw(st.sampled_from(["", " ", "\n", "\t ", "\r\n"]))
+    text = "{" + ws + ("," + ws).join(f'"{k}"{ws}:{ws}{v}' for k, v in items) + ws + "}"
+    tail = draw(st.sampled_from(["", "", "", "", " ", "\n", " x", " " * 300]))
+    return (draw(st.sampled_from(["", " ", "\n"])) + text + tail).encode()
+
+
+_fields = st.sampled_from([
+    "Host: 127.0.0.1:{port}", "Host: localhost:{port}", "Host: 127.0.0.1:1",
+    "Host: evil.example", "host: 127.1:{port}", "Host: 127.0.0.1:{port} ",
+    "Content-Type: application/json", "User-Agent: probe/1.0", "Accept: */*",
+    "Connection: close", "Connection: keep-alive", "connection: Close", "Connection: upgrade",
+    "Connection: close, te", "Transfer-Encoding: chunked", "Expect: 100-continue",
+    "Origin: http://evil.example", "Origin: http://127.0.0.1:{port}", "Sec-Fetch-Site: cross-site",
+    "Content_Length: 5", "X-Empty:", "X-Tab: a\tb", "Upgrade: websocket",
+    "Proxy-Connection: close", "Authorization: Basic Zm9vOmJhcg==", "X-Big: " + "b" * 17000,
+    "Content-Length: 3", "X-Obs: \xe9",
+])
+
+
+_benign = st.sampled_from([
+    "Host: 127.0.0.1:{port}", "Content-Type: application/json", "User-Agent: probe/1.0",
+    "Accept: */*", "Connection: close", "Connection: keep-alive", "Accept-Encoding: identity",
+])
+
+
+@st.composite
+def requests(draw, port: int) -> tuple[bytes, bool, bytes]:
+    """(bytes, through accept(), bytes sent after the first answer): half of them the
+    common request with only its body varied, the others varied everywhere."""
+    body = draw(bodies())
+    common = draw(st.booleans())
+    if common:
+        method, target, version = "POST", "/mi", "HTTP/1.1"
+        fields = [f.format(port=port) for f in draw(st.lists(_benign, max_size=3))]
+        length = len(body)
+        framing = "one"
+    else:
+        method = draw(st.sampled_from(["POST"] * 8 + ["GET", "post", "PUT"]))
+        target = draw(st.sampled_from(["/mi"] * 6 + ["/mi/", "/mi?x=1", "/m%69", "/other",
+                                                       "/mi/x", "http://127.0.0.1/mi"]))
+        version = draw(st.sampled_from(["HTTP/1.1"] * 6 + ["HTTP/1.0"]))
+        fields = [f.format(port=port) for f in draw(st.lists(_fields, max_size=3))]
+        length = len(body) + draw(st.sampled_from([0] * 8 + [-1, 1]))
+        framing = draw(st.sampled_from(["one"] * 6 + ["split", "pipelined", "then"]))
+    if common or draw(st.integers(0, 7)):
+        fields.insert(draw(st.integers(0, len(fields))), f"Content-Length: {length}")
+    head = "\r\n".join([f"{method} {target} {version}", *fields]) + "\r\n\r\n"
+    data = head.encode("latin-1") + body
+    then = b""
+    if framing == "split":
+        cut = draw(st.integers(1, len(data) - 1))
+        data, then = data[:cut], data[cut:]
+    elif framing in ("pipelined", "then"):
+        other = post("/mi", b'{"jsonrpc":"2.0","method":"mq_fetch","params":["q1"],"id":7}')
+        if framing == "pipelined":
+            data += other
+        else:
+            then = other
+    return data, draw(st.booleans()), then
+
+
+@pytest.fixture(scope="module")
+def guard_port(sides) -> int:
+    return sides[0].cfg.port
+
+
+@settings(max_examples=600, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_compiled_path_answers_as_the_python_path(sides, data):
+    compiled, python = sides
+    request, accepted, then = data.draw(requests(compiled.cfg.port))
+    a = compiled.exchange(request, accepted, then)
+    b = python.exchange(request, accepted, then)
+    assert a[0] == b[0], request
+    assert a[2:] == b[2:], request
+    assert len(a[1]) == len(b[1])
+    for date in a[1]:  # the compiled path's own Date: formatdate's form, of now
+        assert date in {formatdate(t, usegmt=True).encode() for t in
+                        range(int(time.time()) - 2, int(time.time()) + 1)}
+    assert compiled.arena.size("q1") == python.arena.size("q1")
+
+
+def test_the_generated_requests_reach_the_compiled_path(sides):
+    """The comparison above is worth something only if the compiled path served many of
+    its requests, and this is the request clients send (opensips-cli, the probes)."""
+    compiled, python = sides
+    before = compiled.calls
+    body = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":"1"}'
+    for accepted in (True, False):
+        for extra in ((), ("Connection: close",), (f"Host: 127.0.0.1:{compiled.cfg.port}",)):
+            request = post("/mi", body, *extra)
+            a, b = compiled.exchange(request, accepted), python.exchange(request, accepted)
+            assert a[0] == b[0] and a[0].startswith(b"HTTP/1.1 200 OK\r\n")
+            assert a[2:] == b[2:]
+    assert compiled.calls - before == 6
+    assert python.calls == 0
+
+
+def test_a_guarded_request_is_never_served_by_the_compiled_path(sides):
+    compiled, _ = sides
+    before = compiled.calls
+    body = b'{"jsonrpc":"2.0","method":"mq_fetch","params":["q1"],"id":1}'
+    size = compiled.arena.size("q1")
+    for extra in ("Host: evil.example", "Origin: http://evil.example",
+                  "Sec-Fetch-Site: cross-site", "Host: 127.0.0.1:1"):
+        out = compiled.exchange(post("/mi", body, extra), False)[0]
+        assert out.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert compiled.calls == before
+    assert compiled.arena.size("q1") == size
+
+
+def test_a_reply_the_socket_does_not_take_at_once_is_sent_later(sides):
+    """A big reply over small socket buffers: the rest goes out on EPOLLOUT, as in Python."""
+    compiled, python = sides
+    outs = []
+    for side in (compiled, python):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(side.listener.getsockname())
+        for _ in range(100):
+            try:
+                server, peer = side.listener.accept()
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        server.setblocking(False)
+        conn = Connection(server, peer, side.worker)
+        side.worker.conns[conn.fd] = conn
+        side.worker.watch(conn, select.EPOLLIN)
+        body = b'{"jsonrpc":"2.0","method":"mq_fetch","params":{"name":"q1","limit":"250"},"id":1}'
+        client.sendall(post("/mi", body))
+        side.worker.read(conn)
+        assert conn.out  # not all taken
+        out, _ = side.drain(client, conn)
+        assert out.count(b'"key"') == 250 and not conn.out
+        outs.append(_DATE.sub(b"", out))
+        side.worker.close(conn)
+        client.close()
+    assert outs[0] == outs[1]
+    assert compiled.arena.size("q1") == python.arena.size("q1")
+
+
+def test_a_stop_signal_during_the_command_closes_after_its_reply(port):
+    """SIGTERM while the compiled path runs a command: that reply says Connection: close
+    and the connection ends, as the Python path does (stop_requested)."""
+    cfg = HttpConfig(port=port)
+    arena = Arena.create(f"mqhttpfpstop{os.getpid()}_{time.monotonic_ns()}", 1 << 20,
+                         [QueueSpec("q1")])
+    core = build_core(MIContext(engine=arena, started=0.0))
+
+    def slow(method, params, id_text):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled (stop_requested) before the reply
+        return core.run_checked(method, params, id_text)
+
+    sock = bind(cfg)
+    try:
+        pids = fork_workers(sock, core.handle, cfg, 1, checked=slow)
+    finally:
+        sock.close()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size",'
+                                  b'"params":["q1"],"id":1}'))
+            reply = read_reply(s, bytearray())
+            assert reply.status == 200 and reply.headers.get("connection") == "close"
+            assert s.recv(100) == b""
+    finally:
+        statuses = stop_workers(pids)
+        arena.close()
+        arena.unlink()
+    assert all(os.waitstatus_to_exitcode(v) == 0 for v in statuses.values())
+
