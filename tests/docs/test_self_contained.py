@@ -36,3 +36,17 @@ def test_the_license_is_the_mit_license_pyproject_names() -> None:
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License\n\nCopyright (c) 2026 the mqueue-mi authors\n")
     assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+
+
+def test_every_optional_c_part_is_in_the_prerequisites_and_the_install() -> None:
+    import re
+
+    # the ext-modules tables' `sources = ["..."]` (tomllib is 3.11+, the project 3.10+)
+    sources = re.findall(r'^sources = \["([^"]+)"\]', (ROOT / "pyproject.toml").read_text(),
+                         re.M)
+    assert len(sources) >= 3
+    readme = (ROOT / "README.md").read_text()
+    install = (ROOT / "docs" / "operations.md").read_text().split("## Run", 1)[0]
+    for source in sources:
+        assert f"`{source}`" in readme, f"README.md prerequisites miss {source}"
+        assert f"`{source}`" in install, f"docs/operations.md Install misses {source}"
