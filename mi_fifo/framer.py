@@ -3,7 +3,7 @@
 The server keeps its FIFO open read-write, so every writer's bytes arrive as one stream.  A
 request is optional whitespace, `:NAME:`, optional whitespace and exactly one JSON object or
 array; the next byte starts the next request.  Nothing here touches a file: the listener
-feeds bytes with the time and acts on the events (see WIRE.md, FIFO).
+feeds bytes with the time and acts on the events (see docs/wire.md, "FIFO").
 
 Rules this implements:
 - framing is by a JSON scan (strings, escapes, nesting), never by newlines;

@@ -242,7 +242,7 @@ class _Listener:
         """Answer `body` (or with the `fixed` reply) on the reply FIFO `name`.  `value`:
         `body` already decoded, if the framer did.
 
-        A command with side effects runs only once the reply FIFO is open (WIRE.md: no
+        A command with side effects runs only once the reply FIFO is open (docs/wire.md: no
         mq_fetch pops an item for nobody).  A reply that needs no such command (an error
         found while checking the request, a read-only command, a fixed reply) is made
         first, then the FIFO is opened and written back to back: the client, woken by the

@@ -1,4 +1,4 @@
-"""Read the YAML configuration (CONFIG.md) into a validated Config.
+"""Read the YAML configuration (docs/configuration.md) into a validated Config.
 
 Every user mistake becomes one line of ConfigError.problems naming the file, the key or
 queue, and what is wrong; all problems are collected so one `--check` run shows them all.
@@ -267,7 +267,7 @@ class _Parser:
             self.problem("db_url", str(exc))
             return None
         if isinstance(parsed, SqliteUrl):
-            # Relative SQLite paths are relative to the configuration file (CONFIG.md).
+            # Relative SQLite paths are relative to the configuration file, as in OpenSIPS.
             path = parsed.path if parsed.path.is_absolute() else self.base_dir / parsed.path
             return f"sqlite://{path}"
         return value

@@ -1,6 +1,6 @@
 """Parse an OpenSIPS `mqueue` modparam string ("name=q;size=20;addmode=2;dbmode=1").
 
-The grammar follows MQUEUE.md "Queue definition". The string is split into raw attributes
+The grammar is OpenSIPS's (docs/configuration.md, "mqueue"). The string is split into raw attributes
 here; `build_spec` turns attributes (from this parser or from a YAML mapping) into a
 QueueSpec, so both configuration forms share one validator.
 """

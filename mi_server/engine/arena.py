@@ -1025,7 +1025,7 @@ class Arena:
 
         check_invariants(self)
 
-    # ---- script-level API (OpenSIPS return codes, MQUEUE.md) ---------------------------
+    # ---- script-level API (OpenSIPS return codes, docs/operations.md) ---------------------------
 
     def mq_add(self, q: str, key: str, value: str) -> bool:
         try:

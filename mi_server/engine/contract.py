@@ -20,7 +20,7 @@ from .stats import QueueStats
 
 @runtime_checkable
 class Engine(Protocol):
-    """The queue operations, each atomic; MQUEUE.md "Queue semantics" for what they do."""
+    """The queue operations, each atomic; docs/configuration.md ("mqueue") for what they do."""
 
     name: str  # where the queues are, for log lines
 

@@ -1,4 +1,4 @@
-"""The script-level API (OpenSIPS return codes, MQUEUE.md) over any engine's raising API.
+"""The script-level API (OpenSIPS return codes, docs/operations.md) over any engine's raising API.
 
 A backend mixes this in; the shared-memory Arena keeps its own copy of the same methods
 (its `mq_fetch` is part of a measured path).

@@ -1,4 +1,5 @@
-"""YAML configuration loading (CONFIG.md): defaults, both queue forms, every error class."""
+"""YAML configuration loading (docs/configuration.md): defaults, both queue forms, every
+error class."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `mqueue` modparam string rules of MQUEUE.md "Queue definition", as a table."""
+"""The `mqueue` modparam string rules (docs/configuration.md, "mqueue"), as a table."""
 
 from __future__ import annotations
 

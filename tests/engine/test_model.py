@@ -1,6 +1,6 @@
 """Model-based test: random operations on the arena and on a plain-Python model of
-MQUEUE.md's semantics must give identical results; invariants hold after every step.
-The same machine runs against the Redis engine (RedisMachine)."""
+the queue semantics (docs/configuration.md) must give identical results; invariants hold
+after every step. The same machine runs against the Redis engine (RedisMachine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Queue semantics from MQUEUE.md "Queue semantics", table-driven, in one process; the
+"""Queue semantics (docs/configuration.md, "mqueue"), table-driven, in one process; the
 tests taking `make_engine` run against every backend (shm with and without its C part,
 Redis), the `make_arena` ones pin what only the shared-memory arena has."""
 

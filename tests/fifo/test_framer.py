@@ -1,4 +1,4 @@
-"""The sans-io framer against every framing rule of WIRE.md (FIFO), fed by hand."""
+"""The sans-io framer against every framing rule of docs/wire.md ("FIFO"), fed by hand."""
 
 from __future__ import annotations
 

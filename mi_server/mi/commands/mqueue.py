@@ -1,6 +1,6 @@
 """The mqueue module's MI commands (OpenSIPS 3.6 modules/mqueue) plus our `mq_add`.
 
-Results and errors are those of spec/MQUEUE.md and spec/CONFIG.md; keys and values are
+Results and errors are those of docs/commands.md; keys and values are
 emitted literally (no printf formatting, no loss of empty items).
 """
 
