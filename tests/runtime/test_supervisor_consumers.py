@@ -66,10 +66,9 @@ def test_a_command_line_consumer_sees_the_item_in_its_environment(servers, short
 
 
 def readme_consumers() -> list[dict]:
-    """The consumers of the README's example, parsed from the README itself."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Consumers"):]
-    block = section[section.index("```yaml") + len("```yaml"):]
+    """The consumers of docs/consumers.md's first example, parsed from the page itself."""
+    page = (ROOT / "docs" / "consumers.md").read_text()
+    block = page[page.index("```yaml") + len("```yaml"):]
     return yaml.safe_load(block[:block.index("```")])["consumers"]
 
 
