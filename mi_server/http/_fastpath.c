@@ -463,7 +463,19 @@ static char buf[RECV_SIZE];
 
 /* The served request's answer: True / False (kept open or not, all sent), or
  * (keep_alive, the bytes the socket did not take). */
-static PyObject *send_reply(int fd, PyObject *body, int keep_alive) {
+#define NODELAY_ABOVE 16384  /* a reply this big may go in several segments */
+
+static void set_nodelay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* *nodelay: TCP_NODELAY is still to be set on fd (a connection accept() took).  It is set
+ * before a reply on a connection that stays open, or one big enough to need several
+ * segments; a small last reply, the whole exchange of a Connection: close client, goes
+ * in one segment whatever the flag (Nagle holds back only data sent while earlier data
+ * is unacknowledged), so that exchange saves the system call. */
+static PyObject *send_reply(int fd, PyObject *body, int keep_alive, int *nodelay) {
     refresh_date();
     char headbuf[256];
     Py_ssize_t blen = PyBytes_GET_SIZE(body);
@@ -477,6 +489,10 @@ static PyObject *send_reply(int fd, PyObject *body, int keep_alive) {
         return PyErr_NoMemory();
     memcpy(out, headbuf, (size_t)hlen);
     memcpy(out + hlen, PyBytes_AS_STRING(body), (size_t)blen);
+    if (*nodelay && (keep_alive || total > NODELAY_ABOVE)) {
+        set_nodelay(fd);
+        *nodelay = 0;
+    }
     ssize_t sent = send(fd, out, (size_t)total, MSG_NOSIGNAL);
     PyObject *result;
     if (sent == total) {
@@ -496,7 +512,7 @@ static PyObject *send_reply(int fd, PyObject *body, int keep_alive) {
 /* One read of fd: None (nothing to read), b"" (end of file or an error: close), the bytes
  * read (not ours), or the answer of send_reply (served); NULL with an exception set when
  * a callback raised (the request was read and not answered). */
-static PyObject *serve_fd(int fd, const context *c) {
+static PyObject *serve_fd(int fd, const context *c, int *nodelay) {
     ssize_t got = recv(fd, buf, sizeof(buf), 0);
     if (got < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -546,7 +562,7 @@ static PyObject *serve_fd(int fd, const context *c) {
         Py_DECREF(reply);
         return NULL;
     }
-    PyObject *result = send_reply(fd, reply, h.keep_alive && !c->stop[0]);
+    PyObject *result = send_reply(fd, reply, h.keep_alive && !c->stop[0], nodelay);
     Py_DECREF(reply);
     return result;
 }
@@ -570,15 +586,17 @@ static PyObject *serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     if (unpack(args[1], &c) < 0)
         return NULL;
-    return serve_fd((int)fd, &c);
+    int nodelay = 0;  /* the worker's connections have it */
+    return serve_fd((int)fd, &c, &nodelay);
 }
 
 PyDoc_STRVAR(accept_doc,
 "accept(listen_fd, ctx, room) -> list of (fd, result) | (fd, exception)\n\n"
-"Accept up to 16 connections (non-blocking, TCP_NODELAY), and no more once `room` of\n"
-"them are listed, and serve each one's first read as serve() does.  A served exchange that closes, with its reply sent whole, is\n"
-"closed here; every other connection is listed with serve()'s result (or the\n"
-"exception a callback raised) for the worker to take over.");
+"Accept up to 16 connections (non-blocking), and no more once `room` of them are\n"
+"listed, and serve each one's first read as serve() does.  A served exchange that\n"
+"closes, with its reply sent whole, is closed here; every other connection gets\n"
+"TCP_NODELAY and is listed with serve()'s result (or the exception a callback raised)\n"
+"for the worker to take over.");
 
 static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     context c;
@@ -606,14 +624,15 @@ static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nar
             Py_DECREF(left);
             return PyErr_SetFromErrno(PyExc_OSError);
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        PyObject *res = serve_fd(fd, &c);
+        int nodelay = 1;
+        PyObject *res = serve_fd(fd, &c, &nodelay);
         if (res == Py_False) {  /* served, sent whole, not kept: done */
             Py_DECREF(res);
             close(fd);
             continue;
         }
+        if (nodelay)  /* the worker's connection, as Worker.accept makes it */
+            set_nodelay(fd);
         if (res == NULL) {
             PyObject *type, *value, *tb;
             if (!PyErr_ExceptionMatches(PyExc_Exception)) {

@@ -61,6 +61,9 @@ LINGER_TIMEOUT = 2.0  # after an error reply: read and drop the rest before clos
 MAX_HEAD = 16384  # URL + header fields (names, values, 4 bytes of ": " and CRLF each)
 RECV_SIZE = 65536
 SWEEP_EVERY = 0.5
+# events taken per epoll_wait: Python's default (FD_SETSIZE - 1) allocates a 12 KiB event
+# array on every call; more ready descriptors are simply returned by the next call
+POLL_EVENTS = 64
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 _EPOLLIN = select.EPOLLIN
@@ -627,7 +630,7 @@ class Worker:
                     deadline = time.monotonic() + DRAIN_TIMEOUT
                 if self.stopping and (not conns or time.monotonic() > deadline):
                     break
-                events = ep.poll(SWEEP_EVERY)
+                events = ep.poll(SWEEP_EVERY, POLL_EVENTS)
                 self.now = now = time.monotonic()
                 for fd, ev in events:
                     if fd == listen_fd:
