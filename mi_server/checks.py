@@ -43,6 +43,7 @@ def machine_problems(cfg: Any) -> list[str]:
     """One line per thing on this machine that stops (or will break) this configuration."""
     problems: list[str] = []
     problems += _fifo_problems(cfg)
+    problems += _datagram_problems(cfg)
     problems += _handler_problems(cfg)
     problems += _shm_problems(cfg)
     problems += _storage_problems(cfg)
@@ -94,6 +95,22 @@ def _fifo_problems(cfg: Any) -> list[str]:
     if not reply_dir.is_dir():
         problems.append(f"fifo.reply_dir: {reply_dir} is not an existing directory")
     return problems
+
+
+def _datagram_problems(cfg: Any) -> list[str]:
+    dgram = getattr(cfg, "datagram", None)
+    if dgram is None or not dgram.socket.is_unix:
+        return []
+    directory = Path(dgram.socket.path).parent
+    if not directory.is_dir():
+        return [f"datagram.socket: the directory {directory} does not exist"]
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return [f"datagram.socket: the directory {directory} is not writable by this user"]
+    mode = directory.stat().st_mode
+    if mode & 0o002 and not mode & 0o1000:
+        return [f"datagram.socket: the directory {directory} is writable by everyone "
+                "without the sticky bit (anyone could replace the socket)"]
+    return []
 
 
 def _handler_problems(cfg: Any) -> list[str]:

@@ -17,6 +17,12 @@ from typing import Any
 
 import yaml
 
+from mi_server.datagram.address import (
+    UDP_PAYLOAD_MAX,
+    BadAddress,
+    DatagramAddress,
+    parse_address,
+)
 from mi_server.engine.spec import QueueSpec
 from mi_server.modparam import ModparamError, build_spec, split_modparam
 from mi_server.storage.names import InvalidTableName, check_table_name
@@ -24,8 +30,8 @@ from mi_server.storage.url import BadDbUrl, SqliteUrl, parse_db_url
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TOP_LEVEL_KEYS = ("db_url", "shm_size", "shm_name", "mqueue", "http", "fifo", "consumers",
-                  "log_level", "log_target", "pid_file", "state_dir", "engine")
+TOP_LEVEL_KEYS = ("db_url", "shm_size", "shm_name", "mqueue", "http", "fifo", "datagram",
+                  "consumers", "log_level", "log_target", "pid_file", "state_dir", "engine")
 ENGINE_BACKENDS = ("shm", "redis")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_TARGETS = ("stderr", "syslog")
@@ -104,6 +110,23 @@ class FifoConfig:
     idle_timeout: float = 1.0
 
 
+# OpenSIPS's DATAGRAM_SOCK_BUF_SIZE: the request and reply limit of mi_datagram
+DATAGRAM_BUFFER_SIZE = 65457
+DATAGRAM_BUFFER_MIN = 256  # room for any error reply and a small request
+
+
+@dataclass
+class DatagramConfig:
+    """`datagram:` (docs/datagram.md): like OpenSIPS mi_datagram."""
+
+    socket: DatagramAddress = field(
+        default_factory=lambda: parse_address("udp:127.0.0.1:8080"))
+    mode: int = 0o660  # unix socket only
+    user: str | None = None
+    group: str | None = None
+    buffer_size: int = DATAGRAM_BUFFER_SIZE
+
+
 @dataclass
 class ConsumerConfig:
     queue: str
@@ -132,6 +155,7 @@ class Config:
     queues: list[QueueSpec] = field(default_factory=list)
     http: HttpConfig | None = None
     fifo: FifoConfig | None = None
+    datagram: DatagramConfig | None = None
     consumers: list[ConsumerConfig] = field(default_factory=list)
     log_level: str = "info"
     log_target: str = "stderr"  # or "syslog" (the local syslog daemon)
@@ -217,6 +241,7 @@ class _Parser:
         cfg.queues = self.queues(data.get("mqueue"), has_db=cfg.db_url is not None)
         cfg.http = self.section("http", data.get("http"), self.http)
         cfg.fifo = self.section("fifo", data.get("fifo"), self.fifo)
+        cfg.datagram = self.section("datagram", data.get("datagram"), self.datagram)
         cfg.consumers = self.consumers(data.get("consumers"), {q.name for q in cfg.queues})
         cfg.log_level = self.log_level(data.get("log_level", "info"))
         cfg.log_target = self.log_target(data.get("log_target", "stderr"))
@@ -605,13 +630,7 @@ class _Parser:
         cfg.path = self.path("fifo.path", m.get("path"), required=False) or cfg.path
         if "mode" in m:
             cfg.mode = self.mode(m["mode"])
-        for key in ("user", "group"):
-            value = m.get(key)
-            if value is not None and not (isinstance(value, (str, int))
-                                          and not isinstance(value, bool) and value != ""):
-                self.problem(f"fifo.{key}", f"must be a name or a number, not {value!r}")
-            elif value is not None:
-                setattr(cfg, key, str(value))
+        cfg.user, cfg.group = self.owner("fifo", m)
         cfg.reply_dir = self.path("fifo.reply_dir", m.get("reply_dir")) or cfg.reply_dir
         if "max_request" in m:
             cfg.max_request = self.size("fifo.max_request", m["max_request"], minimum=1)
@@ -619,7 +638,47 @@ class _Parser:
             cfg.idle_timeout = self.positive("fifo.idle_timeout", m["idle_timeout"])
         return cfg
 
-    def mode(self, value: Any) -> int:
+    def owner(self, where: str, m: Mapping) -> tuple[str | None, str | None]:
+        """`user` and `group`: a name or a number each, or absent."""
+        found: list[str | None] = []
+        for key in ("user", "group"):
+            value = m.get(key)
+            if value is not None and not (isinstance(value, (str, int))
+                                          and not isinstance(value, bool) and value != ""):
+                self.problem(f"{where}.{key}", f"must be a name or a number, not {value!r}")
+                value = None
+            found.append(None if value is None else str(value))
+        return found[0], found[1]
+
+    def datagram(self, m: Mapping) -> DatagramConfig:
+        cfg = DatagramConfig()
+        self.known_keys("datagram", m, ("enabled", "socket", "mode", "user", "group",
+                                        "buffer_size"))
+        if "socket" in m:
+            try:
+                cfg.socket = parse_address(m["socket"])
+            except BadAddress as exc:
+                self.problem("datagram.socket", str(exc))
+        if "mode" in m:
+            cfg.mode = self.mode(m["mode"], "datagram.mode")
+        cfg.user, cfg.group = self.owner("datagram", m)
+        if not cfg.socket.is_unix:
+            for key in ("mode", "user", "group"):
+                if m.get(key) is not None:
+                    self.problem(f"datagram.{key}", f"applies to a unix socket only, not to "
+                                                    f"{cfg.socket}")
+        if "buffer_size" in m:
+            size = self.size("datagram.buffer_size", m["buffer_size"],
+                             minimum=DATAGRAM_BUFFER_MIN)
+            if size > UDP_PAYLOAD_MAX:
+                self.problem("datagram.buffer_size",
+                             f"{size} bytes is more than one datagram holds over UDP "
+                             f"(at most {UDP_PAYLOAD_MAX})")
+            else:
+                cfg.buffer_size = max(size, DATAGRAM_BUFFER_MIN)
+        return cfg
+
+    def mode(self, value: Any, where: str = "fifo.mode") -> int:
         # "0660" (a string) is octal; YAML 1.1 already reads a bare 0660 as octal 432.
         # Only permission bits make sense for a FIFO, which also catches a bare 660
         # (decimal 660 is 0o1224): the user meant "0660".
@@ -630,7 +689,7 @@ class _Parser:
         else:
             mode = -1
         if not 0 <= mode <= 0o777:
-            self.problem("fifo.mode", f"bad mode {value!r} (an octal string such as \"0660\")")
+            self.problem(where, f"bad mode {value!r} (an octal string such as \"0660\")")
             return 0o660
         return mode
 

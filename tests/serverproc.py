@@ -84,6 +84,7 @@ class Server:
 
     def expected_processes(self) -> int:
         n = 1 + self.workers + (1 if self.fifo_path else 0)
+        n += 1 if self.config.get("datagram") else 0
         return n + sum(c.get("processes", 1) for c in self.consumers)
 
     def launch(self) -> subprocess.Popen:

@@ -11,6 +11,8 @@ stepped on every pass):
   any status line is an answer (405, or 401 where `http.auth` is set).
 - FIFO: `version` with a reply FIFO of its own in `fifo.reply_dir`, removed afterwards;
   where the service may not create files there, the listener having the FIFO open.
+- datagram: `version` in one datagram, from a socket of its own (UDP: an ephemeral port
+  on loopback for a wildcard address; unix: an abstract address, so no file is left).
 
 Nothing of this runs unless systemd asked for notifications (NOTIFY_SOCKET), so a server
 started by hand or by a test serves no request it was not sent.
@@ -25,6 +27,7 @@ import logging
 import os
 import select
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +157,59 @@ class FifoProbe:
             os.unlink(self.reply_path)
 
 
+class DatagramProbe:
+    """One `version` datagram to the datagram socket; done once a reply comes back."""
+
+    name = "datagram"
+    REQUEST = b'{"jsonrpc":"2.0","method":"version","id":1}'
+    RESEND = 0.5  # seconds: a datagram sent before the listener ran is still queued
+
+    def __init__(self, address: Any) -> None:
+        self.address = address  # mi_server.datagram.address.DatagramAddress
+        self.sock: socket.socket | None = None
+        self.sent_at: float | None = None
+        self.done = False
+
+    def step(self) -> bool:
+        if self.done:
+            return True
+        try:
+            if self.sock is None:
+                self.sock = self._open()
+            now = time.monotonic()
+            if self.sent_at is None or now - self.sent_at >= self.RESEND:
+                self.sock.sendto(self.REQUEST, self._target())
+                self.sent_at = now
+            if select.select([self.sock], [], [], 0)[0] and self.sock.recv(65536):
+                self.done = True
+                self.close()
+        except OSError as exc:
+            log.debug("datagram readiness probe: %s", exc)
+        return self.done
+
+    def _open(self) -> socket.socket:
+        addr = self.address
+        sock = socket.socket(addr.family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        if addr.is_unix:  # the reply needs an address: an abstract one leaves no file
+            sock.bind(f"\0mqueue-mi-ready-{os.getpid()}-{id(self):x}")
+        return sock
+
+    def _target(self) -> Any:
+        addr = self.address
+        if addr.is_unix:
+            return addr.path
+        host = addr.host
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "::1" if addr.family == socket.AF_INET6 else "127.0.0.1"
+        return (host, addr.port)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 class Readiness:
     """Tells systemd READY=1 once every probe is done, and STOPPING=1 at the stop."""
 
@@ -171,6 +227,8 @@ class Readiness:
                 probes.append(HttpProbe(http_socket, cfg.http.root))
             if cfg.fifo is not None:
                 probes.append(FifoProbe(cfg.fifo.path, cfg.fifo.reply_dir))
+            if getattr(cfg, "datagram", None) is not None:
+                probes.append(DatagramProbe(cfg.datagram.socket))
         return cls(notifier, probes)
 
     def poll(self, timeout: float) -> float:

@@ -80,6 +80,7 @@ class ChildSpec:
     # whether all the group's processes are up), e.g. "mi_http"; None for consumers
     sr_group: str | None = None
     accepts_http: bool = False  # only HTTP workers keep the listening socket
+    serves_datagram: bool = False  # only the datagram listener keeps its socket
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Supervisor:
         self.started = time.time()
         self.sock: Any = None
         self.fifo_created = False
+        self.datagram: Any = None  # mi_server.datagram.sockets.BoundSocket
         self.engine: Engine | None = None
         self.adopted = 0  # items adopted from the arena of a server that died
         self.runtime_dir: Path | None = None
@@ -180,6 +182,9 @@ class Supervisor:
         if cfg.fifo is not None:
             _attempt(lambda: _create_fifo(cfg.fifo), f"cannot create the FIFO {cfg.fifo.path}")
             self.fifo_created = True
+        if cfg.datagram is not None:
+            self.datagram = _attempt(lambda: _bind_datagram(cfg.datagram),
+                                     f"cannot bind the datagram socket {cfg.datagram.socket}")
         for consumer in cfg.consumers:
             if consumer.handler not in self.handlers:
                 try:
@@ -236,6 +241,11 @@ class Supervisor:
             specs.append(ChildSpec(next_id, "MI FIFO", "mi-fifo", self._fifo_listener,
                                    sr_group="mi_fifo"))
             next_id += 1
+        if cfg.datagram is not None:
+            specs.append(ChildSpec(next_id, "MI Datagram", "mi-datagram",
+                                   self._datagram_listener, sr_group="mi_datagram",
+                                   serves_datagram=True))
+            next_id += 1
         for consumer in cfg.consumers:
             for n in range(1, consumer.processes + 1):
                 name = f"consumer {consumer.queue} #{n}"
@@ -255,6 +265,8 @@ class Supervisor:
                          f"({cfg.http.workers} worker(s))")
         if cfg.fifo is not None:
             parts.append(f"FIFO {cfg.fifo.path}")
+        if cfg.datagram is not None:
+            parts.append(f"datagram {cfg.datagram.socket}")
         n = sum(c.processes for c in cfg.consumers)
         if n:
             parts.append(f"{n} consumer process(es)")
@@ -328,6 +340,13 @@ class Supervisor:
                    else None)
         run_listener(self.cfg.fifo, core.handle, scan=core.scan_value, stage=core.stage,
                      finish=core.finish, stage_checked=checked)
+
+    def _datagram_listener(self) -> None:
+        from mi_server.datagram.server import run_listener
+
+        core = self._core()
+        run_listener(self.datagram.sock, core, self.cfg.datagram.buffer_size,
+                     str(self.cfg.datagram.socket))
 
     # ---- the status report (sr_* commands, GET /health) -------------------------------
 
@@ -408,6 +427,8 @@ class Supervisor:
             set_process_title(spec.title)
             if self.sock is not None and not spec.accepts_http:
                 self.sock.close()
+            if self.datagram is not None and not spec.serves_datagram:
+                self.datagram.close()
             spec.run()
         except BaseException:  # whatever happens, the child must not return into the loop
             log.exception("%s (pid %d) failed", spec.type, os.getpid())
@@ -544,6 +565,12 @@ class Supervisor:
             _quietly(lambda: remove_fifo(self.cfg.fifo), "removing the FIFO")
         if self.sock is not None:
             self.sock.close()
+        if self.datagram is not None:
+            from mi_server.datagram.sockets import remove_socket
+
+            bound = self.datagram
+            _quietly(lambda: remove_socket(bound), "removing the datagram socket")
+            bound.close()
         if self.engine is not None:
             engine = self.engine
             _quietly(lambda: backend.release(engine), "releasing the queue engine")
@@ -584,6 +611,13 @@ def _share_with_children() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _bind_datagram(dgram_cfg: Any) -> Any:
+    import mi_server.datagram.server  # noqa: F401  (imported once, shared with the child)
+    from mi_server.datagram.sockets import bind_socket
+
+    return bind_socket(dgram_cfg.socket, dgram_cfg.mode, dgram_cfg.user, dgram_cfg.group)
 
 
 def _create_fifo(fifo_cfg: Any) -> None:

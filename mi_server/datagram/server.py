@@ -1,0 +1,142 @@
+"""The datagram listener process: read a datagram, answer it, from one bound socket.
+
+One process serves the socket (as OpenSIPS mi_datagram's default of one child).  The
+socket is bound by the supervisor and inherited, so a restarted listener serves the same
+address at once and a datagram sent meanwhile waits in the socket's queue.
+
+Replies are sent without blocking (MSG_DONTWAIT) from the server's own socket to the
+sender's address: a unix-socket client that stops reading fills its queue (ten datagrams
+by default) and the next reply to it would block the listener for everyone; instead it
+is dropped, with a log line at most every LOG_INTERVAL seconds.  A held mq_fetch whose
+reply is dropped is undone (its items stay queued).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from mi_server.datagram.protocol import DatagramProtocol
+
+log = logging.getLogger("mi_datagram")
+
+LOG_INTERVAL = 10.0  # seconds between two "replies dropped" lines
+
+
+class DropLog:
+    """Rate-limited log of replies that could not be sent."""
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def dropped(self, address: Any, why: str) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        more = f" ({self.suppressed} more since the last line)" if self.suppressed else ""
+        log.warning("datagram reply to %r dropped: %s%s", address or "an unbound socket",
+                    why, more)
+        self.suppressed = 0
+        self.next_at = now + self.interval
+
+
+class Listener:
+    """The serving loop over one bound datagram socket.
+
+    It sleeps in a blocking recvfrom(): one system call per request, no poll().  To stop,
+    the signal handler must make that call return: Python retries a call interrupted by a
+    signal once the handler has run (PEP 475), so the handler dup2()s /dev/null over the
+    descriptor being read, and the retried recvfrom fails at once (ENOTSOCK).  The loop
+    reads through its own duplicate of the socket's descriptor, so the socket itself (used
+    for sending) is never touched, and a datagram received just before the signal is still
+    answered."""
+
+    def __init__(self, sock: socket.socket, protocol: DatagramProtocol,
+                 buffer_size: int) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.read_size = buffer_size + 1  # one more: a request over the buffer is seen
+        self.drops = DropLog()
+        self.stopping = False
+        self.reading = False
+        self.swapped = False
+        self.null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.read_fd = os.dup(sock.fileno())
+        self.reader = socket.socket(fileno=self.read_fd)
+        self.reader.setblocking(True)
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        if self.reading and not self.swapped:
+            os.dup2(self.null_fd, self.read_fd, inheritable=False)
+            self.swapped = True
+
+    def run(self) -> None:
+        signals = (signal.SIGTERM, signal.SIGINT)
+        old = {s: signal.signal(s, self.on_signal) for s in signals}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # whatever the parent blocked
+        recvfrom = self.reader.recvfrom
+        serve = self.serve
+        size = self.read_size
+        try:
+            while not self.stopping:
+                self.reading = True
+                if self.stopping:  # the signal came before `reading` was set
+                    break
+                try:
+                    data, address = recvfrom(size)
+                except OSError as exc:
+                    self.reading = False
+                    if self.stopping:
+                        break
+                    log.debug("datagram recvfrom: %s", exc)  # e.g. a queued ICMP error
+                    continue
+                self.reading = False
+                try:
+                    serve(data, address)
+                except Exception:  # one bad datagram must never stop the listener
+                    log.exception("datagram: failed to serve a request")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.reader.close()
+            os.close(self.null_fd)
+
+    def serve(self, data: bytes, address: Any) -> None:
+        reply, settle = self.protocol.answer(data)
+        sent = False
+        try:
+            if reply is not None:
+                sent = self.send(reply, address)
+        finally:
+            if settle is not None:
+                settle(sent)
+
+    def send(self, reply: bytes, address: Any) -> bool:
+        if not address:  # an unbound unix socket: there is no address to answer
+            self.drops.dropped(address, "the sender has no address")
+            return False
+        try:
+            self.sock.sendto(reply, socket.MSG_DONTWAIT, address)
+            return True
+        except BlockingIOError:
+            self.drops.dropped(address, "the sender does not read its replies")
+        except OSError as exc:
+            self.drops.dropped(address, exc.strerror or str(exc))
+        return False
+
+
+def run_listener(sock: socket.socket, core: Any, buffer_size: int, where: str) -> None:
+    """Serve `sock` with the MI `core` until SIGTERM or SIGINT, then return."""
+    from mi_server.mi.core import TOO_LARGE
+
+    protocol = DatagramProtocol(core.stage_held, core.finish, TOO_LARGE, buffer_size)
+    log.info("datagram listener serving %s (buffer %d bytes)", where, buffer_size)
+    Listener(sock, protocol, buffer_size).run()
