@@ -22,6 +22,10 @@ class Step:
     status: int  # HTTP status for the HTTP replay: 200 reply, 202 notification (no body)
     reply: bytes | None = None  # exact bytes; None with status 202
     reply_pattern: re.Pattern[bytes] | None = None  # instead of `reply`, for clocks/pids/paths
+    # over the datagram transport, where its bytes differ (a `<<d` line): the reply
+    # datagram, or None for no reply; unset (datagram_differs False): as over HTTP
+    datagram: bytes | None = None
+    datagram_differs: bool = False
 
     def matches(self, got: bytes | None) -> bool:
         if self.reply_pattern is not None:
@@ -79,6 +83,11 @@ def parse_transcript(text: str, source: str) -> list[Case]:
             pending = rest.encode("utf-8")
         elif tag == ">>x":
             pending = bytes.fromhex(rest)
+        elif tag == "<<d":
+            if not case.steps or pending is not None:
+                raise TranscriptError(f"{where}: '<<d' must follow a step's reply")
+            step = case.steps[-1]
+            step.datagram, step.datagram_differs = (rest.encode() or None), True
         elif tag in ("<<<", "<<~"):
             if pending is None:
                 raise TranscriptError(f"{where}: reply without a request")
