@@ -23,8 +23,8 @@ mi-server -c FILE [--check | --create-tables]
        mi-server --version | --help"""
 
 DESCRIPTION = """\
-The OpenSIPS Management Interface of the mqueue module (JSON-RPC over HTTP and a
-FIFO) over shared-memory or Redis queues. Runs in the foreground."""
+The OpenSIPS Management Interface of the mqueue module (JSON-RPC over HTTP, a FIFO
+and datagrams) over shared-memory or Redis queues. Runs in the foreground."""
 
 EPILOG = """\
 configuration:
@@ -33,7 +33,7 @@ configuration:
 
 signals:
   SIGTERM, SIGINT, SIGHUP  stop in order: finish the requests in flight, stop the
-                           consumers, save the dbmode queues, remove the FIFO
+                           consumers, save the dbmode queues, remove the FIFO and socket
                            (the MI command `kill` does the same)
   SIGKILL                  no save: the next start with FILE adopts the queues left
                            in shared memory (docs/operations.md)
@@ -42,8 +42,8 @@ environment:
   MQMI_FIFO_FASTPATH=0     serve the FIFO without its compiled fast path
   MQMI_HTTP_FASTPATH=0     serve HTTP without its compiled fast path
   MQMI_ENGINE_SPEEDUPS=0   create the arena without the engine's C part (flock, Python)
-  NOTIFY_SOCKET            set by systemd (Type=notify): READY=1 once HTTP and the FIFO
-                           answer, STOPPING=1 at the stop
+  NOTIFY_SOCKET            set by systemd (Type=notify): READY=1 once every transport
+                           answers, STOPPING=1 at the stop
 
 exit status:
   0  stopped cleanly (or --check found nothing wrong)

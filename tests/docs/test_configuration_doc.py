@@ -46,7 +46,7 @@ def test_every_top_level_key_is_documented() -> None:
     assert sorted(documented) == sorted(config.TOP_LEVEL_KEYS)
 
 
-@pytest.mark.parametrize("section", ["http", "fifo", "consumers", "engine"])
+@pytest.mark.parametrize("section", ["http", "fifo", "datagram", "consumers", "engine"])
 def test_every_key_of_a_section_is_documented(section: str) -> None:
     """The keys each section's parser accepts (read from config.py) appear in its table."""
     source = (ROOT / "mi_server" / "config.py").read_text()
