@@ -4,16 +4,16 @@ One process serves the FIFO (as OpenSIPS' mi_fifo does).  It holds the FIFO open
 read-write, so it never sees end-of-file and the empty open/close probes opensips-cli makes
 cost nothing.  Bytes go through the sans-io `Framer`; for each request the reply FIFO is
 opened first and the command runs only if that worked (`replyfifo`).  Every second it checks
-that the path is still its own FIFO and re-creates it if someone deleted or replaced it.
+that the path is still its own FIFO and claims a fresh one if someone deleted or replaced it
+(`fifofile`: a FIFO nobody serves is replaced, anything else is left alone and logged).
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
+import fcntl
 import logging
 import os
-import pwd
 import signal
 import stat
 import time
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from mi_fifo import fastpath
+from mi_fifo.fifofile import FifoError, claim_fifo
 from mi_fifo.framer import (
     UNPARSED,
     FrameEvent,
@@ -79,73 +80,17 @@ class FifoSettings(Protocol):
     idle_timeout: float
 
 
-class FifoError(Exception):
-    """The FIFO cannot be created; the message names the path and the reason."""
-
-
-def _owner(cfg: FifoSettings) -> tuple[int, int]:
-    """uid/gid for chown from names or numbers; -1 leaves one unchanged."""
-    uid = gid = -1
-    try:
-        if cfg.user:
-            uid = int(cfg.user) if str(cfg.user).isdigit() else pwd.getpwnam(cfg.user).pw_uid
-        if cfg.group:
-            gid = int(cfg.group) if str(cfg.group).isdigit() else grp.getgrnam(cfg.group).gr_gid
-    except KeyError as e:
-        raise FifoError(f"fifo: no such user or group {e.args[0]!r}") from None
-    return uid, gid
-
-
-def create_fifo(cfg: FifoSettings) -> None:
-    """Make a fresh FIFO at cfg.path with cfg.mode (umask-independent) and owner.
-
-    Whatever else is at the path (file, socket, symlink, stale FIFO) is replaced; a directory
-    is not, and a missing parent directory is an error rather than something we create."""
-    path = os.fspath(cfg.path)
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        raise FifoError(f"fifo.path {path}: directory {parent} does not exist")
-    uid, gid = _owner(cfg)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise FifoError(f"fifo.path {path}: {e.strerror}") from None
-    else:
-        if stat.S_ISDIR(st.st_mode):
-            raise FifoError(f"fifo.path {path} is a directory; not replacing it")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    try:
-        os.mkfifo(path, 0o600)
-        os.chmod(path, cfg.mode)  # mkfifo's mode is cut by the umask; chmod is not
-        if uid != -1 or gid != -1:
-            os.chown(path, uid, gid)
-    except OSError as e:
-        raise FifoError(f"fifo.path {path}: cannot create the FIFO: {e.strerror}") from None
-
-
-def remove_fifo(cfg: FifoSettings) -> None:
-    """Remove the FIFO at cfg.path (only a FIFO: never a file someone put there)."""
-    path = os.fspath(cfg.path)
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISFIFO(os.lstat(path).st_mode):
-            os.unlink(path)
-
-
-def _open_fifo(path: str) -> int:
-    """Our FIFO read-write and non-blocking, without access-time updates if we may.
+def _no_atime(fd: int) -> None:
+    """Read without access-time updates, if we may.
 
     Every read of a FIFO on a disk file system updates its inode's atime (each client write
     sets mtime, so even relatime updates it every time): on ext4 that dirtied inode was ~6 %
     of the listener's CPU per request.  O_NOATIME is refused (EPERM) unless we own the
     file, e.g. after `fifo.user` gave it away; then we read with atime updates as before."""
-    flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | _O_NOATIME)
-    except PermissionError:
-        return os.open(path, flags)
+    if not _O_NOATIME:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_NOATIME)
 
 
 class _Listener:
@@ -166,21 +111,19 @@ class _Listener:
         self.framer = Framer(cfg.max_request, cfg.idle_timeout, scan if self.decoding else None)
         self.fd = -1
         self.ident: tuple[int, int] | None = None
+        self.replace_failed = ""  # why the last re-creation failed (logged once)
         # set by the stop signal's handler: requests still to serve from one read are
         # dropped, since each may wait ~0.3 s for a reader (100 such would outlast the
         # supervisor's grace period); the compiled fast path reads the same flag's byte
         self.stopping = False
         self.stop_flag = bytearray(1)
 
-    def open(self, fresh: bool = False) -> None:
-        """Open the FIFO (creating it if the path holds no FIFO, or always when `fresh`)."""
-        try:
-            ours = stat.S_ISFIFO(os.lstat(self.path).st_mode)
-        except FileNotFoundError:
-            ours = False
-        if fresh or not ours:
-            create_fifo(self.cfg)
-        fd = _open_fifo(self.path)
+    def open(self, fd: int | None = None) -> None:
+        """Serve `fd`, the FIFO claimed by whoever started us (fifofile.claim_fifo: its
+        lock held), or claim the FIFO at the path now."""
+        if fd is None:
+            fd = claim_fifo(self.cfg)
+        _no_atime(fd)
         st = os.fstat(fd)
         self.fd, self.ident = fd, (st.st_dev, st.st_ino)
 
@@ -192,14 +135,17 @@ class _Listener:
         return stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == self.ident
 
     def reopen(self) -> None:
-        """The path was deleted or replaced: serve what is left, then a fresh FIFO.
+        """The path was deleted or replaced: serve what is left, then claim a fresh FIFO
+        (as at start: a FIFO nobody serves is replaced, anything else is left alone).
 
         On failure the old fd stays open and the next check tries again."""
-        log.warning("FIFO %s was deleted or replaced; re-creating it", self.path)
+        if not self.replace_failed:
+            log.warning("FIFO %s was deleted or replaced; re-creating it", self.path)
         self.read_available()
         old = self.fd
-        self.open(fresh=True)
+        self.open(claim_fifo(self.cfg))
         os.close(old)
+        self.replace_failed = ""
 
     def read_available(self) -> None:
         """Read and serve everything the (non-blocking) FIFO holds now: on re-creation."""
@@ -313,8 +259,11 @@ class _Listener:
 
 def run_listener(cfg: FifoSettings, handle: Handle, *, scan: Scan | None = None,
                  stage: Stage | None = None, finish: Finish | None = None,
-                 stage_checked: StageChecked | None = None) -> None:
+                 stage_checked: StageChecked | None = None, fd: int | None = None) -> None:
     """Serve the FIFO until SIGTERM or SIGINT, then return (the FIFO is left in place).
+
+    `fd`: the FIFO as fifofile.claim_fifo returned it to the caller (the supervisor, which
+    keeps its lock for the server's life), else the listener claims cfg.path itself.
 
     `handle` answers request bytes.  Optionally the MI core's `scan` (a JSON scanner, see
     framer.Scan), `stage` and `finish` (see MICore.stage), for requests decoded by `scan`:
@@ -323,7 +272,7 @@ def run_listener(cfg: FifoSettings, handle: Handle, *, scan: Scan | None = None,
     With all of those and `stage_checked` (MICore.stage_checked), the compiled fast path
     (mi_fifo.fastpath), if built, answers the common requests."""
     lst = _Listener(cfg, handle, scan, stage, finish, stage_checked)
-    lst.open()
+    lst.open(fd)
     loop = _Loop(lst)
     log.info("FIFO listener serving %s (replies in %s; compiled fast path %s)", lst.path,
              cfg.reply_dir, "on" if loop.fast is not None else
@@ -452,7 +401,9 @@ class _Loop:
         try:
             lst.reopen()
         except (OSError, FifoError) as e:
-            log.error("FIFO %s cannot be re-created (will retry): %s", lst.path, e)
+            if str(e) != lst.replace_failed:  # once per reason, not every second
+                log.error("FIFO %s cannot be re-created (will retry): %s", lst.path, e)
+            lst.replace_failed = str(e) or type(e).__name__
         finally:
             # the new FIFO, or the old one after a failure
             os.dup2(lst.fd, self.read_fd, inheritable=False)

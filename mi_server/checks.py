@@ -91,6 +91,8 @@ def _fifo_problems(cfg: Any) -> list[str]:
         problems.append(f"fifo.path: the directory {directory} does not exist")
     elif not os.access(directory, os.W_OK | os.X_OK):
         problems.append(f"fifo.path: the directory {directory} is not writable by this user")
+    else:
+        problems += _fifo_path_problems(os.fspath(fifo.path))
     reply_dir = Path(fifo.reply_dir)
     if not reply_dir.is_dir():
         problems.append(f"fifo.reply_dir: {reply_dir} is not an existing directory")
@@ -110,6 +112,29 @@ def _datagram_problems(cfg: Any) -> list[str]:
     if mode & 0o002 and not mode & 0o1000:
         return [f"datagram.socket: the directory {directory} is writable by everyone "
                 "without the sticky bit (anyone could replace the socket)"]
+    return []
+
+
+def _fifo_path_problems(path: str) -> list[str]:
+    """What the start would refuse at fifo.path itself (mi_fifo.fifofile.claim_fifo)."""
+    import stat
+
+    from mi_fifo.fifofile import FifoError, served_by_another
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return []  # nothing there: the start makes it
+    if stat.S_ISDIR(st.st_mode):
+        return [f"fifo.path: {path} is a directory"]
+    if not stat.S_ISFIFO(st.st_mode):
+        return [f"fifo.path: {path} exists and is not a FIFO (the start refuses to replace "
+                "it: remove it or set another fifo.path)"]
+    try:
+        if served_by_another(path):
+            return [f"fifo.path: {path} is served by a running server"]
+    except FifoError as exc:
+        return [str(exc)]
     return []
 
 

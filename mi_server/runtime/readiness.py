@@ -126,8 +126,10 @@ class FifoProbe:
         self.reply_fd = os.open(self.reply_path, os.O_RDONLY | os.O_NONBLOCK)
 
     def _listener_has_it_open(self) -> bool:
-        """A writer's non-blocking open succeeds only while someone reads the FIFO, and
-        nobody but the listener does."""
+        """A writer's non-blocking open succeeds only while someone reads the FIFO.  In
+        the server that is the FIFO's claim (mi_fifo.fifofile), held open read-write from
+        the start and shared with the listener: a request written from then on waits in
+        the pipe until the listener reads it, so the FIFO is usable."""
         try:
             os.close(os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError:

@@ -38,7 +38,7 @@ from mi_server.runtime import persistence
 from mi_server.runtime.backoff import Backoff
 from mi_server.runtime.consumers import Handler, HandlerError, resolve_handler, run_consumer
 from mi_server.runtime.osproc import set_parent_death_signal, set_process_title
-from mi_server.runtime.pidfile import remove_pid_file, write_pid_file
+from mi_server.runtime.pidfile import PidFile, claim_pid_file
 from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
 from mi_server.runtime.readiness import Readiness
 from mi_server.runtime.statusboard import (
@@ -81,6 +81,7 @@ class ChildSpec:
     sr_group: str | None = None
     accepts_http: bool = False  # only HTTP workers keep the listening socket
     serves_datagram: bool = False  # only the datagram listener keeps its socket
+    serves_fifo: bool = False  # only the FIFO listener keeps the FIFO (and its lock)
 
 
 @dataclass
@@ -116,13 +117,13 @@ class Supervisor:
         self.pid = os.getpid()
         self.started = time.time()
         self.sock: Any = None
-        self.fifo_created = False
         self.datagram: Any = None  # mi_server.datagram.sockets.BoundSocket
+        self.fifo_fd = -1  # the claimed FIFO, its lock held for the server's life
         self.engine: Engine | None = None
         self.adopted = 0  # items adopted from the arena of a server that died
         self.runtime_dir: Path | None = None
         self.table_path: Path | None = None
-        self.pid_written = False
+        self.pid_file: PidFile | None = None  # claimed, its lock held for the server's life
         self.handlers: dict[str, Handler] = {}
         self.slots: list[Slot] = []
         self.by_pid: dict[int, Slot] = {}
@@ -176,12 +177,17 @@ class Supervisor:
         self.board_path = self.runtime_dir / "status.json"
         self.board = _attempt(lambda: StatusBoard(self.board_path),
                               "cannot write the status report")
+        # Before anything that another instance could be using (port, FIFO, arena, rows):
+        # a running server holding this pid file refuses the start here.
+        if cfg.pid_file is not None:
+            self.pid_file = _attempt(lambda: claim_pid_file(Path(cfg.pid_file)),
+                                     f"cannot write the pid file {cfg.pid_file}")
         if cfg.http is not None:
             self.sock = _attempt(lambda: _bind(cfg.http),
                                  f"cannot listen on {cfg.http.host}:{cfg.http.port}")
         if cfg.fifo is not None:
-            _attempt(lambda: _create_fifo(cfg.fifo), f"cannot create the FIFO {cfg.fifo.path}")
-            self.fifo_created = True
+            self.fifo_fd = _attempt(lambda: _claim_fifo(cfg.fifo),
+                                    f"cannot create the FIFO {cfg.fifo.path}")
         if cfg.datagram is not None:
             self.datagram = _attempt(lambda: _bind_datagram(cfg.datagram),
                                      f"cannot bind the datagram socket {cfg.datagram.socket}")
@@ -199,10 +205,6 @@ class Supervisor:
             persistence.check_save_tables(cfg)
         except persistence.LoadFailed as exc:
             raise StartupError(str(exc)) from None
-        if cfg.pid_file is not None:
-            _attempt(lambda: write_pid_file(Path(cfg.pid_file)),
-                     f"cannot write the pid file {cfg.pid_file}")
-            self.pid_written = True
         self.slots = [Slot(spec) for spec in self._child_specs()]
         self._write_table()
         self._register_status()
@@ -239,7 +241,7 @@ class Supervisor:
                 next_id += 1
         if cfg.fifo is not None:
             specs.append(ChildSpec(next_id, "MI FIFO", "mi-fifo", self._fifo_listener,
-                                   sr_group="mi_fifo"))
+                                   sr_group="mi_fifo", serves_fifo=True))
             next_id += 1
         if cfg.datagram is not None:
             specs.append(ChildSpec(next_id, "MI Datagram", "mi-datagram",
@@ -338,8 +340,11 @@ class Supervisor:
         # Python path serves every request.
         checked = (core.stage_checked if backend.holds_lock_while_pending(self.engine)
                    else None)
+        # the supervisor's descriptor (inherited through fork): the same open FIFO and its
+        # lock, so a restarted listener serves the pipe its predecessor left, unread bytes
+        # included, and the FIFO stays locked while no listener runs
         run_listener(self.cfg.fifo, core.handle, scan=core.scan_value, stage=core.stage,
-                     finish=core.finish, stage_checked=checked)
+                     finish=core.finish, stage_checked=checked, fd=self.fifo_fd)
 
     def _datagram_listener(self) -> None:
         from mi_server.datagram.server import run_listener
@@ -429,6 +434,11 @@ class Supervisor:
                 self.sock.close()
             if self.datagram is not None and not spec.serves_datagram:
                 self.datagram.close()
+            # the locks must not outlive the server in a child
+            if self.fifo_fd >= 0 and not spec.serves_fifo:
+                os.close(self.fifo_fd)
+            if self.pid_file is not None:
+                os.close(self.pid_file.fd)
             spec.run()
         except BaseException:  # whatever happens, the child must not return into the loop
             log.exception("%s (pid %d) failed", spec.type, os.getpid())
@@ -559,10 +569,11 @@ class Supervisor:
 
     def _clean_up(self) -> None:
         """Undo every piece of set-up that happened; safe to call after a partial set-up."""
-        if self.fifo_created:
+        if self.fifo_fd >= 0:
             from mi_fifo import remove_fifo
 
-            _quietly(lambda: remove_fifo(self.cfg.fifo), "removing the FIFO")
+            fd, self.fifo_fd = self.fifo_fd, -1
+            _quietly(lambda: remove_fifo(self.cfg.fifo, fd), "removing the FIFO")
         if self.sock is not None:
             self.sock.close()
         if self.datagram is not None:
@@ -576,8 +587,9 @@ class Supervisor:
             _quietly(lambda: backend.release(engine), "releasing the queue engine")
         if self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
-        if self.pid_written:
-            remove_pid_file(Path(self.cfg.pid_file))
+        if self.pid_file is not None:
+            _quietly(self.pid_file.release, "removing the pid file")
+            self.pid_file = None
 
 
 def _consumer_target(engine: Engine | None, consumer: Any, handler: Handler, name: str
@@ -597,7 +609,7 @@ def _bind(http_cfg: Any) -> Any:
 def _share_with_children() -> None:
     """Import what the children run before forking them, then freeze the heap.
 
-    (The transports were imported by _bind and _create_fifo already; the MI core and its
+    (The transports were imported by _bind and _claim_fifo already; the MI core and its
     commands are otherwise imported by each child.)  Imported once here, the modules' code
     and objects sit in pages every child shares
     copy-on-write, instead of each child importing its own copy; gc.freeze() keeps the
@@ -620,10 +632,10 @@ def _bind_datagram(dgram_cfg: Any) -> Any:
     return bind_socket(dgram_cfg.socket, dgram_cfg.mode, dgram_cfg.user, dgram_cfg.group)
 
 
-def _create_fifo(fifo_cfg: Any) -> None:
-    from mi_fifo import create_fifo
+def _claim_fifo(fifo_cfg: Any) -> int:
+    from mi_fifo import claim_fifo
 
-    create_fifo(fifo_cfg)
+    return claim_fifo(fifo_cfg)
 
 
 def _attempt(action: Callable[[], Any], what: str) -> Any:

@@ -211,3 +211,29 @@ def test_syslog_with_a_syslog_socket_is_not_warned_about(tmp_path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
         syslog.bind(str(sock_path))
         assert check(tmp_path, {"http": HTTP, "log_target": "syslog"}, launcher, env) == (0, [])
+
+
+def test_a_fifo_path_that_is_a_file_or_a_served_fifo(tmp_path):
+    """What the start would refuse at fifo.path: a regular file, a FIFO a running server
+    serves (holds the lock of); a FIFO nobody serves is fine (the start replaces it)."""
+    from mi_fifo.fifofile import claim_fifo
+    from mi_server.config import FifoConfig
+
+    path = tmp_path / "fifo"
+    config = {"http": HTTP, "fifo": {"path": str(path), "reply_dir": str(tmp_path)}}
+    path.write_text("notes\n")
+    code, lines = check(tmp_path, config)
+    assert (code, lines) == (1, [f"fifo.path: {path} exists and is not a FIFO (the start "
+                                 "refuses to replace it: remove it or set another "
+                                 "fifo.path)"])
+    assert path.read_text() == "notes\n"
+    path.unlink()
+    os.mkfifo(path)
+    assert check(tmp_path, config) == (0, [])
+    path.unlink()
+    fd = claim_fifo(FifoConfig(path=path, reply_dir=tmp_path))
+    try:
+        assert check(tmp_path, config) == (1, [f"fifo.path: {path} is served by a running "
+                                               "server"])
+    finally:
+        os.close(fd)

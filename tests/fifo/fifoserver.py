@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mi_fifo import fastpath
-from mi_fifo.listener import create_fifo, run_listener
+from mi_fifo.fifofile import claim_fifo
+from mi_fifo.listener import run_listener
 from mi_server.config import FifoConfig
 from mi_server.engine import Arena, QueueSpec
 from mi_server.mi import MIContext, build_core
 
 
-def _serve(cfg: FifoConfig, arena_name: str, compiled: bool, fast_calls) -> None:
+def _serve(cfg: FifoConfig, arena_name: str, compiled: bool, fast_calls, fd: int) -> None:
     # the listener reads the switch when it starts serving
     if compiled:
         os.environ.pop(fastpath.ENV, None)
@@ -36,7 +37,7 @@ def _serve(cfg: FifoConfig, arena_name: str, compiled: bool, fast_calls) -> None
         return stage_checked(method, params, id_text)
 
     run_listener(cfg, core.handle, scan=core.scan_value, stage=core.stage, finish=core.finish,
-                 stage_checked=counted)
+                 stage_checked=counted, fd=fd)
 
 
 @dataclass
@@ -79,11 +80,12 @@ def start(tmp: Path, replies: Path | None = None, compiled: bool = True,
     cfg = FifoConfig(path=tmp / "mi_fifo", reply_dir=replies, **kw)
     arena = Arena.create(f"mqfifo_{os.getpid()}_{tmp.name}", 1 << 20,
                          [QueueSpec("q"), QueueSpec("big")])
-    create_fifo(cfg)
+    fd = claim_fifo(cfg)  # as the supervisor does; the listener inherits it through fork
     ctx = multiprocessing.get_context("fork")
     fast_calls = ctx.Value("q", 0, lock=False)  # written by the listener alone
-    proc = ctx.Process(target=_serve, args=(cfg, arena.name, compiled, fast_calls))
+    proc = ctx.Process(target=_serve, args=(cfg, arena.name, compiled, fast_calls, fd))
     proc.start()
+    os.close(fd)
     return FifoServer(cfg, arena, proc, compiled, fast_calls)
 
 

@@ -329,12 +329,47 @@ def test_eight_concurrent_clients_each_get_their_own_reply(server):
         assert r == b'{"jsonrpc":"2.0","result":{"Queue":{"name":"q","size":0}},"id":%d}' % i
 
 
-@pytest.mark.parametrize("replacement", [None, "not a fifo"], ids=["deleted", "replaced"])
-def test_a_deleted_or_replaced_fifo_is_recreated(server, replacement):
+def _has_reader(path) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: nobody has it open for reading
+        return False
+    return True
+
+
+def test_a_deleted_fifo_is_recreated(server):
     os.unlink(server.fifo)
-    if replacement is not None:
-        server.fifo.write_text(replacement)
     wait_for(server.fifo.is_fifo, 5, "the FIFO to be re-created")
+    assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
+
+
+def test_a_file_put_in_place_of_the_fifo_is_left_alone(server):
+    """Someone replaced the FIFO with a regular file: it is not deleted (as at start);
+    once it is gone, the FIFO is re-created."""
+    os.unlink(server.fifo)
+    server.fifo.write_text("not a fifo")
+    time.sleep(2.5)  # two checks of the path
+    assert server.fifo.read_text() == "not a fifo"
+    os.unlink(server.fifo)
+    wait_for(server.fifo.is_fifo, 5, "the FIFO to be re-created")
+    assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
+
+
+def test_a_fifo_another_server_serves_is_left_to_it(server):
+    """Our FIFO deleted and another server's claimed in its place: ours does not take it
+    over (each would re-create the FIFO the other removed)."""
+    from mi_fifo.fifofile import claim_fifo
+
+    os.unlink(server.fifo)
+    other = claim_fifo(server.cfg)
+    try:
+        ino = os.lstat(server.fifo).st_ino
+        time.sleep(2.5)
+        assert os.lstat(server.fifo).st_ino == ino
+    finally:
+        os.close(other)
+    # that server gone (its lock with it): the FIFO it left is replaced by one we serve
+    wait_for(lambda: _has_reader(server.fifo), 5, "a FIFO the listener reads")
     assert call(server, "again", ADD) == b'{"jsonrpc":"2.0","result":"OK","id":1}'
 
 

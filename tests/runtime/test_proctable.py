@@ -2,7 +2,6 @@
 
 import os
 
-from mi_server.runtime.pidfile import remove_pid_file, write_pid_file
 from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
 
 
@@ -18,18 +17,3 @@ def test_table_round_trips_in_id_order(tmp_path):
 
 def test_a_missing_table_reads_as_empty(tmp_path):
     assert read_table(tmp_path / "gone.json") == []
-
-
-def test_pid_file_holds_our_pid_and_is_removed(tmp_path):
-    path = tmp_path / "x.pid"
-    write_pid_file(path)
-    assert path.read_text() == f"{os.getpid()}\n"
-    remove_pid_file(path)
-    assert not path.exists()
-
-
-def test_pid_file_of_another_instance_is_left_alone(tmp_path):
-    path = tmp_path / "x.pid"
-    path.write_text("1\n")
-    remove_pid_file(path)
-    assert path.read_text() == "1\n"
