@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 
 from common import (
+    Kamailio,
+    Ours,
     Rpc,
     _children,
     _sigterm_to_interrupt,
@@ -52,6 +54,8 @@ from fifo_instructions import START_TIMEOUT, CallgrindOut, KamailioUnderValgrind
 
 MODES, OPS = ("keep", "close"), ("get_size", "get_sizes", "fetch")
 KAMAILIO_URL = "http://127.0.0.1:18080/RPC"
+METHODS = {server.label: {op: getattr(server, "m_" + op) for op in OPS}
+           for server in (Ours, Kamailio)}
 
 
 def serving_pids(label: str, srv) -> list[int]:
@@ -85,7 +89,7 @@ def serving_pids(label: str, srv) -> list[int]:
 
 
 def run_case(shared: Path, srv, url: str, mode: str, op: str, n: int, warmup: int) -> None:
-    method = getattr(srv, "m_" + op)
+    method = METHODS[srv.label][op]
     params = None if op == "get_sizes" else ["q1"]
     if mode == "close":
         s = close_bench(shared, url, method, params, n, 1, warmup, srv.proc.pid, timeout=60)
@@ -103,9 +107,10 @@ def lifetime(label: str, cases: list[tuple[str, str]], counts: list[int], work: 
     """Start `label` under callgrind, send counts[i] requests of cases[i] (after a
     warm-up each), stop it: the instructions its serving processes executed in all."""
     cg = CallgrindOut(Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work)))
-    fetches = sum(c + args.warmup for (_, o), c in zip(cases, counts, strict=True)
-                  if o == "fetch")
-    prefill = fetches + 100
+    # the same prefill in every lifetime (ours adds it over HTTP, through the counted
+    # worker), enough for the lifetime with the most fetches
+    fetch_cases = sum(1 for _, o in cases if o == "fetch")
+    prefill = (len(cases) + 1) * args.warmup + (fetch_cases + 1) * args.n + 100
     if label == "ours":
         srv = OursUnderValgrind(prefill, cg)
     else:

@@ -314,6 +314,14 @@ class Arena:
             self._queues[spec.name] = (base, i, limit, mode, seed)
         self._names = list(self._queues)  # definition order
         self._bases = [v[0] for v in self._queues.values()]
+        # sizes(): the four counters (words 2-5) of every queue record in one struct read
+        # (the other words skipped as padding); each queue's first counter's index in it
+        # and its name, in the order sizes() lists them
+        self._qtab_at = qtab << 3
+        gap, count = (Q_WORDS - 6) * 8, len(self._specs)
+        layout = f"16x4Q{gap}x" * (count - 1) + "16x4Q" if count else ""
+        self._read_qtab = struct.Struct(layout).unpack_from
+        self._listed = [(i * 4, n) for i, n in reversed(list(enumerate(self._names)))]
         self._bkt = w[H_BKT]
         self._bmask = w[H_BMASK]
         # "$mqk/$mqv": the last item fetched by this process, per queue (as OpenSIPS)
@@ -956,6 +964,17 @@ class Arena:
 
     def sizes(self) -> list[tuple[str, int]]:
         """(name, size) for every queue, in REVERSE definition order (as OpenSIPS lists)."""
+        if _LOCK_FREE_READS:
+            # _counters' lock-free read, written out with one struct read of every queue's
+            # counters per pass: _counters' memoryview slices and lists cost 2-3x more
+            # (~6.6 us for 5 queues here), mq_get_sizes' whole engine cost.
+            # A change to the proof must be made in all three.
+            w, mm, at = self._w, self._mm, self._qtab_at
+            rollbacks = w[15]
+            first = self._read_qtab(mm, at)
+            if not w[13] and first == self._read_qtab(mm, at) and w[15] == rollbacks:
+                return [(name, first[i] - first[i + 1] - first[i + 2] - first[i + 3])
+                        for i, name in self._listed]
         counters = self._counters(self._bases)
         return [(name, a - f - ds - dm) for name, (a, f, ds, dm)
                 in zip(reversed(self._names), reversed(counters), strict=True)]
