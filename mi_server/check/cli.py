@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from mi_server.check.transports import CheckFailed, datagram_call, fifo_call, http_call
 
@@ -31,8 +31,17 @@ DEFAULT_TIMEOUT = 10.0
 _PLAIN_LABEL = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which a monitoring system reads as CRITICAL: a
+    plugin's usage error is UNKNOWN (3), in the plugin's one-line form."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"MQUEUE UNKNOWN - {message} (see mq-check --help)")
+        sys.exit(UNKNOWN)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="mq-check", description="Check mqueue sizes over MI (Nagios plugin conventions).")
     how = ap.add_mutually_exclusive_group()
     how.add_argument("--url", default=None, help=f"MI over HTTP (default {DEFAULT_URL}); "
