@@ -209,17 +209,6 @@ def claim_fifo(cfg: FifoSettings) -> int:
                     "process is creating or replacing files there")
 
 
-def served_by_another(path: str) -> bool:
-    """The path holds a FIFO some server holds the lock of (for --check)."""
-    fd = _open_checked(path)
-    if fd is None:
-        return False
-    try:
-        return not _lock(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_fifo(cfg: FifoSettings, fd: int) -> None:
     """At the stop: remove the FIFO at cfg.path if it is ours (the one `fd` has open, or
     one our listener made in its place that nobody serves now), never another server's or

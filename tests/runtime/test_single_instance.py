@@ -135,3 +135,45 @@ def test_the_pid_file_of_a_killed_server_is_taken_over(servers, short_tmp):
     finally:
         second.kill()
     assert not first.pid_file.exists()
+
+
+# ---- another local user who can write the FIFO's directory ------------------------------
+
+from tests.attacker import attacker, shared_tmp  # noqa: E402, F401 - fixtures
+
+
+def test_a_symlink_race_on_the_fifo_re_creation_changes_no_file(servers, short_tmp,
+                                                                attacker):  # noqa: F811
+    """fifo.path in a directory another user owns: for 3.5 s that user renames symbolic
+    links to a root file over the path as fast as it can (each of the listener's checks
+    then finds the path replaced and re-creates the FIFO).  The root file keeps its mode,
+    owner and content: the FIFO's mode is applied to a descriptor opened without following
+    links, never by path.  Once the links are gone the FIFO is served again."""
+    victim = short_tmp / "victim"
+    victim.write_text("root's data\n")
+    os.chmod(victim, 0o600)
+    os.chmod(short_tmp, 0o711)  # the attacker may reach the victim by path
+    room = short_tmp / "atk"
+    room.mkdir()
+    os.chown(room, attacker.uid, attacker.gid)
+    s = servers(pid_file=False)
+    s.fifo_path = room / "fifo"
+    s.config["fifo"]["path"] = str(s.fifo_path)
+    s.config["fifo"]["mode"] = 0o666
+    s.start()
+    path, tmp = str(s.fifo_path), str(room / "link")
+    attacker.python(
+        "import os, time\n"
+        "end = time.monotonic() + 3.5\n"
+        "while time.monotonic() < end:\n"
+        f"    os.symlink({str(victim)!r}, {tmp!r})\n"
+        f"    os.rename({tmp!r}, {path!r})\n"
+        f"os.unlink({path!r})\n")
+    st = os.stat(victim)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0), oct(st.st_mode)
+    assert victim.read_text() == "root's data\n"
+    assert s.fifo_mi("mq_get_size", {"name": "q1"}) == {"Queue": {"name": "q1", "size": 0}}
+    assert stat.S_ISFIFO(os.lstat(path).st_mode) and os.lstat(path).st_uid == 0
+    err = s.stderr()
+    assert err.count("is a symbolic link, not a FIFO") == 1, err  # said once, not each try
+    assert s.stop() == 0
