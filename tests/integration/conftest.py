@@ -1,4 +1,5 @@
-"""A real server process per test module, on a free port and a private FIFO."""
+"""A real server process per test module, on a free port, a private FIFO and a free UDP
+port for its datagram socket."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.datagram.client import free_udp_port
 from tests.serverproc import Server, free_port
 
 QUEUES = [
@@ -26,7 +28,10 @@ QUEUES = [
 @pytest.fixture(scope="module")
 def server():
     workdir = Path(tempfile.mkdtemp(prefix="mqi", dir="/tmp"))
-    srv = Server(workdir, free_port(), queues=QUEUES).start()
+    dgram = f"udp:127.0.0.1:{free_udp_port()}"
+    srv = Server(workdir, free_port(), queues=QUEUES, extra={"datagram": {"socket": dgram}})
+    srv.datagram = dgram  # type: ignore[attr-defined]
+    srv.start()
     yield srv
     rc = srv.stop()
     log = srv.stderr()

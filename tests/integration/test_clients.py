@@ -1,4 +1,5 @@
-"""Other real clients against a real server: the `opensips` package, curl, a plain shell."""
+"""Other real clients against a real server: the `opensips` package (HTTP, FIFO, UDP
+datagram; its unix datagram socket in tests/datagram), curl, a plain shell."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from tests.fifo.fifoserver import shell_client
 def mi_client(server, transport: str) -> OpenSIPSMI:
     if transport == "http":
         return OpenSIPSMI("http", url=server.url)
+    if transport == "datagram":
+        host, _, port = server.datagram[len("udp:"):].rpartition(":")
+        return OpenSIPSMI("datagram", datagram_ip=host, datagram_port=port,
+                          datagram_timeout=5)
     return OpenSIPSMI(
         "fifo",
         fifo_file=str(server.fifo_path),
@@ -25,7 +30,7 @@ def mi_client(server, transport: str) -> OpenSIPSMI:
     )
 
 
-@pytest.mark.parametrize("transport", ["http", "fifo"])
+@pytest.mark.parametrize("transport", ["http", "fifo", "datagram"])
 def test_opensips_package_execute_returns_results(server, transport):
     mi = mi_client(server, transport)
     assert mi.execute("mq_add", {"name": "py_q", "key": "k", "value": "v é"}) == "OK"
@@ -33,7 +38,7 @@ def test_opensips_package_execute_returns_results(server, transport):
     assert mi.execute("mq_fetch", {"name": "py_q"}) == {"Item": {"key": "k", "value": "v é"}}
 
 
-@pytest.mark.parametrize("transport", ["http", "fifo"])
+@pytest.mark.parametrize("transport", ["http", "fifo", "datagram"])
 @pytest.mark.parametrize(
     "cmd, params, text",
     [

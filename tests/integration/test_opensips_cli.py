@@ -1,4 +1,6 @@
-"""The real opensips-cli (PyPI opensipscli 0.4.1) against a real server, over HTTP and FIFO.
+"""The real opensips-cli (PyPI opensipscli 0.4.1) against a real server, over HTTP, FIFO
+and datagram (UDP with datagram_ip/datagram_port, and a unix socket with the `opensips`
+package's datagram_unix_socket, which opensips-cli hands through from `-o`).
 
 Each case runs the client as a subprocess and asserts its stdout (json.dumps(result,
 indent=4)) and exit code, exactly as a user sees them.
@@ -21,6 +23,13 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def cli(server, transport: str, *args: str) -> subprocess.CompletedProcess:
     if transport == "http":
         opts = ["-o", "communication_type=http", "-o", f"url={server.url}"]
+    elif transport == "datagram":
+        host, _, port = server.datagram[len("udp:"):].rpartition(":")
+        opts = ["-o", "communication_type=datagram", "-o", f"datagram_ip={host}",
+                "-o", f"datagram_port={port}"]
+    elif transport == "datagram_unix":
+        opts = ["-o", "communication_type=datagram",
+                "-o", f"datagram_unix_socket={server.datagram}"]
     else:
         opts = [
             "-o", "communication_type=fifo",
@@ -37,7 +46,37 @@ def pretty(result) -> str:
     return json.dumps(result, indent=4) + "\n"
 
 
-TRANSPORTS = ["http", "fifo"]
+TRANSPORTS = ["http", "fifo", "datagram", "datagram_unix"]
+
+
+@pytest.fixture(scope="module")
+def unix_datagram_server():
+    """The same queues on a server whose datagram socket is a unix socket."""
+    import shutil
+    import tempfile
+
+    from tests.integration.conftest import QUEUES
+    from tests.serverproc import Server, free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="mqiu", dir="/tmp"))
+    srv = Server(workdir, free_port(), queues=QUEUES,
+                 extra={"datagram": {"socket": str(workdir / "mi.sock")}})
+    srv.datagram = str(workdir / "mi.sock")  # type: ignore[attr-defined]
+    srv.start()
+    yield srv
+    rc = srv.stop()
+    log = srv.stderr()
+    srv.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
+    assert rc == 0, log
+
+
+@pytest.fixture
+def server(server, transport, request):
+    """The module's server; for datagram_unix, the one with the unix datagram socket."""
+    if transport == "datagram_unix":
+        return request.getfixturevalue("unix_datagram_server")
+    return server
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
