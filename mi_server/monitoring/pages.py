@@ -19,7 +19,6 @@ from mi_server.runtime.statusboard import core_readiness
 Reply = tuple[str, list, bytes]
 
 
-
 def _reply(status: str, content_type: str, body: bytes, extra: tuple = ()) -> Reply:
     headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
                ("Cache-Control", "no-store"), *extra]
@@ -65,11 +64,15 @@ class MonitorPages:
         if environ["REQUEST_METHOD"] != "GET":
             return _NOT_ALLOWED_METRICS
         assert self.metrics is not None
-        stats, seen = [], set()
-        for _, st in selected(all_stats(self.ctx), list(self.metrics.statistics), True):
-            if st.full_name not in seen:  # a statistic named twice is exported once
-                seen.add(st.full_name)
-                stats.append(st)
+        wanted = self.metrics.statistics
+        if wanted == ("all",):  # the default: every statistic once, nothing to select
+            stats = all_stats(self.ctx)
+        else:
+            stats, seen = [], set()
+            for _, st in selected(all_stats(self.ctx), list(wanted), True):
+                if st.full_name not in seen:  # a statistic named twice is exported once
+                    seen.add(st.full_name)
+                    stats.append(st)
         return _reply("200 OK", CONTENT_TYPE, render(self.metrics, stats))
 
     def _health(self, environ: dict[str, Any]) -> Reply:

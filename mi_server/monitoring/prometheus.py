@@ -1,33 +1,34 @@
-"""GET /metrics: the statistics in the Prometheus text format, like OpenSIPS's prometheus
-module, rendered by prometheus_client from a custom collector reading the engine.
+"""GET /metrics: the statistics in the Prometheus text format 0.0.4, as OpenSIPS's
+prometheus module writes them.
 
 Naming as OpenSIPS's module names a statistic: prefix + delimiter + (group_mode 1: group +
 delimiter) + the statistic's name, characters outside [a-zA-Z0-9_:] replaced by `_`;
 group_mode 2 puts the group in a label (group_label) instead. Types as it decides them: a
-statistic that cannot be reset is a gauge, any other a counter.
+statistic that cannot be reset is a gauge, any other a counter; `# TYPE` lines only, no
+`# HELP`, integer values, a counter's samples under the metric's own name (no `_total`).
 
 Ours: a per-queue statistic `<q>_<suffix>` (mqueue: group) is exported as the one metric
 `queue_<suffix>` with a `queue="<q>"` label, so one PromQL expression covers every queue
-and a queue name needs no mangling (label values take any text). prometheus_client writes
-what the Prometheus text format 0.0.4 allows and OpenSIPS's module does not: a `# HELP`
-line per metric, counters' samples named `<name>_total`, values as floats (`3.0`).
+and a queue name needs no mangling (a label value takes any text, escaped here).
+
+Written by hand rather than through prometheus_client's collector API: measured, its
+generate_latest alone costs 3-8 times a whole `get_statistics all` (2 and 100 queues,
+benchmarks/metrics_scrape.py), and the scrape must cost no more than that. What it would
+own is small and pinned by tests against its parser (tests/monitoring): name mangling,
+the three escapes of a label value, one TYPE line per metric before its samples.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector
+from collections.abc import Iterable
 
 from mi_server.config import MetricsConfig
 from mi_server.mi.commands.statistics import MQUEUE, Stat
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # what OpenSIPS's module sends
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_:]")
-
+_CACHE_LIMIT = 4096  # names and label sets remembered between scrapes (queues are few)
 
 
 def metric_name(settings: MetricsConfig, group: str, name: str) -> str:
@@ -35,43 +36,59 @@ def metric_name(settings: MetricsConfig, group: str, name: str) -> str:
     if settings.group_mode == 1:
         parts.append(group)
     parts.append(name)
-    return _NOT_NAME.sub("_", settings.delimiter.join(parts))
+    out = _NOT_NAME.sub("_", settings.delimiter.join(parts))
+    return "_" + out if out[:1].isdigit() else out  # a name cannot start with a digit
 
 
-class StatsCollector(Collector):
-    """One scrape: the statistics selected, read once, as metric families in
-    `get_statistics all` order (a per-queue family at its first queue's place)."""
+def label_value(text: str) -> str:
+    """A label value as the text format writes it: backslash, double quote and line feed
+    escaped; everything else (UTF-8) as it is."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-    def __init__(self, settings: MetricsConfig, read: Callable[[], list[Stat]]) -> None:
+
+class _Names:
+    """The metric name and label text of each statistic, worked out once per settings."""
+
+    def __init__(self, settings: MetricsConfig) -> None:
         self.settings = settings
-        self.read = read
+        self.cache: dict[tuple[str, str, str | None], tuple[str, str]] = {}
 
-    def collect(self) -> Iterator[Metric]:
+    def of(self, st: Stat) -> tuple[str, str]:
+        per_queue = st.group == MQUEUE and st.suffix is not None
+        key = (st.group, st.suffix if per_queue else st.name, st.queue if per_queue else None)
+        found = self.cache.get(key)
+        if found is not None:
+            return found
         s = self.settings
-        families: dict[str, Metric] = {}
-        for st in self.read():
-            per_queue = st.group == MQUEUE and st.suffix is not None
-            name = metric_name(s, st.group, f"queue_{st.suffix}" if per_queue else st.name)
-            family = families.get(name)
-            labels: list[str] = []
-            values: list[str] = []
-            if s.group_mode == 2:
-                labels.append(s.group_label)
-                values.append(st.group)
-            if per_queue:
-                labels.append("queue")
-                values.append(st.queue or "")
-            if family is None:
-                kind = CounterMetricFamily if st.resettable else GaugeMetricFamily
-                family = kind(name, f"{st.group} statistic" if not per_queue
-                              else f"{st.group} statistic <queue>_{st.suffix}",
-                              labels=labels)
-                families[name] = family
-            family.add_metric(values, st.value)
-        return iter(families.values())
+        name = metric_name(s, st.group, f"queue_{st.suffix}" if per_queue else st.name)
+        labels = []
+        if s.group_mode == 2:
+            labels.append(f'{s.group_label}="{label_value(st.group)}"')
+        if per_queue:
+            labels.append(f'queue="{label_value(st.queue or "")}"')
+        found = (name, "{" + ",".join(labels) + "}" if labels else "")
+        if len(self.cache) >= _CACHE_LIMIT:
+            self.cache.clear()
+        self.cache[key] = found
+        return found
+
+
+_namers: dict[MetricsConfig, _Names] = {}
 
 
 def render(settings: MetricsConfig, stats: Iterable[Stat]) -> bytes:
-    """The exposition text of `stats` (already selected)."""
-    listed = list(stats)
-    return generate_latest(StatsCollector(settings, lambda: listed))
+    """The exposition text of `stats` (already selected), metrics in `get_statistics all`
+    order, a per-queue metric at its first queue's place with every queue's sample."""
+    namer = _namers.get(settings)
+    if namer is None:
+        namer = _namers[settings] = _Names(settings)
+    families: dict[str, list[str]] = {}
+    for st in stats:
+        name, labels = namer.of(st)
+        lines = families.get(name)
+        if lines is None:
+            lines = families[name] = [
+                f"# TYPE {name} {'counter' if st.resettable else 'gauge'}"]
+        lines.append(f"{name}{labels} {st.value}")
+    return ("\n".join(line for lines in families.values() for line in lines)
+            + "\n" if families else "").encode()

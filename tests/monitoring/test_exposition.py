@@ -82,6 +82,7 @@ def test_every_group_mode_parses_with_names_types_and_labels(served, mode):
         fam = pre + "queue_" + suffix
         got_kind, samples = fams[fam]
         assert got_kind == kind
+        # the parser names a counter's samples <name>_total; the text has <name> (as OpenSIPS)
         sample = fam + ("_total" if kind == "counter" else "")
         # one metric for every queue, the queue's name as it is (a label value takes any text)
         assert [(n, lab["queue"]) for n, lab, _ in samples] == [(sample, "q"), (sample, WEIRD)]
@@ -174,3 +175,29 @@ def test_bad_configuration_is_named(section, where):
     with pytest.raises(ConfigError) as info:
         _metrics(section)
     assert any(where in p for p in info.value.problems), info.value.problems
+
+
+def test_the_text_as_opensips_writes_it():
+    """TYPE lines only, integer values, a counter's samples under its own name, every
+    queue's sample under one TYPE line; a label value's backslash, quote and line feed
+    escaped, any other character (UTF-8) as it is."""
+    odd = 'a"b\\c\nd é'
+    with arena_core([QueueSpec("q"), QueueSpec(odd)], [("q", "k", "v")]) as (_, arena):
+        ctx = MIContext(engine=arena, started=time.time())
+        stats = [st for st in all_stats(ctx) if st.group == "mqueue"
+                 and st.suffix in ("size", "added")]
+        text = render(MetricsConfig(group_mode=2, group_label="grp"), stats).decode()
+        label = 'a\\"b\\\\c\\nd é'
+        assert text == (
+            '# TYPE opensips_queue_size gauge\n'
+            'opensips_queue_size{grp="mqueue",queue="q"} 1\n'
+            f'opensips_queue_size{{grp="mqueue",queue="{label}"}} 0\n'
+            '# TYPE opensips_queue_added counter\n'
+            'opensips_queue_added{grp="mqueue",queue="q"} 1\n'
+            f'opensips_queue_added{{grp="mqueue",queue="{label}"}} 0\n')
+        [size, _] = text_string_to_metric_families(text)
+        assert [s.labels["queue"] for s in size.samples] == ["q", odd]
+        shmem = [st for st in all_stats(ctx) if st.group == "shmem"][:1]
+        assert render(MetricsConfig(), shmem).decode() == (
+            f"# TYPE opensips_total_size gauge\nopensips_total_size {1 << 20}\n")
+        assert render(MetricsConfig(), []) == b""

@@ -121,5 +121,5 @@ def test_prometheus_sees_each_queues_size(servers, prometheus):
     settled(want)
     # the counters behind the sizes arrive too, as counters (rate() works on them)
     added = {r["metric"]["queue"]: float(r["value"][1])
-             for r in query(base, 'opensips_queue_added_total{job="mqueue"}')}
+             for r in query(base, 'opensips_queue_added{job="mqueue"}')}
     assert added == {"q1": 5.0, "q2": 1.0, weird: 2.0}
