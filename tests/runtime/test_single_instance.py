@@ -177,3 +177,47 @@ def test_a_symlink_race_on_the_fifo_re_creation_changes_no_file(servers, short_t
     err = s.stderr()
     assert err.count("is a symbolic link, not a FIFO") == 1, err  # said once, not each try
     assert s.stop() == 0
+
+
+def test_while_the_fifo_listener_restarts_the_fifo_stays_claimed(servers, short_tmp):
+    """The supervisor holds the FIFO (and its lock) while its listener is dead: a request
+    written to a listener that then dies waits in the pipe and is answered by the restarted
+    listener, and a second server is still refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = servers().start()
+    s.add("q1", "k", "v")
+    listener = s.pids_by_type()["MI FIFO"]
+    os.kill(listener, signal.SIGSTOP)  # reads nothing more
+    wait_for(lambda: _state(listener) == "T", 10, "the listener to stop")
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(s.fifo_mi, "mq_get_size", {"name": "q1"}, 20)
+        wait_for(lambda: _pipe_holds_bytes(s.fifo_path), 10, "the request in the pipe")
+        os.kill(listener, signal.SIGKILL)
+        assert reply.result(20) == {"Queue": {"name": "q1", "size": 1}}
+    wait_for(lambda: s.pids_by_type().get("MI FIFO") not in (None, listener), 10,
+             "the restarted listener in ps")
+    second = _second(short_tmp, pid_file=False)
+    second.config["fifo"]["path"] = str(s.fifo_path)
+    try:
+        line = _refused(second)
+    finally:
+        second.kill()
+    assert f"fifo.path {s.fifo_path} is served by a running server (pid {s.proc.pid})" in line
+    assert s.stop() == 0
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _pipe_holds_bytes(path) -> bool:
+    import fcntl
+    import termios
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little") > 0
+    finally:
+        os.close(fd)
