@@ -13,7 +13,7 @@ from typing import Any
 from mi_server.config import HealthConfig, MetricsConfig
 from mi_server.mi.commands.statistics import all_stats, selected
 from mi_server.mi.context import MIContext
-from mi_server.monitoring.prometheus import CONTENT_TYPE, render
+from mi_server.monitoring.prometheus import CONTENT_TYPE, render, render_all
 from mi_server.runtime.statusboard import core_readiness
 
 Reply = tuple[str, list, bytes]
@@ -66,13 +66,12 @@ class MonitorPages:
         assert self.metrics is not None
         wanted = self.metrics.statistics
         if wanted == ("all",):  # the default: every statistic once, nothing to select
-            stats = all_stats(self.ctx)
-        else:
-            stats, seen = [], set()
-            for _, st in selected(all_stats(self.ctx), list(wanted), True):
-                if st.full_name not in seen:  # a statistic named twice is exported once
-                    seen.add(st.full_name)
-                    stats.append(st)
+            return _reply("200 OK", CONTENT_TYPE, render_all(self.metrics, self.ctx))
+        stats, seen = [], set()
+        for _, st in selected(all_stats(self.ctx), list(wanted), True):
+            if st.full_name not in seen:  # a statistic named twice is exported once
+                seen.add(st.full_name)
+                stats.append(st)
         return _reply("200 OK", CONTENT_TYPE, render(self.metrics, stats))
 
     def _health(self, environ: dict[str, Any]) -> Reply:

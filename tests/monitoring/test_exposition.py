@@ -201,3 +201,21 @@ def test_the_text_as_opensips_writes_it():
         assert render(MetricsConfig(), shmem).decode() == (
             f"# TYPE opensips_total_size gauge\nopensips_total_size {1 << 20}\n")
         assert render(MetricsConfig(), []) == b""
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_the_default_page_is_the_same_text_for_less(served, mode):
+    """render_all (the default selection, 'all') writes what render writes from
+    all_stats; with no queue too."""
+    from mi_server.monitoring.prometheus import render_all
+
+    ctx, _ = served
+    settings = MetricsConfig(group_mode=mode, prefix="p-x", delimiter=":")
+    for _ in range(3):  # a clock may tick between the two reads
+        if render_all(settings, ctx) == render(settings, all_stats(ctx)):
+            break
+    else:
+        assert render_all(settings, ctx).decode() == render(settings, all_stats(ctx)).decode()
+    with arena_core([]) as (_, empty):
+        bare = MIContext(engine=empty, started=time.time())
+        assert render_all(settings, bare) == render(settings, all_stats(bare))

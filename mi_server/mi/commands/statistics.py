@@ -73,19 +73,34 @@ def _shmem_stats(engine: Any) -> list[Stat]:
     return [Stat(SHMEM, name, getattr(m, name)) for name in SHMEM_NAMES]
 
 
+# every per-queue statistic: (suffix, resettable), in definition order
+PER_QUEUE = tuple((suffix, resettable) for suffix, _, resettable in COUNTERS) + (
+    (OLDEST_AGE, False),)
+
+
+def queue_values(st: Any, now_ns: int) -> tuple[int, ...]:
+    """One queue's statistics (QueueStats), in PER_QUEUE order."""
+    oldest = st.oldest_added_ns
+    age = max(0, (now_ns - oldest) // 1_000_000_000) if oldest else 0
+    return (st.size, st.added, st.fetched, st.dropped_size, st.dropped_addmode, age)
+
+
+def fixed_stats(ctx: MIContext) -> list[Stat]:
+    """The statistics that are not per queue: shmem: then core:."""
+    out = _shmem_stats(ctx.engine)
+    out.append(Stat(CORE, "timestamp", max(0, int(time.time() - ctx.started))))
+    return out
+
+
 def all_stats(ctx: MIContext) -> list[Stat]:
     """Every statistic, in `get_statistics all` order (also what /metrics exposes)."""
-    out = _shmem_stats(ctx.engine)
-    now = time.time()
-    out.append(Stat(CORE, "timestamp", max(0, int(now - ctx.started))))
+    out = fixed_stats(ctx)
     now_ns = time.time_ns()
     for q, st in ctx.engine.stats().items():
-        for suffix, attr, resettable in COUNTERS:
-            out.append(Stat(MQUEUE, f"{q}_{suffix}", getattr(st, attr), resettable, q, attr,
-                            suffix))
-        oldest = st.oldest_added_ns
-        age = max(0, (now_ns - oldest) // 1_000_000_000) if oldest else 0
-        out.append(Stat(MQUEUE, f"{q}_{OLDEST_AGE}", age, False, q, None, OLDEST_AGE))
+        for (suffix, resettable), (_, attr, _), value in zip(
+                PER_QUEUE, COUNTERS + ((OLDEST_AGE, None, False),), queue_values(st, now_ns),
+                strict=True):
+            out.append(Stat(MQUEUE, f"{q}_{suffix}", value, resettable, q, attr, suffix))
     return out
 
 
