@@ -16,7 +16,9 @@ class QueueStats:
     - dropped_addmode: addmode 1: new items refused (a same-key item was queued);
       addmode 2: queued items replaced by a newer one with the same key.
     - oldest_added_ns: time.time_ns() when the item at the head was added; 0 when the queue
-      is empty. Not compared: two reads of the same queue state are equal.
+      is empty; None where the engine records no add time (Redis: the statistic
+      <q>_oldest_age is then absent rather than a 0 that would never alarm anyone).
+      Not compared: two reads of the same queue state are equal.
 
     So, with no reset in between: size == added - fetched - dropped_size - dropped_addmode.
     """
@@ -26,7 +28,7 @@ class QueueStats:
     fetched: int
     dropped_size: int
     dropped_addmode: int
-    oldest_added_ns: int = field(default=0, compare=False)
+    oldest_added_ns: int | None = field(default=None, compare=False)
 
 
 @dataclass

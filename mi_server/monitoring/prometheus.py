@@ -135,6 +135,8 @@ def render_all(settings: MetricsConfig, ctx: MIContext) -> bytes:
         return text.encode()
     lines = [text.rstrip("\n")] if text else []
     for i, type_line in enumerate(namer.type_lines):
+        if rows[0][1][i] is None:  # not recorded by this engine (oldest_age on Redis)
+            continue
         lines.append(type_line)
         lines.extend([prefixes[i] + str(values[i]) for prefixes, values in rows])
     return ("\n".join(lines) + "\n").encode()

@@ -98,3 +98,22 @@ def test_max_used_survives_a_compaction(make_arena):
     assert after.max_used_size == full.max_used_size
     assert after.real_used_size < full.real_used_size
     assert after.used_size == _live_block_payload(arena)
+
+
+def test_an_engine_without_add_times_has_no_oldest_age(make_redis):
+    """The Redis engine records no add time: <q>_oldest_age is absent from get_statistics
+    and /metrics there (a 0 would never raise an alert), present on the arena."""
+    from mi_server.config import MetricsConfig
+    from mi_server.mi import MIContext
+    from mi_server.mi.commands.statistics import all_stats
+    from mi_server.monitoring.prometheus import render, render_all
+
+    engine = make_redis([QueueSpec("q")])
+    engine.add("q", "k", "v")
+    assert engine.stats()["q"].oldest_added_ns is None
+    ctx = MIContext(engine=engine, started=time.time())
+    names = [st.full_name for st in all_stats(ctx)]
+    assert "mqueue:q_size" in names and "mqueue:q_oldest_age" not in names
+    text = render_all(MetricsConfig(), ctx)
+    assert b"opensips_queue_size{queue=\"q\"} 1\n" in text and b"oldest_age" not in text
+    assert text == render(MetricsConfig(), all_stats(ctx))

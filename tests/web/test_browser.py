@@ -61,6 +61,28 @@ def test_size_and_chart_change_without_a_reload(server, page):
     assert page.errors == []
 
 
+def test_the_oldest_items_age_is_the_statistic_the_mi_reports(server, page):
+    """The page's "Oldest item" column is get_statistics' mqueue:<q>_oldest_age, at load
+    and on the live updates."""
+    server.mi("mq_fetch", {"name": "web_other", "limit": 1000})
+    page.page.goto(base(server) + "/")
+    age = page.page.locator('#queues tr[data-queue="web_other"] .oldest_age')
+    assert age.text_content() == "0 s"  # an empty queue: nothing has waited
+    server.mi("mq_add", ["web_other", "old", "v"])
+    time.sleep(2.2)
+    stat = server.mi("get_statistics", [["web_other_oldest_age"]])
+    assert list(stat) == ["mqueue:web_other_oldest_age"] and stat[
+        "mqueue:web_other_oldest_age"] >= 2
+    page.page.wait_for_function(  # the live update, without a reload
+        "() => parseInt(document.querySelector("
+        "'tr[data-queue=\"web_other\"] .oldest_age').textContent) >= 2", timeout=10000)
+    page.page.goto(base(server) + "/")
+    shown = int(age.text_content().removesuffix(" s"))
+    now = server.mi("get_statistics", [["web_other_oldest_age"]])["mqueue:web_other_oldest_age"]
+    assert stat["mqueue:web_other_oldest_age"] <= shown <= now
+    assert page.errors == []
+
+
 def test_a_command_with_side_effects_runs_from_its_form(server, page):
     before = server.mi("mq_get_size", ["web_q"])["Queue"]["size"]
     page.page.goto(base(server) + "/mi/mq_add")

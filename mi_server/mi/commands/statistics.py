@@ -78,10 +78,12 @@ PER_QUEUE = tuple((suffix, resettable) for suffix, _, resettable in COUNTERS) + 
     (OLDEST_AGE, False),)
 
 
-def queue_values(st: Any, now_ns: int) -> tuple[int, ...]:
-    """One queue's statistics (QueueStats), in PER_QUEUE order."""
+def queue_values(st: Any, now_ns: int) -> tuple[int | None, ...]:
+    """One queue's statistics (QueueStats), in PER_QUEUE order; the age None where the
+    engine records no add time (the statistic is then absent)."""
     oldest = st.oldest_added_ns
-    age = max(0, (now_ns - oldest) // 1_000_000_000) if oldest else 0
+    age = None if oldest is None else max(0, (now_ns - oldest) // 1_000_000_000) if oldest \
+        else 0
     return (st.size, st.added, st.fetched, st.dropped_size, st.dropped_addmode, age)
 
 
@@ -100,7 +102,9 @@ def all_stats(ctx: MIContext) -> list[Stat]:
         for (suffix, resettable), (_, attr, _), value in zip(
                 PER_QUEUE, COUNTERS + ((OLDEST_AGE, None, False),), queue_values(st, now_ns),
                 strict=True):
-            out.append(Stat(MQUEUE, f"{q}_{suffix}", value, resettable, q, attr, suffix))
+            if value is not None:
+                out.append(Stat(MQUEUE, f"{q}_{suffix}", value, resettable, q, attr,
+                                suffix))
     return out
 
 
