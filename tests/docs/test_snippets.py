@@ -229,7 +229,7 @@ def test_the_consumer_example_drains_a_queue_into_the_file(tmp_path: Path) -> No
         fed = subprocess.run(["bash", "-e", "-c", server.rewrite(feed)], capture_output=True,
                              text=True, timeout=30)
         assert fed.stdout == '{"jsonrpc":"2.0","result":"OK","id":1}'
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not (consumed.exists() and consumed.read_text().endswith("\n")):
             assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
             time.sleep(0.05)
