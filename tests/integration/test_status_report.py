@@ -1,8 +1,8 @@
 """The status report (sr_* commands, GET /health) and the shmem:/core: statistics of a real
-server, over HTTP and the FIFO, byte for byte against WIRE.md's shapes: the groups the
-server registers besides core (mqueue/<queue> for a queue that saves to the database,
-mi_fifo, mi_http), readiness false while starting and while stopping, a dbmode queue whose
-database is unreachable not ready."""
+server, over HTTP, the FIFO and a datagram socket, byte for byte against WIRE.md's shapes:
+the groups the server registers besides core (mqueue/<queue> for a queue that saves to the
+database, mi_datagram, mi_fifo, mi_http), readiness false while starting and while
+stopping, a dbmode queue whose database is unreachable not ready."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 
 from mi_server.mi import MIContext, build_core
 from mi_server.runtime.statusboard import BoardReader
+from tests.datagram.client import Client, free_udp_port
 from tests.fifo.fifoserver import call as fifo_call
 from tests.serverproc import Db, Server, closed_port_mysql_url, free_port, wait_for
 
@@ -26,13 +27,22 @@ _names = iter(range(1_000_000))
 
 
 def both(srv: Server, method: str, params) -> list[bytes]:
-    """The reply bytes of one request over HTTP, then over the FIFO (same id)."""
+    """The reply bytes of one request over HTTP, then over the FIFO, then over the
+    datagram socket where the server has one (same id)."""
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 7},
                       separators=(",", ":")).encode()
     status, over_http = srv.post(body)
     assert status == 200
-    over_fifo = fifo_call(srv, f"sr{next(_names)}", body)
-    return [over_http, over_fifo]
+    out = [over_http, fifo_call(srv, f"sr{next(_names)}", body)]
+    address = getattr(srv, "datagram", None)
+    if address:
+        with Client(address) as client:
+            out.append(client.call(body))
+    return out
+
+
+def _n(srv: Server) -> int:
+    return 3 if getattr(srv, "datagram", None) else 2
 
 
 def reply(result) -> bytes:
@@ -64,8 +74,11 @@ def sqlite_db(short_tmp):
 @pytest.fixture
 def server(servers, sqlite_db):
     table = sqlite_db.create()
+    address = f"udp:127.0.0.1:{free_udp_port()}"
     srv = servers(queues=["name=plain", f"name={table};dbmode=2"], db_url=sqlite_db.url,
-                  extra={"shm_size": "8M"}).start()
+                  extra={"shm_size": "8M", "datagram": {"socket": address}})
+    srv.datagram = address  # type: ignore[attr-defined]
+    srv.start()
     srv.table = table
     return srv
 
@@ -76,22 +89,25 @@ def test_identifiers_status_and_reports(server):
     db_up = {"Readiness": True, "Status": 1, "Details": "database reachable"}
     # a new group or identifier goes first, as OpenSIPS links them: core last
     assert both(server, "sr_list_identifiers", []) == [reply(
-        [{"Group": "mqueue", "Identifiers": [t]}, {"Group": "mi_fifo", "Identifiers": ["main"]},
+        [{"Group": "mqueue", "Identifiers": [t]},
+         {"Group": "mi_datagram", "Identifiers": ["main"]},
+         {"Group": "mi_fifo", "Identifiers": ["main"]},
          {"Group": "mi_http", "Identifiers": ["main"]}, {"Group": "core",
-                                                         "Identifiers": ["main"]}])] * 2
+                                                         "Identifiers": ["main"]}])] * _n(server)
     assert both(server, "sr_list_status", []) == [reply(
         [{"Name": "mqueue", "Identifiers": [{"Name": t, **db_up}]},
+         {"Name": "mi_datagram", "Identifiers": [{"Name": "main", **up}]},
          {"Name": "mi_fifo", "Identifiers": [{"Name": "main", **up}]},
          {"Name": "mi_http", "Identifiers": [{"Name": "main", **up}]},
-         {"Name": "core", "Identifiers": [{"Name": "main", **up}]}])] * 2
+         {"Name": "core", "Identifiers": [{"Name": "main", **up}]}])] * _n(server)
     assert both(server, "sr_get_status", ["core"]) == [
         b'{"jsonrpc":"2.0","result":{"Readiness":true,"Status":1,"Details":"running"},"id":7}'
-    ] * 2
-    assert both(server, "sr_get_status", ["mqueue", t]) == [reply(db_up)] * 2
+    ] * _n(server)
+    assert both(server, "sr_get_status", ["mqueue", t]) == [reply(db_up)] * _n(server)
     assert both(server, "sr_get_status", {"group": "MQUEUE", "identifier": "all"}) == [
-        reply({"Readiness": True, "Status": 1, "Details": "aggregated"})] * 2
-    assert both(server, "sr_get_status", ["mqueue", "plain"]) == [
-        b'{"jsonrpc":"2.0","error":{"code":404,"message":"Identity not found"},"id":7}'] * 2
+        reply({"Readiness": True, "Status": 1, "Details": "aggregated"})] * _n(server)
+    not_found = b'{"jsonrpc":"2.0","error":{"code":404,"message":"Identity not found"},"id":7}'
+    assert both(server, "sr_get_status", ["mqueue", "plain"]) == [not_found] * _n(server)
     # core/main's log: OpenSIPS's two reports of a start, with their clocks
     report = r'\{"Timestamp":(\d+),"Date":' + DATE + r',"Log":"%s"\}'
     pattern = re.compile((r'\{"jsonrpc":"2\.0","result":\[' + report.replace("%s", "initializing")
@@ -103,7 +119,7 @@ def test_identifiers_status_and_reports(server):
         assert abs(int(m[1]) - time.time()) < 60 and int(m[1]) <= int(m[2])
         stamp = int(m[2])
         assert time.ctime(stamp).encode() in got
-    assert both(server, "sr_list_reports", ["mqueue", t]) == [reply([])] * 2
+    assert both(server, "sr_list_reports", ["mqueue", t]) == [reply([])] * _n(server)
 
 
 def test_shmem_and_core_statistics(server):
@@ -136,7 +152,7 @@ def test_unreachable_database_makes_its_queue_not_ready(servers):
         assert (doc["Readiness"], doc["Status"]) == (False, -1), got
         assert doc["Details"].startswith("database unreachable: "), got
     assert both(srv, "sr_get_status", ["mqueue", "all"]) == [
-        reply({"Readiness": False, "Status": -1, "Details": "aggregated"})] * 2
+        reply({"Readiness": False, "Status": -1, "Details": "aggregated"})] * _n(srv)
     # the server itself is ready: the save at stop would go to the fallback file
     assert both(srv, "sr_get_status", ["core"])[0].startswith(
         b'{"jsonrpc":"2.0","result":{"Readiness":true')
