@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import signal
 import socket
@@ -236,3 +237,30 @@ def test_not_ready_while_stopping(servers, short_tmp):
     assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(
         b"\r\n\r\nnot ready: shutting down\n"), answer
     assert srv.proc.wait(20) == 0
+
+
+def test_a_transport_down_is_not_ready_until_it_is_back(servers):
+    """The FIFO listener killed: mi_fifo says so (its restart waits 0.1 s, doubling while
+    it keeps dying, so a few kills make the window wide enough to see over HTTP), then
+    running again once restarted; core stays ready."""
+    srv = servers(queues=["name=q"], workers=1).start()
+    down = {"Readiness": False, "Status": -1, "Details": "1 of 1 process(es) down, restarting"}
+    seen = []
+    for _ in range(6):
+        pid = srv.pids_by_type()["MI FIFO"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = srv.mi("sr_get_status", ["mi_fifo"])
+            if status == down:
+                seen.append(status)
+                assert srv.mi("sr_get_status", ["core"])["Readiness"] is True
+            elif status["Readiness"] and srv.pids_by_type().get("MI FIFO", pid) != pid:
+                break
+            time.sleep(0.01)
+        if seen:
+            break
+    assert seen, "mi_fifo never reported down"
+    wait_for(lambda: srv.mi("sr_get_status", ["mi_fifo"]) == {
+        "Readiness": True, "Status": 1, "Details": "running"}, 15, "mi_fifo running again")
+    assert srv.fifo_mi("sr_get_status", ["mi_fifo"])["Readiness"] is True  # it serves
