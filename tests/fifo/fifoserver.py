@@ -135,14 +135,15 @@ def call(server: FifoServer, name: str, body: bytes, timeout: float = 10.0,
         os.unlink(path)
 
 
-# The README's shell recipe: mkfifo a reply FIFO, printf the request into the server's
-# FIFO, cat the reply.
+# The README's shell recipe: mkfifo a reply FIFO, start reading it, printf the request into
+# the server's FIFO, wait for the reply.
 SHELL_CLIENT = r"""
 set -e
 reply="$REPLY_DIR/$NAME"
 rm -f "$reply"; mkfifo -m 0666 "$reply"
+cat "$reply" &
 printf ':%s:%s' "$NAME" "$REQ" > "$FIFO"
-cat "$reply"
+wait
 rm -f "$reply"
 """
 
