@@ -41,6 +41,12 @@ def test_relative_links_lead_somewhere(document: Path) -> None:
     assert broken == []
 
 
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: str(d.relative_to(ROOT)))
+def test_no_raw_control_bytes(document: Path) -> None:
+    text = document.read_text(encoding="utf-8")
+    assert not [c for c in text if ord(c) < 0x20 and c != "\n"]
+
+
 def test_the_slugs_are_github_s() -> None:
     assert slug("The state directory and the fallback file") == \
         "the-state-directory-and-the-fallback-file"

@@ -13,7 +13,10 @@ def render(case: Case) -> str:
     lines = [f"queue: {json.dumps(queue)}" for queue in case.queues]
     lines += [f"item: {json.dumps(list(item), ensure_ascii=False)}" for item in case.items]
     for step in case.steps:
-        lines.append(f">>> {step.request.decode('utf-8')}")
+        request = step.request.decode("utf-8")
+        if any(ord(c) < 0x20 for c in request):
+            raise ValueError(f"{case.name}: a raw control byte cannot be shown as text")
+        lines.append(f">>> {request}")
         if step.reply_pattern is not None:
             raise ValueError(f"{case.name}: a reply pattern has no fixed text to show")
         lines.append("<<< (no reply)" if step.reply is None
