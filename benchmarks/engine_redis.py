@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/engine_redis.py [--url redis://HOST:PORT/0] [--
 
 Without --url it starts a private redis-server (no persistence) on a free port, so other
 clients' commands neither slow it nor blur its command statistics.  The floor is an
-EVALSHA of `return 1` with the same five keys and the same arguments as an add (so the
+EVALSHA of `return 1` with the same four keys and the same arguments as an add (so the
 same request bytes), through the same client; a PING is shown too.  Round trips per
 operation are counted on the client (every request written to a connection); "server us"
 is Redis's own time per call (INFO commandstats) for the same calls.  Target: one round
@@ -111,6 +111,13 @@ def one_process(url: str, n: int) -> list[tuple[str, float, float, float, float]
         for i in range(n):
             engine.add("q", f"key{i:06d}", VALUE)
         row("fetch_many(100), per call", lambda i: engine.fetch_many("q", 100), n // 100)
+        for i in range(n):
+            engine.add("q", f"key{i:06d}", VALUE)
+        claimed: list = []
+        row("claim(100) (at-least-once), per call",
+            lambda i: claimed.extend(engine.claim("q", 100, 600)), n // 100)
+        tokens = [c.token for c in claimed]
+        row("ack of one claimed item", lambda i: engine.ack("q", [tokens[i]]), len(tokens))
         return rows
     finally:
         engine.close()

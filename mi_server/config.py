@@ -30,6 +30,7 @@ from mi_server.storage.url import BadDbUrl, SqliteUrl, parse_db_url
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DELIVERIES = ("at-most-once", "at-least-once")
 TOP_LEVEL_KEYS = ("db_url", "shm_size", "shm_name", "mqueue", "http", "fifo", "datagram",
                   "consumers", "log_level", "log_target", "pid_file", "state_dir", "engine")
 ENGINE_BACKENDS = ("shm", "redis")
@@ -134,6 +135,10 @@ class ConsumerConfig:
     processes: int = 1
     interval: float = 0.1
     batch: int = 100
+    delivery: str = "at-most-once"  # or "at-least-once" (docs/consumers.md; Redis only)
+    lease: float = 30.0  # at-least-once: seconds an unacknowledged item stays claimed
+    retry: float = 1.0  # at-least-once: seconds before a failed item comes back
+    max_deliveries: int = 0  # at-least-once: drop an item claimed more often (0: never)
 
 
 @dataclass
@@ -254,8 +259,15 @@ class _Parser:
                     self.problem(f"queue '{spec.name}'",
                                  f"dbmode={spec.dbmode} is refused with the redis engine: its "
                                  f"queues live in Redis and outlive every instance (use 0)")
-        elif not any("shm_size" in line for line in self.problems):
-            self.arena_room(cfg.shm_size, cfg.queues)
+        else:
+            for index, consumer in enumerate(cfg.consumers, 1):
+                if consumer.delivery == "at-least-once":
+                    self.problem(f"consumers entry {index}: delivery",
+                                 "at-least-once needs the redis engine: the shared-memory "
+                                 "arena cannot keep an item claimed by a consumer process "
+                                 "that may die (its held fetch locks the whole arena)")
+            if not any("shm_size" in line for line in self.problems):
+                self.arena_room(cfg.shm_size, cfg.queues)
         if self.problems:
             raise ConfigError(self.problems)
         return cfg
@@ -707,7 +719,8 @@ class _Parser:
                 continue
             before = len(self.problems)
             self.known_keys(where, item, ("queue", "processes", "interval", "batch",
-                                          "handler"))
+                                          "handler", "delivery", "lease", "retry",
+                                          "max_deliveries"))
             queue, handler = item.get("queue"), item.get("handler")
             if not isinstance(queue, str) or queue not in queue_names:
                 self.problem(f"{where}: queue", f"{queue!r} is not a defined mqueue")
@@ -723,9 +736,31 @@ class _Parser:
                 consumer.interval = self.positive(f"{where}: interval", item["interval"])
             if "batch" in item:
                 consumer.batch = self.integer(f"{where}: batch", item["batch"], minimum=1)
+            self.delivery(where, item, consumer)
             if len(self.problems) == before:
                 result.append(consumer)
         return result
+
+    def delivery(self, where: str, item: Mapping, consumer: ConsumerConfig) -> None:
+        """`delivery` and the keys that only at-least-once delivery reads."""
+        if "delivery" in item:
+            if item["delivery"] not in DELIVERIES:
+                self.problem(f"{where}: delivery", f"must be one of {', '.join(DELIVERIES)}, "
+                             f"not {item['delivery']!r}")
+            else:
+                consumer.delivery = item["delivery"]
+        extra = [k for k in ("lease", "retry", "max_deliveries") if k in item]
+        if consumer.delivery != "at-least-once":
+            for key in extra:
+                self.problem(f"{where}: {key}", "only with delivery: at-least-once")
+            return
+        if "lease" in item:
+            consumer.lease = self.positive(f"{where}: lease", item["lease"])
+        if "retry" in item:
+            consumer.retry = self.positive(f"{where}: retry", item["retry"])
+        if "max_deliveries" in item:
+            consumer.max_deliveries = self.integer(f"{where}: max_deliveries",
+                                                   item["max_deliveries"], minimum=0)
 
     # -- value helpers ----------------------------------------------------------------
 

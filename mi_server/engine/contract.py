@@ -12,7 +12,8 @@ now; retry later).  Keys, values and names are `str`, any JSON string included.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from .spec import QueueSpec
 from .stats import QueueStats
@@ -80,4 +81,33 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Let go of the store in this process; the queues themselves stay."""
+        ...
+
+
+class Claim(NamedTuple):
+    """One item taken for at-least-once delivery (Claiming.claim)."""
+
+    token: bytes  # what ack and renew name it by
+    key: str
+    value: str
+    claims: int  # how many times it has been claimed, this time included (1: first)
+
+
+@runtime_checkable
+class Claiming(Protocol):
+    """At-least-once delivery, offered by the backends that can hold an item for a
+    consumer across processes and hosts (Redis; docs/consumers.md): a claimed item stays
+    out of its queue until acknowledged, or goes back to the queue's head once its lease
+    ends (its consumer died, stalled or failed) for another consumer to take."""
+
+    def claim(self, q: str, limit: int, lease: float) -> list[Claim]:
+        """Up to `limit` items, oldest first, each held for `lease` seconds."""
+        ...
+
+    def ack(self, q: str, tokens: Sequence[bytes]) -> int:
+        """The items are handled: drop them; how many were still held."""
+        ...
+
+    def renew(self, q: str, tokens: Sequence[bytes], lease: float) -> int:
+        """Their holds end `lease` seconds from now (0: at once); how many were held."""
         ...

@@ -16,14 +16,22 @@ Handlers (`ConsumerConfig.handler`):
   `MQ_VALUE` unset, so that the command still starts.
 
 A failing handler is logged with the item (queue, key and a truncated value) and the
-consumer goes on with the next item: the item is not retried.
+consumer goes on with the next item.
 
-Delivery guarantee: **at most once**. Items are removed from the queue before their handler
-runs, so a consumer killed mid-handler (kill -9, the supervisor's SIGKILL after the stop
-grace period) loses that item and the untouched rest of its batch (up to `batch` items).
-On SIGTERM/SIGINT a consumer finishes the item in hand, puts the untouched rest of its
-batch back at the tail of the queue (where the dbmode save at stop finds them; addmode and
-size apply again) and returns.
+Delivery (`ConsumerConfig.delivery`, docs/consumers.md):
+- **at most once** (the default, every engine): items are removed from the queue before
+  their handler runs and a failed item is not retried, so a consumer killed mid-handler
+  (kill -9, the supervisor's SIGKILL after the stop grace period) loses that item and the
+  untouched rest of its batch (up to `batch` items).  On SIGTERM/SIGINT a consumer
+  finishes the item in hand, puts the untouched rest of its batch back at the tail of the
+  queue (where the dbmode save at stop finds them; addmode and size apply again) and
+  returns.
+- **at least once** (engines that offer contract.Claiming: Redis): the batch is claimed
+  with a lease of `lease` seconds, each item acknowledged once its handler succeeded; a
+  failed item comes back to the queue's head `retry` seconds later, and the items of a
+  consumer that died or stalled come back when their lease ends, for any consumer of any
+  instance to claim.  The lease of a batch's rest is renewed while the batch is worked on.
+  On SIGTERM/SIGINT the rest of the batch is given back at once (to the head).
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from mi_server.engine.contract import Engine
+from mi_server.engine.contract import Claim, Claiming, Engine
 from mi_server.engine.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,15 @@ LOGGED_VALUE_CHARS = 200
 # than this with E2BIG, and the command would not start at all
 ENV_STRING_MAX = 32 * 4096
 UNAVAILABLE_RETRY = 1.0  # seconds between fetch attempts while the engine is unavailable
+
+
+@dataclass(frozen=True)
+class AtLeastOnce:
+    """The settings of at-least-once delivery (config.py's consumers section)."""
+
+    lease: float = 30.0  # seconds a claimed item stays out of the queue without an ack
+    retry: float = 1.0  # seconds before a failed item comes back to the queue
+    max_deliveries: int = 0  # an item claimed more often is dropped, logged (0: never)
 
 
 class HandlerError(ValueError):
@@ -135,13 +154,20 @@ class _StopFlag:
 
 
 def run_consumer(engine: Engine, queue: str, handler: Handler, interval: float, batch: int,
-                 name: str) -> None:
+                 name: str, at_least_once: AtLeastOnce | None = None) -> None:
     """Drain `queue` through `handler` until SIGTERM/SIGINT. `name` is for log lines.
+    `at_least_once`: claim and acknowledge (the engine must offer Claiming).
 
     While the engine is unavailable (Redis down) it says so once, retries every
     UNAVAILABLE_RETRY seconds (or `interval`, if longer), and says when it is back."""
     stop = _StopFlag()
     log.debug("%s: started", name)
+    if at_least_once is not None:
+        if not isinstance(engine, Claiming):
+            raise TypeError(f"{name}: the queue engine offers no at-least-once delivery")
+        _claim_loop(engine, queue, handler, interval, batch, name, at_least_once, stop)
+        log.debug("%s: stopped", name)
+        return
     down = False
     while not stop.stopping:
         try:
@@ -166,13 +192,66 @@ def run_consumer(engine: Engine, queue: str, handler: Handler, interval: float, 
     log.debug("%s: stopped", name)
 
 
-def _handle_one(handler: Handler, queue: str, key: str, value: str, name: str) -> None:
+def _handle_one(handler: Handler, queue: str, key: str, value: str, name: str) -> bool:
+    """Run the handler; False (logged) when it failed."""
     try:
         handler(key, value)
     except Exception as exc:  # a handler failure must never stop the consumer
         log.error("%s: handler failed for %s: %s: %s", name, describe_item(queue, key, value),
                   type(exc).__name__, exc)
         log.debug("%s: handler traceback", name, exc_info=True)
+        return False
+    return True
+
+
+def _claim_loop(engine: Claiming, queue: str, handler: Handler, interval: float, batch: int,
+                name: str, opts: AtLeastOnce, stop: _StopFlag) -> None:
+    """At-least-once: claim a batch, handle each item, ack it (or have it retried)."""
+    down = False
+    while not stop.stopping:
+        try:
+            claims = engine.claim(queue, batch, opts.lease)
+        except EngineUnavailable as exc:
+            if not down:
+                log.warning("%s: %s; retrying", name, exc)
+                down = True
+            stop.sleep(max(interval, UNAVAILABLE_RETRY))
+            continue
+        if down:
+            log.info("%s: the queue engine is back", name)
+            down = False
+        if not claims:
+            stop.sleep(interval)
+            continue
+        try:
+            _work_through(engine, queue, handler, name, opts, stop, claims)
+        except EngineUnavailable as exc:
+            # the unacknowledged items come back when their lease ends
+            log.warning("%s: %s: the unacknowledged rest of the batch comes back to the "
+                        "queue within %gs", name, exc, opts.lease)
+
+
+def _work_through(engine: Claiming, queue: str, handler: Handler, name: str,
+                  opts: AtLeastOnce, stop: _StopFlag, claims: Sequence[Claim]) -> None:
+    renewed = time.monotonic()
+    for i, item in enumerate(claims):
+        if stop.stopping:
+            engine.renew(queue, [c.token for c in claims[i:]], 0)  # back to the head now
+            return
+        if time.monotonic() - renewed > opts.lease / 2:  # keep the rest of the batch ours
+            engine.renew(queue, [c.token for c in claims[i:]], opts.lease)
+            renewed = time.monotonic()
+        if opts.max_deliveries and item.claims > opts.max_deliveries:
+            log.error("%s: dropped after %d deliveries: %s", name, item.claims - 1,
+                      describe_item(queue, item.key, item.value))
+            engine.ack(queue, [item.token])
+            continue
+        if _handle_one(handler, queue, item.key, item.value, name):
+            if not engine.ack(queue, [item.token]):
+                log.warning("%s: the lease ended before the handler did: %s may be handled "
+                            "again", name, describe_item(queue, item.key, item.value))
+        else:
+            engine.renew(queue, [item.token], opts.retry)  # back to the head after retry
 
 
 def _put_back(engine: Engine, queue: str, rest: list[tuple[str, str]], name: str) -> None:

@@ -36,7 +36,13 @@ from mi_server.engine import backend
 from mi_server.engine.contract import Engine
 from mi_server.runtime import persistence
 from mi_server.runtime.backoff import Backoff
-from mi_server.runtime.consumers import Handler, HandlerError, resolve_handler, run_consumer
+from mi_server.runtime.consumers import (
+    AtLeastOnce,
+    Handler,
+    HandlerError,
+    resolve_handler,
+    run_consumer,
+)
 from mi_server.runtime.osproc import set_parent_death_signal, set_process_title
 from mi_server.runtime.pidfile import PidFile, claim_pid_file
 from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
@@ -594,8 +600,13 @@ class Supervisor:
 
 def _consumer_target(engine: Engine | None, consumer: Any, handler: Handler, name: str
                      ) -> Callable[[], None]:
+    at_least_once = None
+    if consumer.delivery == "at-least-once":
+        at_least_once = AtLeastOnce(consumer.lease, consumer.retry, consumer.max_deliveries)
+
     def run() -> None:
-        run_consumer(engine, consumer.queue, handler, consumer.interval, consumer.batch, name)
+        run_consumer(engine, consumer.queue, handler, consumer.interval, consumer.batch, name,
+                     at_least_once)
 
     return run
 

@@ -264,3 +264,39 @@ def test_engine_section_defaults_to_shm_and_reads_redis_settings(tmp_path: Path)
     nodes = ["127.0.0.1:7000", "redis://127.0.0.1:7001"]
     assert parse_config({"engine": {"backend": "redis", "url": nodes}}, "inline",
                         tmp_path).engine.url == nodes
+
+
+def test_at_least_once_delivery_is_read_with_the_redis_engine(tmp_path: Path) -> None:
+    consumer = {"queue": "q", "handler": "x", "delivery": "at-least-once", "lease": 5,
+                "retry": 0.5, "max_deliveries": 3}
+    cfg = parse_config({"mqueue": ["name=q"], "engine": {"backend": "redis"},
+                        "consumers": [consumer, {"queue": "q", "handler": "y"}]},
+                       "inline", tmp_path)
+    first, second = cfg.consumers
+    assert (first.delivery, first.lease, first.retry, first.max_deliveries) == (
+        "at-least-once", 5.0, 0.5, 3)
+    assert (second.delivery, second.lease) == ("at-most-once", 30.0)
+
+
+def test_at_least_once_delivery_is_refused_on_the_shm_engine(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "mqueue: [name=q]\nconsumers: [{queue: q, handler: x, "
+                                     "delivery: at-least-once}]\n")
+    assert len(problems) == 1
+    assert problems[0].endswith("consumers entry 1: delivery: at-least-once needs the redis "
+                                "engine: the shared-memory arena cannot keep an item claimed "
+                                "by a consumer process that may die (its held fetch locks the "
+                                "whole arena)")
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ("delivery: maybe", "delivery: must be one of at-most-once, at-least-once, not 'maybe'"),
+    ("lease: 5", "lease: only with delivery: at-least-once"),
+    ("delivery: at-least-once, lease: 0", "lease: must be a number > 0, not 0"),
+    ("delivery: at-least-once, retry: -1", "retry: must be a number > 0, not -1"),
+    ("delivery: at-least-once, max_deliveries: -1",
+     "max_deliveries: must be an integer >= 0, not -1"),
+])
+def test_delivery_mistakes_are_one_line_each(tmp_path: Path, entry: str, problem: str) -> None:
+    problems = problems_of(tmp_path, "engine: {backend: redis}\nmqueue: [name=q]\n"
+                                     f"consumers: [{{queue: q, handler: x, {entry}}}]\n")
+    assert len(problems) == 1 and problems[0].endswith(f"consumers entry 1: {problem}"), problems

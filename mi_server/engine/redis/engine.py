@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
+from ..contract import Claim
 from ..errors import ArenaCorrupt, ArenaFull, DefinitionMismatch, EngineUnavailable, UnknownQueue
 from ..scriptlevel import ScriptLevel
 from ..spec import QueueSpec
@@ -40,9 +41,10 @@ LIBRARY = (Path(__file__).with_name("mqueue.lua")).read_text(encoding="utf-8")
 # "#!lua name=mqmi<layout>": the functions are mqmi<layout>_<op>
 LAYOUT = int(re.match(r"#!lua name=mqmi(\d+)\n", LIBRARY).group(1))  # type: ignore[union-attr]
 FN = {op: f"mqmi{LAYOUT}_{op}" for op in
-      ("define", "add", "fetch", "hold", "settle", "snapshot", "reset")}
-NKEYS = 5  # the keys of one queue, in mqueue.lua's order
-_SUFFIXES = ("m", "i", "x", "h", "o")
+      ("define", "add", "fetch", "hold", "settle", "snapshot", "reset", "claim", "ack",
+       "renew")}
+NKEYS = 4  # the keys of one queue, in mqueue.lua's order
+_SUFFIXES = ("m", "i", "x", "h")
 # A held (pending) fetch not settled within this time is given back to its queue by the
 # next fetch there: its holder died or stalled (settle then reports the hold as undone).
 HOLD_LEASE_MS = 5000
@@ -56,7 +58,7 @@ _STATS_FIELDS = ("n", "a", "f", "ds", "dm", "ba", "bf", "bds", "bdm")
 
 
 def queue_keys(prefix: str, queue: str) -> list[bytes]:
-    """The five keys of one queue: `<prefix>:{<queue>}:<part>`.  The braces are the
+    """The four keys of one queue: `<prefix>:{<queue>}:<part>`.  The braces are the
     cluster hash tag, so a queue's keys share one slot (and one node)."""
     base = f"{prefix}:{{{queue}}}:".encode(_ENC, _ERR)
     return [base + s.encode() for s in _SUFFIXES]
@@ -307,6 +309,27 @@ class RedisEngine(ScriptLevel):
         if not self._call(FN["settle"], q, seq, 1 if commit else 0):
             raise RuntimeError("the pending fetch was undone before it was settled")
 
+    # ---- at-least-once delivery (contract.Claiming) -------------------------------
+
+    def claim(self, q: str, limit: int, lease: float) -> list[Claim]:
+        """Up to `limit` items, oldest first, each held for `lease` seconds unless acked
+        first; then it goes back to the head of its queue for the next claim or fetch.
+        Items whose lease ended are given back before taking.  One round trip."""
+        flat = self._call(FN["claim"], q, limit, max(0, round(lease * 1000)))
+        return [Claim(flat[i], *_decode(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)]
+
+    def ack(self, q: str, tokens: Sequence[bytes]) -> int:
+        """Drop the claimed items `tokens` (handled); how many were still held."""
+        return int(self._call(FN["ack"], q, *tokens)) if tokens else 0
+
+    def renew(self, q: str, tokens: Sequence[bytes], lease: float) -> int:
+        """End the holds of `tokens` `lease` seconds from now (0: give them back at the
+        next claim or fetch); how many were still held."""
+        if not tokens:
+            return 0
+        return int(self._call(FN["renew"], q, max(0, round(lease * 1000)), *tokens))
+
     def size(self, q: str) -> int:
         try:
             meta = self._meta[q]
@@ -372,9 +395,10 @@ class RedisEngine(ScriptLevel):
         counters against each other; ArenaCorrupt listing what is wrong.  O(n)."""
         problems: list[str] = []
         for q in self._names:
+            keys = self._keys[q]
             problems += _check_queue(q, self._defs[q][1],
-                                     [self._client.hgetall(k) for k in self._keys[q][:4]],
-                                     self._client.lrange(self._keys[q][4], 0, -1))
+                                     [self._client.hgetall(k) for k in keys[:3]],
+                                     self._client.zrange(keys[3], 0, -1))
         if problems:
             raise ArenaCorrupt(problems)
 
@@ -385,16 +409,19 @@ def _unavailable(exc: Exception) -> EngineUnavailable:
 
 
 def _check_queue(q: str, mode: int, hashes: list[dict[bytes, bytes]],
-                 order: list[bytes]) -> list[str]:
-    meta, fields, index, held = hashes
+                 held: list[bytes]) -> list[str]:
+    meta, fields, index = hashes
     items = {k: v for k, v in fields.items() if k.isdigit()}
     nxt = {k[1:]: v for k, v in fields.items() if k.startswith(b"n")}
     prv = {k[1:]: v for k, v in fields.items() if k.startswith(b"p")}
+    claims = {k[1:]: v for k, v in fields.items() if k.startswith(b"c")}
     bad: list[str] = []
     if b"mode" not in meta:
         return [f"{q}: not defined"]
-    if len(items) + len(nxt) + len(prv) != len(fields):
+    if len(items) + len(nxt) + len(prv) + len(claims) != len(fields):
         bad.append(f"{q}: stray fields in the items hash")
+    if not set(claims) <= set(items):
+        bad.append(f"{q}: claim counts {sorted(claims)} of items that are gone")
     seen: list[bytes] = []
     seq, prev = meta.get(b"h"), None
     while seq is not None and len(seen) <= len(items):
@@ -413,8 +440,6 @@ def _check_queue(q: str, mode: int, hashes: list[dict[bytes, bytes]],
         bad.append(f"{q}: records {sorted(items)} against listed {seen} + held {list(held)}")
     if set(nxt) != set(seen[:-1]) or set(prv) != set(seen[1:]):
         bad.append(f"{q}: stray links {sorted(nxt)} / {sorted(prv)}")
-    if not set(held) <= set(order):
-        bad.append(f"{q}: held {list(held)} missing from the order list {order}")
     if mode:
         want = {_decode(items[s])[0].encode(_ENC, _ERR): s for s in seen if s in items}
         if len(want) != len(seen) or index != want:

@@ -1,27 +1,29 @@
-#!lua name=mqmi2
+#!lua name=mqmi3
 -- The mqueue engine's server-side half (docs/redis.md): every queue operation is one
 -- FCALL of one of these functions, run atomically by Redis.
 --
--- Version 2 of the key layout below: the library and its functions carry the number
--- (mqmi2, mqmi2_add...), so servers of different versions can share one Redis, and a
+-- Version 3 of the key layout below: the library and its functions carry the number
+-- (mqmi3, mqmi3_add...), so servers of different versions can share one Redis, and a
 -- queue records the version that made it (meta v), which mq_define checks.
 --
--- A queue q is five keys, all with the hash tag {q} so they share one cluster slot, and
--- every function gets all five in KEYS (in this order):
+-- A queue q is four keys, all with the hash tag {q} so they share one cluster slot, and
+-- every function gets all four in KEYS (in this order):
 --   KEYS[1] meta   hash: h head seq, t tail seq (absent when empty), s last seq given out,
 --                  n items queued, a/f/ds/dm the counters (added, fetched, dropped by size,
 --                  dropped by addmode), ba/bf/bds/bdm their reset baselines, lim the size
 --                  limit (0 unlimited), mode the effective addmode
 --   KEYS[2] items  hash: <seq> -> "<key length>:<key><value>", n<seq> -> the next (newer)
 --                  seq (absent for the tail), p<seq> -> the previous one (absent for the
---                  head): the queue is a doubly linked list threaded through this hash
+--                  head): the queue is a doubly linked list threaded through this hash;
+--                  c<seq> -> how many times a consumer claimed the item (mq_claim)
 --   KEYS[3] index  hash: key -> seq of the queued item with that key (addmode 1 and 2)
---   KEYS[4] held   hash: seq -> deadline (ms, Redis clock) of an item fetched pending
---   KEYS[5] order  list: held seqs in the order they were taken (= deadline order)
+--   KEYS[4] held   sorted set: seq scored by its deadline (ms, Redis clock), for every
+--                  item taken conditionally (mq_hold, mq_claim) and not settled yet
 -- Taking the head, appending at the tail and unlinking any item (addmode 2) are each a
 -- fixed number of hash commands: O(1).  A record and its links sit in one hash so that
 -- one HMGET reads them and one HDEL removes them.  A held item leaves the list but keeps
--- its record until it is settled.
+-- its record until it is settled; the held set costs O(log h), h the items held at once
+-- (consumers x batch, MI replies in flight), never the queue's length.
 --
 -- Errors: "UNDEFINED" when the queue's meta is missing (a Redis that lost its data): the
 -- client defines the queue again and retries.
@@ -66,9 +68,9 @@ local function pop_heads(K, mode, h, limit, out)
     local r = redis.call('HMGET', K[2], h, 'n' .. h)
     local item, nx = r[1], r[2]
     if nx then
-      redis.call('HDEL', K[2], h, 'n' .. h, 'p' .. nx)
+      redis.call('HDEL', K[2], h, 'c' .. h, 'n' .. h, 'p' .. nx)
     else
-      redis.call('HDEL', K[2], h)
+      redis.call('HDEL', K[2], h, 'c' .. h)
     end
     if mode ~= 0 then redis.call('HDEL', K[3], key_of(item)) end
     out[#out + 1] = item
@@ -91,13 +93,13 @@ end
 -- item queued since).  Its fetch is undone; if its key was queued again meanwhile (addmode
 -- 1 or 2), it is dropped by addmode instead, and a full queue evicts it as its oldest.
 local function give_back(K, seq, mode, lim)
-  redis.call('HDEL', K[4], seq)
+  redis.call('ZREM', K[4], seq)
   redis.call('HINCRBY', K[1], 'f', -1)
   local item = redis.call('HGET', K[2], seq)
   if mode ~= 0 then
     local key = key_of(item)
     if redis.call('HEXISTS', K[3], key) == 1 then
-      redis.call('HDEL', K[2], seq)
+      redis.call('HDEL', K[2], seq, 'c' .. seq)
       redis.call('HINCRBY', K[1], 'dm', 1)
       return
     end
@@ -115,25 +117,19 @@ local function give_back(K, seq, mode, lim)
   if left ~= n then redis.call('HSET', K[1], 'n', left) end
 end
 
--- Held items whose deadline passed (their holder died or stalled) go back to the queue;
--- settled ones are dropped from the front of the order list.  Bounded work per call;
--- each seq enters the list once, so this is O(1) amortised.
-local function reclaim(K, mode, lim)
-  local now = nil
-  for _ = 1, 16 do
-    local seq = redis.call('LINDEX', K[5], 0)
-    if not seq then return end
-    local deadline = redis.call('HGET', K[4], seq)
-    if deadline then
-      now = now or now_ms()
-      if tonumber(deadline) > now then return end
-      give_back(K, seq, mode, lim)
-    end
-    redis.call('LPOP', K[5])
-  end
+-- Held items whose deadline passed (their holder died, stalled, failed or let go) go
+-- back to the queue, at most `most` per call: O(most + log h).  They are given back
+-- newest first, each to the head, so that those coming back together keep their order.
+local function reclaim(K, mode, lim, most)
+  if redis.call('ZCARD', K[4]) == 0 then return end
+  local due = redis.call('ZRANGEBYSCORE', K[4], '-inf', now_ms(), 'LIMIT', 0, most)
+  table.sort(due, function(x, y) return tonumber(x) > tonumber(y) end)
+  for _, seq in ipairs(due) do give_back(K, seq, mode, lim) end
 end
 
-local LAYOUT = 2
+local RECLAIM = 16
+
+local LAYOUT = 3
 
 -- mq_define(limit, mode): store the definition, or return the stored one
 -- {lim, mode, layout version}.
@@ -161,7 +157,7 @@ local function mq_add(K, A)
         return 1
       end
       unlink(K, old)
-      redis.call('HDEL', K[2], old)
+      redis.call('HDEL', K[2], old, 'c' .. old)
       n = n - 1
       t = redis.call('HGET', K[1], 't')
     end
@@ -186,8 +182,8 @@ local function mq_fetch(K, A)
   local m = redis.call('HMGET', K[1], 'mode', 'lim', 'n', 'f', 'h')
   if not m[1] then return redis.error_reply('UNDEFINED') end
   local mode, lim = tonumber(m[1]), tonumber(m[2])
-  if redis.call('LINDEX', K[5], 0) then  -- holds to settle or reclaim first
-    reclaim(K, mode, lim)
+  if redis.call('ZCARD', K[4]) > 0 then  -- holds that may have ended: reclaim first
+    reclaim(K, mode, lim, RECLAIM)
     m = redis.call('HMGET', K[1], 'mode', 'lim', 'n', 'f', 'h')
   end
   local out = {}
@@ -210,7 +206,7 @@ local function mq_hold(K, A)
   local m = redis.call('HMGET', K[1], 'mode', 'lim')
   if not m[1] then return redis.error_reply('UNDEFINED') end
   local mode, lim = tonumber(m[1]), tonumber(m[2])
-  reclaim(K, mode, lim)
+  reclaim(K, mode, lim, RECLAIM)
   local h = redis.call('HGET', K[1], 'h')
   if not h then return {} end
   local item = redis.call('HGET', K[2], h)
@@ -218,24 +214,89 @@ local function mq_hold(K, A)
   if mode ~= 0 then redis.call('HDEL', K[3], key_of(item)) end
   redis.call('HINCRBY', K[1], 'n', -1)
   redis.call('HINCRBY', K[1], 'f', 1)
-  redis.call('HSET', K[4], h, now_ms() + tonumber(A[1]))
-  redis.call('RPUSH', K[5], h)
+  redis.call('ZADD', K[4], now_ms() + tonumber(A[1]), h)
   return {h, item}
 end
 
 -- mq_settle(seq, commit): 1, or 0 when the hold had ended already (given back).
 local function mq_settle(K, A)
   local seq = A[1]
-  if redis.call('HEXISTS', K[4], seq) == 0 then return 0 end
+  if not redis.call('ZSCORE', K[4], seq) then return 0 end
   if A[2] == '1' then
-    redis.call('HDEL', K[4], seq)
-    redis.call('HDEL', K[2], seq)
+    redis.call('ZREM', K[4], seq)
+    redis.call('HDEL', K[2], seq, 'c' .. seq)
   else
     local m = redis.call('HMGET', K[1], 'mode', 'lim')
     give_back(K, seq, tonumber(m[1]), tonumber(m[2]))
   end
-  if redis.call('LINDEX', K[5], 0) == seq then redis.call('LPOP', K[5]) end
   return 1
+end
+
+-- mq_claim(limit, lease_ms): at-least-once delivery to a consumer.  Up to limit items
+-- from the head, each held until its deadline (now + lease_ms) unless mq_ack settles it
+-- first: {seq, item, claims, seq, item, claims...}, claims counting this one.  Held items
+-- whose deadline passed are given back first (up to limit + RECLAIM of them), so a dead
+-- consumer's items go to the next claim once their lease ends.  O(limit log h).
+local function mq_claim(K, A)
+  local m = redis.call('HMGET', K[1], 'mode', 'lim')
+  if not m[1] then return redis.error_reply('UNDEFINED') end
+  local mode, lim, limit = tonumber(m[1]), tonumber(m[2]), tonumber(A[1])
+  reclaim(K, mode, lim, limit + RECLAIM)
+  m = redis.call('HMGET', K[1], 'h', 'n', 'f')
+  local h, out, taken = m[1], {}, 0
+  if not h then return out end
+  local deadline = now_ms() + tonumber(A[2])
+  while h and taken < limit do
+    local r = redis.call('HMGET', K[2], h, 'n' .. h)
+    local item, nx = r[1], r[2]
+    if nx then redis.call('HDEL', K[2], 'n' .. h, 'p' .. nx) end
+    if mode ~= 0 then redis.call('HDEL', K[3], key_of(item)) end
+    local claims = redis.call('HINCRBY', K[2], 'c' .. h, 1)
+    redis.call('ZADD', K[4], deadline, h)
+    out[#out + 1] = h
+    out[#out + 1] = item
+    out[#out + 1] = claims
+    taken = taken + 1
+    h = nx
+  end
+  local n, f = tonumber(m[2]) - taken, tonumber(m[3]) + taken
+  if h then
+    redis.call('HSET', K[1], 'h', h, 'n', n, 'f', f)
+  else
+    redis.call('HDEL', K[1], 'h', 't')
+    redis.call('HSET', K[1], 'n', n, 'f', f)
+  end
+  return out
+end
+
+-- mq_ack(seq...): the claimed items are handled: drop them.  How many were still held
+-- (one whose deadline passed may have been given back and claimed again: not dropped).
+-- O(k log h).
+local function mq_ack(K, A)
+  local done = 0
+  for _, seq in ipairs(A) do
+    local deadline = redis.call('ZSCORE', K[4], seq)
+    if deadline and redis.call('HEXISTS', K[2], 'c' .. seq) == 1 then
+      redis.call('ZREM', K[4], seq)
+      redis.call('HDEL', K[2], seq, 'c' .. seq)
+      done = done + 1
+    end
+  end
+  return done
+end
+
+-- mq_renew(ms, seq...): move the deadlines of claimed items still held to now + ms (a
+-- longer lease for a slow batch; 0 gives them back at the next claim or fetch, and
+-- a short delay retries a failed one).  How many were still held.  O(k log h).
+local function mq_renew(K, A)
+  local deadline, done = now_ms() + tonumber(A[1]), 0
+  for i = 2, #A do
+    if redis.call('ZSCORE', K[4], A[i]) and redis.call('HEXISTS', K[2], 'c' .. A[i]) == 1 then
+      redis.call('ZADD', K[4], deadline, A[i])
+      done = done + 1
+    end
+  end
+  return done
 end
 
 -- mq_snapshot(): every queued item, oldest first (O(n): for saves and checks).
@@ -264,7 +325,7 @@ end
 -- is at maxmemory ('allow-oom'), so that a full Redis can still be drained; an add there
 -- is refused before it runs (redis-py's OutOfMemoryError: the engine's ArenaFull).
 local function register(name, callback, flags)
-  redis.register_function{function_name='mqmi2_' .. name, callback=callback, flags=flags}
+  redis.register_function{function_name='mqmi3_' .. name, callback=callback, flags=flags}
 end
 register('define', mq_define, {})
 register('add', mq_add, {})
@@ -273,3 +334,6 @@ register('hold', mq_hold, {'allow-oom'})
 register('settle', mq_settle, {'allow-oom'})
 register('snapshot', mq_snapshot, {'no-writes'})
 register('reset', mq_reset, {'allow-oom'})
+register('claim', mq_claim, {'allow-oom'})
+register('ack', mq_ack, {'allow-oom'})
+register('renew', mq_renew, {'allow-oom'})
