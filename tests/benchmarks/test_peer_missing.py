@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PEER_BENCHMARKS = ("mi_http.py", "mi_fifo.py", "fifo_floor.py", "fifo_instructions.py")
+PEER_BENCHMARKS = ("mi_http.py", "mi_fifo.py", "mi_datagram.py", "fifo_floor.py",
+                   "fifo_instructions.py")
 
 
 @pytest.mark.parametrize("script", PEER_BENCHMARKS)
