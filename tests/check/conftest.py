@@ -18,8 +18,13 @@ MQ_CHECK = Path(sys.executable).with_name("mq-check")
 
 @pytest.fixture
 def server(short_tmp):
+    from tests.datagram.client import free_udp_port
+
+    dgram = f"udp:127.0.0.1:{free_udp_port()}"
     srv = Server(short_tmp, free_port(), queues=["name=q", "name=other", "name=idle"],
-                 workers=1).start()
+                 workers=1, extra={"datagram": {"socket": dgram}})
+    srv.datagram = dgram  # type: ignore[attr-defined]
+    srv.start()
     yield srv
     srv.kill()
 

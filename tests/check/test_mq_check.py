@@ -1,7 +1,7 @@
-"""mq-check against a live server over HTTP and the FIFO (exit codes, the one line and its
-perfdata), and against what does not answer: a dead port, a FIFO nobody opened, a FIFO
-someone holds open but never answers, an HTTP listener that never replies. UNKNOWN (3)
-within --timeout each time, never a hang."""
+"""mq-check against a live server over HTTP, the FIFO and UDP datagrams (exit codes, the
+one line and its perfdata), and against what does not answer: a dead port, a FIFO nobody
+opened, a FIFO someone holds open but never answers, an HTTP listener that never replies.
+UNKNOWN (3) within --timeout each time, never a hang."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ def _fill(server, queue: str, n: int) -> None:
 def _how(server, transport: str) -> list[str]:
     if transport == "http":
         return ["--url", server.url]
+    if transport == "datagram":
+        return ["--datagram", server.datagram]
     return ["--fifo", str(server.fifo), "--reply-dir", str(server.reply_dir)]
 
 
-@pytest.mark.parametrize("transport", ["http", "fifo"])
+@pytest.mark.parametrize("transport", ["http", "fifo", "datagram"])
 def test_states_and_perfdata(server, transport):
     how = _how(server, transport)
     _fill(server, "q", 3)
@@ -42,7 +44,7 @@ def test_states_and_perfdata(server, transport):
     assert (code, out) == (3, "MQUEUE UNKNOWN - mq_get_size: 404 No such queue\n")
 
 
-@pytest.mark.parametrize("transport", ["http", "fifo"])
+@pytest.mark.parametrize("transport", ["http", "fifo", "datagram"])
 def test_every_queue_when_none_is_named(server, transport):
     _fill(server, "q", 3)
     _fill(server, "other", 12)
