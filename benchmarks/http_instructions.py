@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="mode:op list; modes keep, close; ops get_size, get_sizes, fetch")
     ap.add_argument("--shared", default=None)
     args = ap.parse_args(argv)
+    shared = shared_dir(args.shared)
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind (Debian package valgrind)")
     os.environ["PYTHONHASHSEED"] = "0"  # the same str hashes, dict layouts in every run
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    shared = shared_dir(args.shared)
     cases = [tuple(c.strip().split(":")) for c in args.cases.split(",") if c.strip()]
     for case in cases:
         if len(case) != 2 or case[0] not in MODES or case[1] not in OPS:

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_BENCHMARKS = ("mi_http.py", "mi_fifo.py", "mi_datagram.py", "fifo_floor.py",
-                   "fifo_instructions.py")
+                   "fifo_instructions.py", "http_instructions.py")
 
 
 @pytest.mark.parametrize("script", PEER_BENCHMARKS)
