@@ -1,7 +1,7 @@
 """The monitoring pages on the HTTP listener: GET /<metrics root> and GET /<health root>.
 
 Served beside MI (mi_server.http.app calls `owns` then the page), with no authentication
-unless http.metrics.auth / http.health_auth ask for it (then http.auth's credentials, as MI).
+unless http.metrics.auth / http.health.auth ask for it (then http.auth's credentials, as MI).
 Other methods than GET (and HEAD for /health) get 405, as OpenSIPS's httpd answers.
 """
 
