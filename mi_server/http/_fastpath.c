@@ -635,8 +635,10 @@ static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nar
             set_nodelay(fd);
         if (res == NULL) {
             PyObject *type, *value, *tb;
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt, ... */
                 close(fd);
+                for (Py_ssize_t t = 0; t < PyList_GET_SIZE(left); t++)  /* taken before */
+                    close((int)PyLong_AsLong(PyTuple_GET_ITEM(PyList_GET_ITEM(left, t), 0)));
                 Py_DECREF(left);
                 return NULL;
             }

@@ -256,7 +256,8 @@ class Worker:
         self.fast_accept: fastpath.Accept | None = None
         compiled = fastpath.load() if checked is not None and cfg.auth is None else None
         root = ("/" + cfg.root.strip("/")).encode("latin-1", "replace")
-        if compiled is not None and b"?" not in root:  # a root the app can never match
+        # a root the app can never match as written ("?"), or matches only %-decoded
+        if compiled is not None and b"?" not in root and b"%" not in root:
             self.fast_serve, self.fast_accept = compiled
             # the answers of this guard for the Host values seen are kept in the dict
             self.fast_ctx = (root, self.limit, MAX_HEAD, checked, make_guard(cfg), {},

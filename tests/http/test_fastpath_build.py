@@ -70,3 +70,15 @@ def test_auth_turns_it_off(core, http_path):
     assert worker.fast_serve is None  # the app checks the credentials of every request
     worker.ep.close()
     listener.close()
+
+
+def test_a_root_the_app_matches_only_decoded_turns_it_off(core, http_path):
+    # the app compares the %-decoded path with the root: the compiled path compares bytes
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    for root, on in (("m%69", False), ("mi", True), ("a/b", True)):
+        cfg = HttpConfig(port=listener.getsockname()[1], root=root)
+        worker = Worker(listener, make_wsgi_app(core.handle, cfg), cfg, checked=core.run_checked)
+        assert (worker.fast_serve is not None) == (on and http_path == "compiled"), root
+        worker.ep.close()
+    listener.close()
