@@ -117,7 +117,18 @@ class Listener:
                 sent = self.send(reply, address)
         finally:
             if settle is not None:
-                settle(sent)
+                self.settle(settle, sent)
+
+    @staticmethod
+    def settle(settle: Any, sent: bool) -> None:
+        """Commit (the reply went out) or undo the held change.  On Redis this can fail:
+        the hold's lease ran out first (the item is back in the queue, so a reply that was
+        sent delivered it twice) or Redis cannot be reached (the lease gives it back)."""
+        try:
+            settle(sent)
+        except Exception as exc:
+            log.warning("datagram: a held fetch could not be %s: %s",
+                        "committed after its reply was sent" if sent else "undone", exc)
 
     def send(self, reply: bytes, address: Any) -> bool:
         if not address:  # an unbound unix socket: there is no address to answer

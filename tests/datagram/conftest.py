@@ -14,7 +14,8 @@ from tests.datagram.client import free_udp_port
 from tests.serverproc import Server, free_port
 
 
-def datagram_server(kind: str, queues: list, workdir: Path, **dgram) -> Server:
+def datagram_server(kind: str, queues: list, workdir: Path, engine: dict | None = None,
+                    **dgram) -> Server:
     """A server (not started) whose datagram socket is `kind`: udp4, udp6 or unix."""
     if kind == "udp4":
         socket_name = f"udp:127.0.0.1:{free_udp_port()}"
@@ -22,21 +23,26 @@ def datagram_server(kind: str, queues: list, workdir: Path, **dgram) -> Server:
         socket_name = f"udp:[::1]:{free_udp_port('::1')}"
     else:
         socket_name = str(workdir / "mi.sock")
-    srv = Server(workdir, free_port(), queues=queues, workers=1,
-                 extra={"datagram": {"socket": socket_name, **dgram}})
+    extra: dict = {"datagram": {"socket": socket_name, **dgram}}
+    if engine is not None:
+        extra["engine"] = engine
+    srv = Server(workdir, free_port(), queues=queues, workers=1, extra=extra)
     srv.datagram = socket_name  # type: ignore[attr-defined]
     return srv
 
 
 @pytest.fixture
 def dgram_servers() -> Iterator:
-    """dgram_servers(kind, queues, **datagram_keys) -> a started Server; all stopped after
+    """dgram_servers(kind, queues, engine, **datagram_keys) -> a started Server (`engine`:
+    the `engine:` section, default shm); all stopped after
     (each must stop with exit code 0)."""
     started: list[Server] = []
 
-    def make(kind: str = "udp4", queues: list | None = None, **dgram) -> Server:
+    def make(kind: str = "udp4", queues: list | None = None, engine: dict | None = None,
+             **dgram) -> Server:
         workdir = Path(tempfile.mkdtemp(prefix="mqd", dir="/tmp"))
-        srv = datagram_server(kind, queues or ["name=q1", "name=q2"], workdir, **dgram)
+        srv = datagram_server(kind, queues or ["name=q1", "name=q2"], workdir, engine,
+                              **dgram)
         started.append(srv)
         return srv.start()
 
