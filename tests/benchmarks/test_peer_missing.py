@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PEER_BENCHMARKS = ("mi_http.py", "mi_fifo.py", "mi_datagram.py", "fifo_floor.py",
-                   "fifo_instructions.py", "http_instructions.py")
+# every benchmark that looks for the peer (calls common.shared_dir)
+PEER_BENCHMARKS = sorted(path.name for path in (ROOT / "benchmarks").glob("*.py")
+                         if path.name != "common.py" and "shared_dir(" in path.read_text())
+
+
+def test_every_peer_benchmark_is_found() -> None:
+    assert {"mi_http.py", "mi_fifo.py", "mi_datagram.py", "fifo_floor.py",
+            "fifo_instructions.py", "http_instructions.py"} <= set(PEER_BENCHMARKS)
 
 
 @pytest.mark.parametrize("script", PEER_BENCHMARKS)
