@@ -108,7 +108,7 @@ def overhead_per_item(n: int = 10_000) -> tuple[float, int]:
     finally:
         a.close()
         a.unlink()
-    from mi_server.engine.arena import block_words
+    from mi_server.engine.shm.alloc import block_words
 
     worst = max(block_words(0, pay) * 8 - pay for pay in range(64))
     return avg, worst

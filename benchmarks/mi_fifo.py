@@ -111,7 +111,7 @@ REFERENCES = {
 def listener_note(ours) -> str:
     """Which compiled parts our FIFO listener serves with, read off the running listener:
     the extensions mapped in it, and their switches in its environment
-    (mi_fifo/fastpath.py, mi_server/engine/speedups.py)."""
+    (mi_fifo/fastpath.py, mi_server/engine/shm/speedups.py)."""
     pid = wait_for_fifo_reader(ours.pid(), ours.fifo, ours.label, 30.0)
     with open(f"/proc/{pid}/maps") as f:
         maps = f.read()

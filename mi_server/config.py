@@ -274,7 +274,7 @@ class _Parser:
 
     def arena_room(self, size: int, queues: list[QueueSpec]) -> None:
         """shm_size must hold the arena's fixed part (Arena.create refuses it otherwise)."""
-        from mi_server.engine.layout import minimum_size
+        from mi_server.engine.shm.layout import minimum_size
 
         least = minimum_size(queues)
         if size < least:

@@ -146,7 +146,7 @@ class Server:
     def _remove_own_arena(self) -> None:
         """Unlink the arena under shm_name if this (dead) server created it: never one a
         later server of the same test adopted (its header names that server)."""
-        from mi_server.engine.layout import H_OWNER_PID
+        from mi_server.engine.shm.layout import H_OWNER_PID
 
         path = Path(f"/dev/shm/{self.shm_name}")
         try:

@@ -18,7 +18,7 @@ from .spec import QueueSpec
 from .stats import MemoryStats, QueueStats
 
 if TYPE_CHECKING:
-    from .arena import Arena
+    from .shm.arena import Arena
 
 __all__ = [
     "Arena", "ArenaClosed", "ArenaCorrupt", "ArenaFull", "DefinitionMismatch",
@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
     # Arena on first use: a server on another backend (and the MI commands, which need
     # only the contract and the errors) never loads the shared-memory engine.
     if name == "Arena":
-        from .arena import Arena
+        from .shm.arena import Arena
 
         return Arena
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

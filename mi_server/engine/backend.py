@@ -29,7 +29,7 @@ def open_engine(engine_cfg: Any, queues: Sequence[QueueSpec], *,
 
 
 def is_shared_memory(engine: Engine) -> bool:
-    from .arena import Arena
+    from .shm.arena import Arena
 
     return isinstance(engine, Arena)
 

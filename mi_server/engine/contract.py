@@ -1,7 +1,7 @@
 """What every queue engine offers: the one contract that MI commands, consumers and
 persistence program against (docs/ARCHITECTURE.md section 2).
 
-Two backends fulfil it: the shared-memory `Arena` (mi_server.engine.arena, one host) and
+Two backends fulfil it: the shared-memory `Arena` (mi_server.engine.shm.arena, one host) and
 `RedisEngine` (mi_server.engine.redis, any number of instances and hosts).  backend.py is
 the one place that opens the configured one; nothing else knows which runs.
 

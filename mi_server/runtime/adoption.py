@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mi_server.engine import Arena, ArenaFull
-from mi_server.engine.arena import SHM_DIR, process_start_time
-from mi_server.engine.survivor import ArenaInUse, ArenaNotOurs, Found, find_survivor
+from mi_server.engine.shm.lifecycle import SHM_DIR, process_start_time
+from mi_server.engine.shm.survivor import ArenaInUse, ArenaNotOurs, Found, find_survivor
 from mi_server.storage.fallback import append_items, orphan_path
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mi_server.engine.layout import minimum_size
+from mi_server.engine.shm.layout import minimum_size
 from mi_server.engine.spec import QueueSpec
 from tests.serverproc import ROOT, private_dev_log
 

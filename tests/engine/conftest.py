@@ -1,5 +1,5 @@
 """Engine test fixtures: arenas under unique /dev/shm names, always unlinked, each test run
-with the engine's compiled part (mi_server/engine/_speedups.c: the mutex lock and the
+with the engine's compiled part (mi_server/engine/shm/_speedups.c: the mutex lock and the
 compiled pop; skipped where it is not built or is turned off) and without it (flock and
 the Python pop); `make_engine` adds the Redis engine (the Redis on 127.0.0.1:6379, or
 MQ_TEST_REDIS_URL, under a key prefix of its own, deleted afterwards) for the tests of
@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from mi_server.engine import Arena, QueueSpec, speedups
-from mi_server.engine.arena import compiled_pop_plain
-from mi_server.engine.layout import LOCK_FLOCK, LOCK_MUTEX
+from mi_server.engine import Arena, QueueSpec
+from mi_server.engine.shm import speedups
+from mi_server.engine.shm.arena import compiled_pop_plain
+from mi_server.engine.shm.layout import LOCK_FLOCK, LOCK_MUTEX
 
 MakeArena = Callable[..., Arena]
 REDIS_URL = os.environ.get("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

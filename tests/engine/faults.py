@@ -3,7 +3,7 @@ metadata word writes and kills the process (os._exit, no cleanup) at the N-th on
 
 Payload bytes go through the mmap, not the word view, so every write counted here is a
 metadata word (undo log entries, the log count, links, counters, allocator words).  The
-compiled pop (mi_server/engine/_speedups.c) writes the mapping itself, not through the
+compiled pop (mi_server/engine/shm/_speedups.c) writes the mapping itself, not through the
 view, so while a stand-in is in place the arena runs the Python pop, whose writes it sees;
 the compiled one has its own counter (its _count_stores, used by test_crash.py).
 """

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from mi_server.engine import Arena, ArenaClosed, QueueSpec
-from mi_server.engine.arena import process_start_time
+from mi_server.engine.shm.lifecycle import process_start_time
 
 OPERATIONS = [
     ("mq_add", lambda a: a.mq_add("q", "k", "v")),

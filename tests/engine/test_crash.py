@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mi_server.engine import Arena, QueueSpec, speedups
-from mi_server.engine.layout import LOCK_FLOCK, LOCK_MUTEX
+from mi_server.engine import Arena, QueueSpec
+from mi_server.engine.shm import speedups
+from mi_server.engine.shm.layout import LOCK_FLOCK, LOCK_MUTEX
 
 from .conftest import unique_name
 from .faults import DieAtWrite, counting_writes, die_in_child
@@ -141,7 +142,7 @@ COMPILED_POP_OPS = ["fetch_plain", "fetch_pending_committed", "fetch_pending_und
 @pytest.mark.parametrize("op_name", COMPILED_POP_OPS)
 def test_death_at_every_store_of_the_compiled_pop_leaves_the_before_state(op_name,
                                                                          lock_kind):
-    """The compiled pop (mi_server/engine/_speedups.c) writes the mapping itself, past the
+    """The compiled pop (mi_server/engine/shm/_speedups.c) writes the mapping itself, past the
     fault injector's word view: its own counter kills the process after each of its
     stores in turn.  The Python commit comes after them, so a death anywhere in the pop
     must be rolled back to the state before the operation."""

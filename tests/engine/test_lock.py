@@ -1,4 +1,4 @@
-"""The arena lock's two kinds (mi_server/engine/lock.py): what an arena records, what a
+"""The arena lock's two kinds (mi_server/engine/shm/lock.py): what an arena records, what a
 process that cannot use it does, and waiting for it."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import signal
 
 import pytest
 
-from mi_server.engine import Arena, QueueSpec, speedups
-from mi_server.engine.layout import H_LOCK_ABI, H_LOCK_KIND, LOCK_MUTEX
+from mi_server.engine import Arena, QueueSpec
+from mi_server.engine.shm import speedups
+from mi_server.engine.shm.layout import H_LOCK_ABI, H_LOCK_KIND, LOCK_MUTEX
 
 from .conftest import lock_held_by_child, unique_name
 

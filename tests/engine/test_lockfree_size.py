@@ -14,7 +14,7 @@ from array import array
 import pytest
 
 from mi_server.engine import Arena, QueueSpec
-from mi_server.engine import arena as arena_module
+from mi_server.engine.shm import arena as arena_module
 
 from .faults import DieAtWrite, die_in_child
 

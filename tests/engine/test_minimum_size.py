@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mi_server.engine import Arena, QueueSpec
-from mi_server.engine.layout import minimum_size
+from mi_server.engine.shm.layout import minimum_size
 
 QUEUE_SETS = [[], [QueueSpec("q")], [QueueSpec("q"), QueueSpec("k", addmode=1)],
               [QueueSpec(f"queue{n}", addmode=n % 3) for n in range(50)]]

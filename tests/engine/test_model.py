@@ -118,7 +118,7 @@ TestArenaAgainstModel = ArenaMachine.TestCase
 
 class PythonPopMachine(ArenaMachine):
     """The same with the Python pop: ArenaMachine runs the compiled one where it is built
-    (mi_server/engine/_speedups.c), so each is checked against the model."""
+    (mi_server/engine/shm/_speedups.c), so each is checked against the model."""
 
     def __init__(self) -> None:
         super().__init__()

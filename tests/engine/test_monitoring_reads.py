@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mi_server.engine import ArenaFull, QueueSpec
-from mi_server.engine.arena import block_words
-from mi_server.engine.layout import ITEM_HEADER_BYTES
+from mi_server.engine.shm.alloc import block_words
+from mi_server.engine.shm.layout import ITEM_HEADER_BYTES
 
 
 def test_oldest_added_is_the_head_items_add_time(make_arena):

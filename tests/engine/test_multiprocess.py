@@ -118,14 +118,14 @@ def test_a_child_that_cannot_reopen_the_lock_refuses_to_touch_the_arena(make_are
     the parent's open file description: it would "hold" the lock whenever the parent does."""
     import errno
 
-    from mi_server.engine import arena as arena_module
+    from mi_server.engine.shm import lifecycle
 
     arena = make_arena([QueueSpec("q")])
 
     def fail(fd: int, path: str) -> int:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(arena_module, "reopen", fail)
+    monkeypatch.setattr(lifecycle, "reopen", fail)
     pid = os.fork()
     if pid == 0:
         code = 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mi_server.engine import Arena, ArenaFull, QueueSpec, QueueStats, UnknownQueue
-from mi_server.engine.layout import H_SPECS_LEN, H_VERSION, MAGIC, VERSION
+from mi_server.engine.shm.layout import H_SPECS_LEN, H_VERSION, MAGIC, VERSION
 from tests.engine.conftest import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]

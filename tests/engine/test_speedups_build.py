@@ -3,8 +3,9 @@ engine tests, each run with and without it, and test_crash.py's compiled-pop tes
 
 from __future__ import annotations
 
-from mi_server.engine import Arena, QueueSpec, speedups
-from mi_server.engine.arena import compiled_pop_plain
+from mi_server.engine import Arena, QueueSpec
+from mi_server.engine.shm import speedups
+from mi_server.engine.shm.arena import compiled_pop_plain
 
 from .conftest import unique_name
 
@@ -13,7 +14,7 @@ def test_the_extension_is_built():
     # CI and the README's install have a C compiler: a silent fallback would leave the
     # mutex and the compiled pop untested (their tests skip) and the figures unmet
     assert speedups.built() is not None, (
-        "mi_server.engine._speedups is missing: reinstall with a C compiler "
+        "mi_server.engine.shm._speedups is missing: reinstall with a C compiler "
         "(pip install -e '.[test]') and look for its build error")
 
 
@@ -34,7 +35,7 @@ def test_the_environment_turns_it_off_for_new_arenas(monkeypatch):
 
 
 def test_the_c_code_uses_the_layouts_word_indices():
-    from mi_server.engine import layout
+    from mi_server.engine.shm import layout
 
     assert speedups.built().LAYOUT == {name: getattr(layout, name)
                                        for name in speedups.built().LAYOUT}

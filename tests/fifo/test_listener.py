@@ -14,7 +14,7 @@ from opensips.mi import OpenSIPSMI
 
 from mi_fifo.replies import PARSE_ERROR_REPLY, TOO_LARGE_REPLY
 from mi_server.engine import Arena
-from mi_server.engine.layout import H_ROLLBACKS
+from mi_server.engine.shm.layout import H_ROLLBACKS
 from tests.fifo.fifoserver import ReplyFifos, call, read_all, rpc, send, shell_client, start
 from tests.serverproc import wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mi_server.engine import Arena, QueueSpec
-from mi_server.engine.layout import H_VERSION
+from mi_server.engine.shm.layout import H_VERSION
 from tests.attacker import attacker, shared_tmp  # noqa: F401 - fixtures
 from tests.serverproc import ROOT, alive, children_of, shm_exists, wait_for
 
@@ -173,7 +173,7 @@ def pytest_generate_tests(metafunc):
 
 def _arena_bytes(queues, items) -> bytes:
     """A real arena's bytes, owned by a process that is gone (pid 0: no owner)."""
-    from mi_server.engine.layout import H_OWNER_PID, H_OWNER_START
+    from mi_server.engine.shm.layout import H_OWNER_PID, H_OWNER_START
     from tests.engine.conftest import unique_name
 
     arena = Arena.create(unique_name(), 1 << 20, queues)
@@ -210,7 +210,7 @@ def test_an_arena_planted_by_another_user_is_not_adopted(servers, attacker, shar
 
 
 def test_an_arena_failing_its_checks_is_renamed_aside(servers):
-    from mi_server.engine.layout import H_QTAB, Q_TAIL
+    from mi_server.engine.shm.layout import H_QTAB, Q_TAIL
 
     s = servers(queues=["name=q"])
     name = s.shm_name

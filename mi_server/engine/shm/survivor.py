@@ -17,8 +17,8 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-from .arena import Arena, process_start_time, shm_path
-from .errors import ArenaCorrupt
+from ..errors import ArenaCorrupt
+from .arena import Arena
 from .layout import (
     H_MAGIC,
     H_OWNER_PID,
@@ -28,6 +28,7 @@ from .layout import (
     MAGIC,
     VERSION,
 )
+from .lifecycle import process_start_time, shm_path
 
 ATTEMPTS = 5  # the file changed between open and lock this often: another server is starting
 
@@ -146,7 +147,7 @@ class _Probe:
     def lock(self) -> bool:
         import fcntl
 
-        from .arena import _OFD_WRITE_LOCK
+        from .lifecycle import _OFD_WRITE_LOCK
 
         try:
             fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, _OFD_WRITE_LOCK)

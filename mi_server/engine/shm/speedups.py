@@ -1,4 +1,4 @@
-"""The engine's optional compiled part (mi_server/engine/_speedups.c), if it was built.
+"""The engine's optional compiled part (mi_server/engine/shm/_speedups.c), if it was built.
 
 It holds the arena lock as a robust process-shared mutex (lock.py) and the unkeyed fetch's
 word writes (Arena._pop_plain_py's, exactly).  Installing from source builds it where a C
@@ -17,7 +17,7 @@ from types import ModuleType
 ENV = "MQMI_ENGINE_SPEEDUPS"
 
 try:
-    from mi_server.engine import _speedups as _module
+    from mi_server.engine.shm import _speedups as _module
 except ImportError:  # not built: no compiler at install time
     _module = None
 

@@ -11,10 +11,14 @@ Verified, under the lock and after any pending rollback:
 
 from __future__ import annotations
 
+import mmap
 import zlib
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from .errors import ArenaCorrupt
+from ..errors import ArenaCorrupt
+from ..spec import QueueSpec
+from .alloc import block_words
 from .layout import (
     H_BKT,
     H_BMASK,
@@ -37,13 +41,18 @@ from .layout import (
     queue_length,
 )
 
-if TYPE_CHECKING:
-    from .arena import Arena
+
+class Inspected(Protocol):
+    """What the check reads of an Arena (arena.py imports this module, never back)."""
+
+    _mm: mmap.mmap
+    _specs: list[QueueSpec]
+    _queues: dict[str, tuple[int, int, int, int, int]]
+
+    def _locked(self) -> AbstractContextManager[memoryview]: ...
 
 
-def check_invariants(arena: Arena) -> None:
-    from .arena import block_words
-
+def check_invariants(arena: Inspected) -> None:
     problems: list[str] = []
     with arena._locked() as w:
         mm = arena._mm

@@ -17,21 +17,19 @@ memoryview.cast('Q'): a Python call per word write would cost more than the lock
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import mmap
-import os
 import platform
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
+from ..errors import ArenaFull, UnknownQueue
+from ..spec import QueueSpec
+from ..stats import MemoryStats, QueueStats
 from . import speedups
-from .compact import COMPACTING, compact, worth_compacting
-from .errors import ArenaClosed, ArenaFull, UnknownQueue
+from .alloc import alloc, block_words, free
 from .layout import (
     H_BKT,
     H_BMASK,
@@ -43,12 +41,9 @@ from .layout import (
     H_LOG,
     H_LOGCNT,
     H_MAGIC,
-    H_OWNER_PID,
-    H_OWNER_START,
     H_QTAB,
     H_ROLLBACKS,
     H_VERSION,
-    HEADER_WORDS,
     I_ADDED,
     I_BWORDS,
     I_HASH,
@@ -58,7 +53,6 @@ from .layout import (
     I_PAYLOAD,
     I_PREV,
     ITEM_HEADER_BYTES,
-    LOCK_MUTEX,
     M32,
     MAGIC,
     MAX_CLASS,
@@ -74,20 +68,16 @@ from .layout import (
     Q_TAIL,
     Q_WORDS,
     VERSION,
-    free_list_head,
-    layout,
-    minimum_size,
     queue_length,
     read_specs,
 )
-from .lock import CLOSED, init_lock, lock_pair, new_lock_kind, reopen, track
+from .lifecycle import ArenaFile
+from .lock import lock_pair, track
 from .memory import read_memory
-from .spec import QueueSpec
-from .stats import MemoryStats, QueueStats
+from .undo import CLOSED_MARK, logged_write, rollback, undo_failed
 
 _log = logging.getLogger("mqueue.engine")
 
-SHM_DIR = "/dev/shm"
 # Lock-free size()/sizes(): a queue's length is added - fetched - dropped_size -
 # dropped_addmode, four words that operations only ever increase, except a rollback (of a
 # dead holder's uncommitted operation), which lowers them and first counts itself in
@@ -118,12 +108,6 @@ _ENC = "utf-8"
 _ERR = "surrogatepass"  # any JSON string, lone surrogates included, round-trips
 
 
-def shm_path(name: str) -> str:
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"bad arena name {name!r}: one path component under {SHM_DIR}")
-    return os.path.join(SHM_DIR, name)
-
-
 _HEADER = struct.Struct("<7Q")  # an item block's header words, I_NEXT .. I_ADDED
 _now_ns = time.time_ns  # an item's I_ADDED: wall clock, comparable across processes
 _COUNTERS = (Q_ADDED, Q_FETCHED, Q_DROP_SIZE, Q_DROP_MODE)  # QueueStats order
@@ -148,132 +132,7 @@ def _stats_of(r: list[int]) -> QueueStats:
     return QueueStats(a - f - ds - dm, a - r[9], f - r[10], ds - r[11], dm - r[12])
 
 
-def block_words(key_len: int, value_len: int) -> int:
-    """Words of the block holding an item: header + key + value, rounded up to 16 bytes."""
-    return ((ITEM_HEADER_BYTES + key_len + value_len + 15) >> 4) << 1
-
-
-# ---- logged primitives (slow paths; the hot paths inline the same steps) ----------------
-
-
-# In the undo log count word (13): the arena's server stopped and closed it.  Odd, so never
-# a log length, and not COMPACTING: every operation already reads that word right after
-# taking the lock ("a dead holder's operation to roll back?"), so a closed arena costs the
-# hot paths nothing; rollback() is where they notice it, and raise.
-CLOSED_MARK = 3
-
-
-def process_start_time(pid: int) -> int:
-    """The start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field
-    22), which tells a reused pid from the process that had it; 0 when there is no such
-    process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0
-    # the command name (field 2) is in parentheses and may hold anything, ")" included
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
-
-
-# struct flock for F_OFD_SETLK: a write lock on byte 0 (l_pid must be 0 for OFD locks)
-_OFD_WRITE_LOCK = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
-
-
-def logged_write(w: memoryview, idx: int, val: int) -> None:
-    """Record (idx, old value) in the undo log, then overwrite the word."""
-    n = w[H_LOGCNT]
-    w[H_LOG + n] = idx
-    w[H_LOG + n + 1] = w[idx]
-    w[H_LOGCNT] = n + 2
-    w[idx] = val
-
-
-def rollback(w: memoryview) -> None:
-    """Undo an operation that did not commit (its process died or it raised), or finish a
-    free-space compaction that its process did not (see compact.py)."""
-    n = w[H_LOGCNT]
-    if n == COMPACTING:
-        compact(w)
-        return
-    if n == CLOSED_MARK:
-        raise ArenaClosed("the arena was closed by its server, which stopped: attach the "
-                          "arena of the server running now")
-    # Counted before any word is restored, so that a lock-free reader that sees a restored
-    # (lowered) word also sees the count move (x86 keeps stores in order: _LOCK_FREE_READS).
-    w[H_ROLLBACKS] = w[H_ROLLBACKS] + 1
-    for i in range(n - 2, -1, -2):
-        w[w[H_LOG + i]] = w[H_LOG + i + 1]
-    w[H_LOGCNT] = 0
-
-
-def undo_failed(w: memoryview) -> None:
-    """Undo what an operation that raised had logged; nothing when it raised because the
-    arena is closed (the handler must go on to release the lock, not raise again)."""
-    if w[H_LOGCNT] != CLOSED_MARK:
-        rollback(w)
-
-
-def split(w: memoryview, p: int, nwords: int) -> None:
-    """Shrink the free block p (already taken off its list) to nwords words and put the
-    rest, when it can hold a block header, on the free list of its size.  The rest's header
-    words lie inside p: free space until commit, so only p's size and the list head are
-    logged (a rollback gives p back whole; the rest's header is then interior garbage)."""
-    rest = w[p + I_BWORDS] - nwords
-    if rest < I_PAYLOAD:
-        return  # too small to be a block: p stays a little bigger than asked
-    logged_write(w, p + I_BWORDS, nwords)
-    r = p + nwords
-    w[r + I_BWORDS] = rest
-    head = free_list_head(w, r)
-    w[r + I_NEXT] = w[head]
-    logged_write(w, head, r)
-
-
-def alloc(w: memoryview, nwords: int) -> int:
-    """A block of at least nwords words (logged); its I_NEXT is left for the caller."""
-    c = nwords >> 1
-    if c < MAX_CLASS:
-        p = w[H_FREE + c]
-        if p:
-            logged_write(w, H_FREE + c, w[p + I_NEXT])
-            return p
-    bump = w[H_BUMP]
-    if bump + nwords <= w[H_HEAP_END]:
-        logged_write(w, H_BUMP, bump + nwords)
-        w[bump + I_BWORDS] = nwords  # above the old bump: free space, no log needed
-        return bump
-    # Nearly full: cut the block from a bigger free one (the rest stays free).
-    for cc in range(c + 1, MAX_CLASS):
-        p = w[H_FREE + cc]
-        if p:
-            logged_write(w, H_FREE + cc, w[p + I_NEXT])
-            split(w, p, nwords)
-            return p
-    prev, p = H_LARGE, w[H_LARGE]
-    while p:
-        if w[p + I_BWORDS] >= nwords:
-            logged_write(w, prev, w[p + I_NEXT])
-            split(w, p, nwords)
-            return p
-        prev, p = p + I_NEXT, w[p + I_NEXT]
-    # Full, or only fragmented: merge the free space and try once more.  The pass itself is
-    # not logged (see compact.py), so it must come before the operation logs anything:
-    # every caller allocates first.
-    assert w[H_LOGCNT] == 0, "alloc after a logged write: compaction would be unsafe"
-    if worth_compacting(w):
-        compact(w)
-        return alloc(w, nwords)  # compact() moved the mark: no second pass from here
-    raise ArenaFull(f"no room in the arena for an item of {nwords * 8} bytes")
-
-
-def free(w: memoryview, p: int) -> None:
-    fh = free_list_head(w, p)
-    logged_write(w, p + I_NEXT, w[fh])
-    logged_write(w, fh, p)
-
-
-class Arena:
+class Arena(ArenaFile):
     """Queues in a shared-memory file; see docs/ARCHITECTURE.md section 2.
 
     One Arena object per process (a forked child may keep using its parent's: a flock
@@ -337,84 +196,6 @@ class Arena:
             self._pop_plain = compiled  # type: ignore[method-assign]
         track(self)
 
-    @classmethod
-    def create(cls, name: str, size: int, queues: Sequence[QueueSpec]) -> Arena:
-        """Create /dev/shm/<name> (it must not exist) holding `queues`, `size` bytes
-        (rounded down to whole 16-byte blocks: the words are 8 bytes, blocks 16)."""
-        requested, size = size, size - size % 16
-        names = [q.name for q in queues]
-        if len(set(names)) != len(names):
-            raise ValueError("queue defined twice")
-        least = minimum_size(queues)
-        if size < least:  # refused before the file, the mapping or the lock are made
-            raise ValueError(f"{requested} bytes is too small for an arena of "
-                             f"{len(queues)} queue(s): it needs at least {least} bytes")
-        path = shm_path(name)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.ftruncate(fd, size)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            words = memoryview(mm).cast("Q")
-            try:
-                kind = new_lock_kind()
-                init_lock(kind, words)  # before the magic: nobody can use it before
-                pid = os.getpid()
-                layout(words, mm, size, queues, kind, (pid, process_start_time(pid)))
-            finally:
-                words.release()
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        return cls(name, path, fd, mm)
-
-    @classmethod
-    def attach(cls, name: str) -> Arena:
-        """Use an existing arena by name, from any process on the host."""
-        path = shm_path(name)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            if size % 8 or size < HEADER_WORDS * 8:  # cannot even hold the header
-                raise ValueError(f"{path} is not a ready mqueue arena ({size} bytes)")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            try:
-                arena = cls(name, path, fd, mm)
-            except ValueError:  # not an arena: __init__ released its view already
-                mm.close()
-                raise
-        except BaseException:
-            os.close(fd)
-            raise
-        if arena.closed:
-            arena.close()
-            raise ArenaClosed(f"{path}: the arena was closed by its server, which stopped")
-        return arena
-
-    @property
-    def owner(self) -> tuple[int, int]:
-        """(pid, start time) of the process that created the arena (its server)."""
-        return self._w[H_OWNER_PID], self._w[H_OWNER_START]
-
-    @property
-    def closed(self) -> bool:
-        """True once its server closed it (mark_closed): every operation raises ArenaClosed."""
-        return self._w[H_LOGCNT] == CLOSED_MARK
-
-    def mark_closed(self, closed: bool = True) -> None:
-        """Close the arena for every process that uses it (its server, stopping cleanly,
-        once it saved what it saves): from now on each operation of any process raises
-        ArenaClosed, instead of working on queues that nobody serves any more.
-        `closed=False` opens it again (an adoption that could not finish gives it back)."""
-        w = self._w
-        self._acquire()
-        try:
-            if w[H_LOGCNT] and w[H_LOGCNT] != CLOSED_MARK:
-                rollback(w)  # a dead holder's operation: the state stays a committed one
-            w[H_LOGCNT] = CLOSED_MARK if closed else 0
-        finally:
-            self._release()
-
     def take_all_and_close(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """Every queue's items (definition order, oldest first) read and the arena closed in
         one hold of the lock: any other process's operation happened before the copy, or
@@ -439,101 +220,8 @@ class Arena:
         finally:
             self._release()
 
-    def hold_owner_lock(self) -> bool:
-        """Take the owner lock of the arena file for as long as this process keeps the
-        arena open: an OFD write lock (fcntl F_OFD_SETLK) on its first byte, which neither
-        the arena lock (flock or the mutex) nor a forked child's re-opened descriptor
-        shares, and which the kernel drops when this process dies.  A server starting
-        adopts an arena only when it can take this lock, so two servers never adopt the
-        same one.  False when another open file description holds it."""
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _OFD_WRITE_LOCK)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        return True
-
-    def file_identity(self) -> tuple[int, int]:
-        """(device, inode) of the arena file this object maps."""
-        st = os.fstat(self._fd)
-        return st.st_dev, st.st_ino
-
-    def rename(self, name: str, replace: bool = True) -> None:
-        """Give the arena file another name under /dev/shm, the name `attach` finds it by:
-        replacing any file of that name, atomically, or with replace=False only where there
-        is none (FileExistsError, and nothing changed, otherwise)."""
-        path = shm_path(name)
-        if replace:
-            os.rename(self._path, path)
-        else:
-            os.link(self._path, path)  # no-clobber: EEXIST when the name is taken
-            os.unlink(self._path)
-        self.name, self._path = name, path
-
-    def close(self) -> None:
-        """Unmap in this process (the file and other processes are untouched)."""
-        if self._fd < 0:
-            return
-        if self._pending is not None or self._pending_many is not None:
-            # the lock is still ours: the next locker rolls back (a held bulk wrote nothing)
-            self._pending = self._pending_many = None
-            self._release()
-        self._acquire, self._release = CLOSED
-        self._w.release()
-        self._mm.close()
-        os.close(self._fd)
-        self._fd = -1
-
-    def unlink(self) -> None:
-        """Remove the shm file; processes that still map it keep working."""
-        try:
-            os.unlink(self._path)
-        except FileNotFoundError:
-            pass
-
-    def _after_fork_in_child(self) -> None:
-        if self._fd >= 0:
-            try:
-                self._fd = reopen(self._fd, self._path)
-                self._acquire, self._release = lock_pair(self._lock_kind, self._fd, self._w,
-                                                         self._path)
-            except OSError:
-                # Keeping the parent's open file description would share its lock: in
-                # this child the arena fails every operation, as a closed one does.
-                os.close(self._fd)
-                self._fd = -1
-                self._acquire, self._release = CLOSED
-        self._last = {}  # "the last item fetched by this process"
-        self._pending = self._pending_many = None  # the parent's lock is not this child's
-
     def specs(self) -> list[QueueSpec]:
         return list(self._specs)
-
-    @property
-    def lock_kind(self) -> str:
-        """"mutex" (the engine's compiled part) or "flock": see lock.py."""
-        return "mutex" if self._lock_kind == LOCK_MUTEX else "flock"
-
-    # ---- locking for the slow paths ---------------------------------------------------
-
-    @contextmanager
-    def _locked(self) -> Iterator[memoryview]:
-        """The lock held, a dead holder's operation rolled back; commit on exit."""
-        w = self._w
-        self._acquire()
-        try:
-            if w[H_LOGCNT]:
-                rollback(w)
-            yield w
-            if w[H_LOGCNT]:  # commit (fetch_many and reset_stats may have committed already)
-                w[H_LOGCNT] = 0
-        except BaseException:
-            if w[H_LOGCNT]:
-                undo_failed(w)
-            raise
-        finally:
-            self._release()
 
     def _queue(self, q: str) -> tuple[int, int, int, int, int]:
         try:

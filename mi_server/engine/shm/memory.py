@@ -7,6 +7,7 @@ block, so the cost grows with fragmentation, not with the items queued).
 
 from __future__ import annotations
 
+from ..stats import MemoryStats
 from .layout import (
     H_BUMP,
     H_FREE,
@@ -20,7 +21,6 @@ from .layout import (
     ITEM_HEADER_BYTES,
     MAX_CLASS,
 )
-from .stats import MemoryStats
 
 
 def read_memory(w: memoryview, live_items: int) -> MemoryStats:

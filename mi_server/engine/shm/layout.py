@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from .spec import QueueSpec
+from ..spec import QueueSpec
 
 MAGIC = 0x3145554555514D4D  # "MMQUEUE1" little-endian; written last at creation
 VERSION = 4  # 2: the lock kind and the mutex words; 3: the owner's pid and start time;

@@ -1,4 +1,4 @@
-/* mi_server.engine._speedups: the engine's lock and its fetch of an unkeyed queue, compiled.
+/* mi_server.engine.shm._speedups: the engine's lock and its fetch of an unkeyed queue, compiled.
  *
  * Optional accelerator (like mi_fifo._fastpath): Arena works without it, and
  * Arena._pop_plain_py in arena.py defines what this does.  pop_plain(words, base) makes
@@ -329,8 +329,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "mi_server.engine._speedups",
-    "The engine's lock and unkeyed fetch, compiled (optional; see mi_server.engine.lock).", -1,
+    PyModuleDef_HEAD_INIT, "mi_server.engine.shm._speedups",
+    "The engine's lock and unkeyed fetch, compiled (optional; see mi_server.engine.shm.lock).", -1,
     methods,
 };
 

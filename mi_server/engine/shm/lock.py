@@ -85,7 +85,7 @@ def lock_pair(kind: int, fd: int, words: memoryview, path: str) -> Lock:
         module = speedups.built()
         if module is None:
             raise ValueError(f"{path} is locked by the engine's compiled mutex, and this "
-                             "install has no mi_server.engine._speedups")
+                             "install has no mi_server.engine.shm._speedups")
         if words[H_LOCK_ABI] != module.MUTEX_ABI:
             raise ValueError(f"{path} is locked by a mutex of another C library's layout "
                              f"({words[H_LOCK_ABI]:#x}, this process: {module.MUTEX_ABI:#x})")
