@@ -297,10 +297,16 @@ class MICore:
         the reply would exceed `budget` bytes (nothing changed: a held change is undone
         first).  Other commands with side effects come back Staged (for `finish`), the
         rest as reply bytes or None (a notification, which runs; nothing is held for it).
-        Never raises."""
+        A batch asking for a command with a pending form is one -32600, nothing run (see
+        below); any other batch comes back Staged.  Never raises."""
         self._budget = budget
         try:
             if type(doc) is list:
+                if self._holds(doc):
+                    # a batch's reply size is known only once its fetches have taken their
+                    # items, and its commands cannot be held together: OpenSIPS's answer to
+                    # any batch over mi_datagram, and nothing taken
+                    return to_bytes(_INVALID_REQUEST_NULL)
                 return Staged(None, doc, None)
             text = self._one(doc, HOLD)  # type: ignore[arg-type]
             return to_bytes(text) if type(text) is str else text
@@ -309,6 +315,16 @@ class MICore:
             return _SERVER_ERROR_REPLY
         finally:
             self._budget = None
+
+    def _holds(self, docs: list) -> bool:
+        """Whether a batch asks for a command with a pending form (mq_fetch)."""
+        for doc in docs:
+            if type(doc) is JObject:
+                method = _members(doc).get("method")
+                cmd = self._command(method) if type(method) is str else None
+                if cmd is not None and cmd.pending is not None:
+                    return True
+        return False
 
     def _dispatch(self, method: str, params: Any, id_text: str | None,
                   defer: bool | Literal["hold"]) -> str | None | Staged | Held:

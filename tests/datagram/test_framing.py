@@ -86,6 +86,28 @@ def test_a_fetch_reply_over_the_buffer_is_500_and_every_item_stays_in_order(
     assert srv.fetch_all("q1") == items  # over HTTP: nothing lost, the order unchanged
 
 
+def test_a_batch_with_a_fetch_is_one_invalid_request_and_takes_nothing(dgram_servers):
+    """A batch's reply size is known only after its fetches took their items, so a batch
+    asking for mq_fetch gets OpenSIPS's answer to any datagram batch and takes nothing,
+    however large its reply would have been."""
+    srv = dgram_servers("udp4", buffer_size=2048)
+    items = [("k0", "x" * 3000), ("k1", "v1")]
+    for k, v in items:
+        srv.add("q1", k, v)
+    batch = (b'[{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":1},'
+             b'{"jsonrpc":"2.0","method":"mq_fetch","params":["q1"],"id":2}]')
+    with Client(srv.datagram) as c:
+        assert c.call(batch) == \
+            b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}'
+        # the member name is matched as every request's is (case-insensitively)
+        assert c.call(batch.replace(b'"method":"mq_fetch"', b'"METHOD":"mq_fetch"')) == \
+            b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}'
+        # a method name is exact: MQ_FETCH is no command, so that batch is served
+        got = c.call(batch.replace(b"mq_fetch", b"MQ_FETCH"))
+        assert got.startswith(b'[{"jsonrpc":"2.0","result":{"Queue":')
+    assert srv.fetch_all("q1") == items
+
+
 def test_a_fetch_whose_reply_cannot_be_delivered_removes_nothing(dgram_servers, short_tmp):
     """A unix sender that does not read: once its queue is full (ten datagrams), a reply
     to it is dropped instead of blocking, and a held fetch whose reply was dropped is
