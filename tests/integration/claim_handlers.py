@@ -4,6 +4,7 @@
 - every item handled is appended to handled.jsonl as {"key", "value", "pid", "t"};
 - a key starting with "block" blocks (never returns) while the file `block` exists,
   after writing its pid to `blocked`;
+- a key starting with "slow" takes 0.6 s;
 - a key starting with "fail" fails (raises) the first `fail-count` times (default 1) it is
   seen, each failure appended to failed.jsonl."""
 
@@ -30,6 +31,8 @@ def record(key: str, value: str) -> None:
         (where / "blocked").write_text(str(os.getpid()))
         while True:
             time.sleep(60)
+    if key.startswith("slow"):
+        time.sleep(0.6)
     if key.startswith("fail"):
         failed = where / "failed.jsonl"
         seen = failed.read_text().count(f'"{key}"') if failed.exists() else 0

@@ -136,3 +136,23 @@ def test_consumers_on_two_instances_without_failures_handle_each_item_exactly_on
     pids = {h["pid"] for h in got}
     assert pids & set(children_of(a.proc.pid)) and pids & set(children_of(b.proc.pid))
     assert a.mi("mq_get_size", ["shared"])["Queue"]["size"] == 0
+
+
+def test_a_slow_batch_keeps_its_lease_while_it_is_worked_through(instances, prefix,
+                                                                 tmp_path):
+    """Batches of 3 items of 0.6 s each under a 1 s lease: the rest of a batch is renewed
+    between items, so the other instance's consumer never takes an item still in a batch
+    (without the renewal the third item of each batch would be handled twice)."""
+    env = {"MQ_CLAIM_DIR": str(tmp_path)}
+    consumers = [consumer(batch=3, lease=1.0)]
+    producer = instances.make(prefix)
+    for i in range(6):
+        producer.add("shared", f"slow{i}", "")
+    a = instances.make(prefix, consumers=consumers, env=env)
+    b = instances.make(prefix, consumers=consumers, env=env)
+    wait_for(lambda: len(handled(tmp_path)) >= 6)
+    time.sleep(1.5)  # a third item taken again after a lapsed lease would show up now
+    got = handled(tmp_path)
+    assert sorted(h["key"] for h in got) == [f"slow{i}" for i in range(6)]
+    assert a.stderr().count("may be handled again") == b.stderr().count(
+        "may be handled again") == 0
