@@ -4,7 +4,7 @@
 - every item handled is appended to handled.jsonl as {"key", "value", "pid", "t"};
 - a key starting with "block" blocks (never returns) while the file `block` exists,
   after writing its pid to `blocked`;
-- a key starting with "slow" takes 0.6 s;
+- a key starting with "slow" takes 0.6 s, after writing its key to `slow-started`;
 - a key starting with "fail" fails (raises) the first `fail-count` times (default 1) it is
   seen, each failure appended to failed.jsonl."""
 
@@ -32,6 +32,7 @@ def record(key: str, value: str) -> None:
         while True:
             time.sleep(60)
     if key.startswith("slow"):
+        (where / "slow-started").write_text(key)
         time.sleep(0.6)
     if key.startswith("fail"):
         failed = where / "failed.jsonl"

@@ -156,3 +156,25 @@ def test_a_slow_batch_keeps_its_lease_while_it_is_worked_through(instances, pref
     assert sorted(h["key"] for h in got) == [f"slow{i}" for i in range(6)]
     assert a.stderr().count("may be handled again") == b.stderr().count(
         "may be handled again") == 0
+
+
+def test_a_stopping_consumer_gives_its_batch_s_rest_back_at_once(instances, prefix,
+                                                                 tmp_path):
+    """SIGTERM while a handler runs: the item in hand is finished and acknowledged, the
+    rest of the batch goes back to the queue at once, not after the (30 s) lease."""
+    env = {"MQ_CLAIM_DIR": str(tmp_path)}
+    producer = instances.make(prefix)
+    keys = ["slow0", "k1", "k2", "k3", "k4"]
+    for k in keys:
+        producer.add("shared", k, "")
+    a = instances.make(prefix, consumers=[consumer(lease=30.0)], env=env)
+    wait_for(lambda: (tmp_path / "slow-started").exists())
+    assert a.stop() == 0
+    assert [h["key"] for h in handled(tmp_path)] == ["slow0"]  # finished, then stopped
+    assert producer.mi("mq_get_size", ["shared"])["Queue"]["size"] == 0  # held, not queued
+    started = time.monotonic()
+    instances.make(prefix, consumers=[consumer(lease=30.0)], env=env)
+    wait_for(lambda: len(handled(tmp_path)) >= len(keys), timeout=20)
+    assert time.monotonic() - started < 20  # not the lease
+    time.sleep(0.3)
+    assert [h["key"] for h in handled(tmp_path)] == keys
