@@ -39,3 +39,17 @@ def test_fetch_is_held_in_redis_until_the_reply_went_out(dgram_servers, prefix, 
         assert c.call(req("mq_fetch", ["q1"])) == \
             b'{"jsonrpc":"2.0","result":{"Item":{"key":"k","value":"v"}},"id":1}'
         assert c.call(b"{") == b"400 Parse_error"
+
+
+def test_a_bulk_fetch_is_held_in_redis_until_the_reply_went_out(dgram_servers, prefix):
+    srv = dgram_servers("udp4", engine={"backend": "redis", "url": REDIS_URL, "prefix": prefix},
+                        buffer_size=2048)
+    items = [(f"k{i}", "y" * 500) for i in range(5)]
+    for k, v in items:
+        srv.add("q1", k, v)
+    with Client(srv.datagram) as c:
+        assert c.call(req("mq_fetch", ["q1", 5])) == b"500 Internal error"
+        assert c.mi("mq_get_size", ["q1"])["result"]["Queue"]["size"] == 5
+        got = json.loads(c.call(req("mq_fetch", ["q1", 2])))
+        assert [(i["key"], i["value"]) for i in got["result"]] == items[:2]
+    assert srv.fetch_all("q1") == items[2:]  # over HTTP: the order unchanged

@@ -194,6 +194,70 @@ def test_closing_gives_a_held_item_back(make_redis):
     a.check_invariants()
 
 
+# ---- the bulk form (fetch_many_pending / settle) ------------------------------------
+
+@pytest.mark.parametrize("q", ["plain", "newest"])
+@pytest.mark.parametrize("limit", [1, 2, 10])
+def test_a_committed_bulk_is_a_fetch_many(make_redis, q, limit):
+    a, b = make_redis(SPECS), make_redis(SPECS)
+    fill(a)
+    fill(b)
+    assert a.fetch_many_pending(q, limit) == b.fetch_many(q, limit)
+    a.settle(True)
+    assert state(a) == state(b)
+    a.check_invariants()
+
+
+@pytest.mark.parametrize("q", ["plain", "newest"])
+def test_an_undone_bulk_leaves_the_queue_as_it_was_in_order(make_redis, q):
+    a = make_redis(SPECS)
+    fill(a)
+    before = state(a)
+    items = a.fetch_many_pending(q, 2)
+    assert a.size(q) == 1  # held: out of the queue until settled
+    a.settle(False)
+    assert state(a) == before
+    a.check_invariants()
+    assert a.fetch_many(q, 2) == items  # the same items, still first, in order
+
+
+def test_an_empty_bulk_holds_nothing(make_redis):
+    a = make_redis(SPECS)
+    assert a.fetch_many_pending("empty", 5) == []
+    a.settle(False)  # nothing held: harmless
+    assert a.stats()["empty"] == QueueStats(0, 0, 0, 0, 0)
+
+
+def test_a_holder_of_a_bulk_that_dies_loses_nothing(pair, monkeypatch):
+    monkeypatch.setattr(redis_engine, "HOLD_LEASE_MS", 300)
+    a, b = pair
+    fill(a)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child = RedisEngine.open(REDIS_URL, a.prefix, SPECS)
+            child.fetch_many_pending("plain", 2)
+        finally:
+            os._exit(0)  # no settle, no close
+    os.waitpid(pid, 0)
+    assert b.size("plain") == 1
+    time.sleep(0.4)
+    assert b.fetch_many("plain", 5) == [("k0", "v0"), ("k1", "v1"), ("k2", "v2")]
+    b.check_invariants()
+
+
+def test_a_given_back_bulk_keeps_its_order_and_drops_a_key_that_came_back(make_redis):
+    a = make_redis(SPECS)
+    fill(a)  # newest: n0, n1, n2
+    assert a.fetch_many_pending("newest", 2) == [("n0", "0"), ("n1", "1")]
+    other = make_redis(SPECS, prefix=a.prefix)
+    other.add("newest", "n1", "again")  # the key is free while its item is held
+    a.settle(False)
+    assert a.snapshot("newest") == [("n0", "0"), ("n2", "2"), ("n1", "again")]
+    assert a.stats()["newest"].dropped_addmode == 1
+    a.check_invariants()
+
+
 # ---- failures -------------------------------------------------------------------------
 
 def test_an_unreachable_redis_fails_quickly_and_clearly():

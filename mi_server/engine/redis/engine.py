@@ -41,8 +41,8 @@ LIBRARY = (Path(__file__).with_name("mqueue.lua")).read_text(encoding="utf-8")
 # "#!lua name=mqmi<layout>": the functions are mqmi<layout>_<op>
 LAYOUT = int(re.match(r"#!lua name=mqmi(\d+)\n", LIBRARY).group(1))  # type: ignore[union-attr]
 FN = {op: f"mqmi{LAYOUT}_{op}" for op in
-      ("define", "add", "fetch", "hold", "settle", "snapshot", "reset", "claim", "ack",
-       "renew")}
+      ("define", "add", "fetch", "hold", "settle", "hold_many", "settle_many", "snapshot",
+       "reset", "claim", "ack", "renew")}
 NKEYS = 4  # the keys of one queue, in mqueue.lua's order
 _SUFFIXES = ("m", "i", "x", "h")
 # A held (pending) fetch not settled within this time is given back to its queue by the
@@ -153,7 +153,8 @@ class RedisEngine(ScriptLevel):
         self._meta = {q: keys[0] for q, keys in self._keys.items()}
         self._defs = {q.name: definition(q) for q in queues}
         self._last: dict[str, tuple[str, str]] = {}
-        self._pending: tuple[str, bytes] | None = None  # (queue, seq) of a held fetch
+        # (queue, seq) of a held fetch, (queue, [seq...]) of a held bulk fetch
+        self._pending: tuple[str, bytes | list[bytes]] | None = None
         _instances.add(self)
 
     @classmethod
@@ -297,6 +298,20 @@ class RedisEngine(ScriptLevel):
         self._pending = (q, held[0])
         return _decode(held[1])
 
+    def fetch_many_pending(self, q: str, limit: int) -> list[tuple[str, str]]:
+        """`fetch_many` held as `fetch_pending` holds one item (the same lease and
+        settle): `settle(False)` puts every item back at the head, in order."""
+        if self._pending is not None:
+            _log.error("a pending fetch was never settled: it is undone")
+            try:
+                self.settle(False)
+            except RuntimeError:
+                pass
+        flat = self._call(FN["hold_many"], q, HOLD_LEASE_MS, limit)
+        if flat:
+            self._pending = (q, flat[0::2])
+        return [_decode(item) for item in flat[1::2]]
+
     def settle(self, commit: bool) -> None:
         """Commit (True) or give back (False) what fetch_pending holds; nothing held: no-op.
         RuntimeError when the hold had already ended (its lease ran out: the item is
@@ -306,7 +321,11 @@ class RedisEngine(ScriptLevel):
         if pending is None:
             return
         q, seq = pending
-        if not self._call(FN["settle"], q, seq, 1 if commit else 0):
+        if type(seq) is list:  # fetch_many_pending's items
+            done = self._call(FN["settle_many"], q, 1 if commit else 0, *seq)
+        else:
+            done = self._call(FN["settle"], q, seq, 1 if commit else 0)
+        if not done:
             raise RuntimeError("the pending fetch was undone before it was settled")
 
     # ---- at-least-once delivery (contract.Claiming) -------------------------------

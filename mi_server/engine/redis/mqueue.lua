@@ -232,6 +232,53 @@ local function mq_settle(K, A)
   return 1
 end
 
+-- mq_hold_many(lease_ms, limit): mq_hold for a bulk fetch: up to limit items from the
+-- head, pending as mq_hold's one: {seq, item, seq, item...}, oldest first.  O(limit log h).
+local function mq_hold_many(K, A)
+  local m = redis.call('HMGET', K[1], 'mode', 'lim')
+  if not m[1] then return redis.error_reply('UNDEFINED') end
+  local mode, lim, limit = tonumber(m[1]), tonumber(m[2]), tonumber(A[2])
+  reclaim(K, mode, lim, RECLAIM)
+  local deadline, out, taken = now_ms() + tonumber(A[1]), {}, 0
+  local h = redis.call('HGET', K[1], 'h')
+  while h and taken < limit do
+    local item = redis.call('HGET', K[2], h)
+    local nx = redis.call('HGET', K[2], 'n' .. h)
+    unlink(K, h)
+    if mode ~= 0 then redis.call('HDEL', K[3], key_of(item)) end
+    redis.call('ZADD', K[4], deadline, h)
+    out[#out + 1] = h
+    out[#out + 1] = item
+    taken = taken + 1
+    h = nx
+  end
+  if taken > 0 then
+    redis.call('HINCRBY', K[1], 'n', -taken)
+    redis.call('HINCRBY', K[1], 'f', taken)
+  end
+  return out
+end
+
+-- mq_settle_many(commit, seq...): mq_settle for what mq_hold_many took (seqs oldest
+-- first): 1, or 0 when any hold had ended already (those were given back; the rest is
+-- settled as asked).  Given back newest first, each to the head: the order is kept.
+local function mq_settle_many(K, A)
+  local all, m = 1, nil
+  for i = #A, 2, -1 do
+    local seq = A[i]
+    if not redis.call('ZSCORE', K[4], seq) then
+      all = 0
+    elseif A[1] == '1' then
+      redis.call('ZREM', K[4], seq)
+      redis.call('HDEL', K[2], seq, 'c' .. seq)
+    else
+      m = m or redis.call('HMGET', K[1], 'mode', 'lim')
+      give_back(K, seq, tonumber(m[1]), tonumber(m[2]))
+    end
+  end
+  return all
+end
+
 -- mq_claim(limit, lease_ms): at-least-once delivery to a consumer.  Up to limit items
 -- from the head, each held until its deadline (now + lease_ms) unless mq_ack settles it
 -- first: {seq, item, claims, seq, item, claims...}, claims counting this one.  Held items
@@ -332,6 +379,8 @@ register('add', mq_add, {})
 register('fetch', mq_fetch, {'allow-oom'})
 register('hold', mq_hold, {'allow-oom'})
 register('settle', mq_settle, {'allow-oom'})
+register('hold_many', mq_hold_many, {'allow-oom'})
+register('settle_many', mq_settle_many, {'allow-oom'})
 register('snapshot', mq_snapshot, {'no-writes'})
 register('reset', mq_reset, {'allow-oom'})
 register('claim', mq_claim, {'allow-oom'})
