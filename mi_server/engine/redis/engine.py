@@ -41,7 +41,7 @@ LIBRARY = (Path(__file__).with_name("mqueue.lua")).read_text(encoding="utf-8")
 # "#!lua name=mqmi<layout>": the functions are mqmi<layout>_<op>
 LAYOUT = int(re.match(r"#!lua name=mqmi(\d+)\n", LIBRARY).group(1))  # type: ignore[union-attr]
 FN = {op: f"mqmi{LAYOUT}_{op}" for op in
-      ("define", "add", "fetch", "hold", "settle", "hold_many", "settle_many", "snapshot",
+      ("define", "add", "fetch", "hold", "settle", "settle_many", "snapshot",
        "reset", "claim", "ack", "renew")}
 NKEYS = 4  # the keys of one queue, in mqueue.lua's order
 _SUFFIXES = ("m", "i", "x", "h")
@@ -286,13 +286,8 @@ class RedisEngine(ScriptLevel):
         puts the item back at the head.  Until then nobody else sees it; should this
         process die or stall for HOLD_LEASE_MS first, the next fetch of that queue puts
         it back (and a late settle raises RuntimeError).  None when empty."""
-        if self._pending is not None:
-            _log.error("a pending fetch was never settled: it is undone")
-            try:
-                self.settle(False)
-            except RuntimeError:
-                pass
-        held = self._call(FN["hold"], q, HOLD_LEASE_MS)
+        self._undo_unsettled()
+        held = self._call(FN["hold"], q, HOLD_LEASE_MS, 1)  # {seq, item} or {}
         if not held:
             return None
         self._pending = (q, held[0])
@@ -301,16 +296,19 @@ class RedisEngine(ScriptLevel):
     def fetch_many_pending(self, q: str, limit: int) -> list[tuple[str, str]]:
         """`fetch_many` held as `fetch_pending` holds one item (the same lease and
         settle): `settle(False)` puts every item back at the head, in order."""
+        self._undo_unsettled()
+        flat = self._call(FN["hold"], q, HOLD_LEASE_MS, limit)
+        if flat:
+            self._pending = (q, flat[0::2])
+        return [_decode(item) for item in flat[1::2]]
+
+    def _undo_unsettled(self) -> None:
         if self._pending is not None:
             _log.error("a pending fetch was never settled: it is undone")
             try:
                 self.settle(False)
             except RuntimeError:
                 pass
-        flat = self._call(FN["hold_many"], q, HOLD_LEASE_MS, limit)
-        if flat:
-            self._pending = (q, flat[0::2])
-        return [_decode(item) for item in flat[1::2]]
 
     def settle(self, commit: bool) -> None:
         """Commit (True) or give back (False) what fetch_pending holds; nothing held: no-op.

@@ -199,25 +199,6 @@ local function mq_fetch(K, A)
   return out
 end
 
--- mq_hold(lease_ms): take the head item pending: {seq, item}, or {} when empty.  It
--- counts as fetched and nobody else sees it; mq_settle commits or gives it back, and a
--- holder that never settles gets it given back once the lease ends.
-local function mq_hold(K, A)
-  local m = redis.call('HMGET', K[1], 'mode', 'lim')
-  if not m[1] then return redis.error_reply('UNDEFINED') end
-  local mode, lim = tonumber(m[1]), tonumber(m[2])
-  reclaim(K, mode, lim, RECLAIM)
-  local h = redis.call('HGET', K[1], 'h')
-  if not h then return {} end
-  local item = redis.call('HGET', K[2], h)
-  unlink(K, h)
-  if mode ~= 0 then redis.call('HDEL', K[3], key_of(item)) end
-  redis.call('HINCRBY', K[1], 'n', -1)
-  redis.call('HINCRBY', K[1], 'f', 1)
-  redis.call('ZADD', K[4], now_ms() + tonumber(A[1]), h)
-  return {h, item}
-end
-
 -- mq_settle(seq, commit): 1, or 0 when the hold had ended already (given back).
 local function mq_settle(K, A)
   local seq = A[1]
@@ -232,9 +213,11 @@ local function mq_settle(K, A)
   return 1
 end
 
--- mq_hold_many(lease_ms, limit): mq_hold for a bulk fetch: up to limit items from the
--- head, pending as mq_hold's one: {seq, item, seq, item...}, oldest first.  O(limit log h).
-local function mq_hold_many(K, A)
+-- mq_hold(lease_ms, limit): take up to limit head items pending: {seq, item, seq,
+-- item...}, oldest first, or {} when empty.  They count as fetched and nobody else sees
+-- them; mq_settle (one item) or mq_settle_many commits or gives them back, and a holder
+-- that never settles gets them given back once the lease ends.  O(limit log h).
+local function mq_hold(K, A)
   local m = redis.call('HMGET', K[1], 'mode', 'lim')
   if not m[1] then return redis.error_reply('UNDEFINED') end
   local mode, lim, limit = tonumber(m[1]), tonumber(m[2]), tonumber(A[2])
@@ -259,7 +242,7 @@ local function mq_hold_many(K, A)
   return out
 end
 
--- mq_settle_many(commit, seq...): mq_settle for what mq_hold_many took (seqs oldest
+-- mq_settle_many(commit, seq...): mq_settle for what a bulk mq_hold took (seqs oldest
 -- first): 1, or 0 when any hold had ended already (those were given back; the rest is
 -- settled as asked).  Given back newest first, each to the head: the order is kept.
 local function mq_settle_many(K, A)
@@ -379,7 +362,6 @@ register('add', mq_add, {})
 register('fetch', mq_fetch, {'allow-oom'})
 register('hold', mq_hold, {'allow-oom'})
 register('settle', mq_settle, {'allow-oom'})
-register('hold_many', mq_hold_many, {'allow-oom'})
 register('settle_many', mq_settle_many, {'allow-oom'})
 register('snapshot', mq_snapshot, {'no-writes'})
 register('reset', mq_reset, {'allow-oom'})
