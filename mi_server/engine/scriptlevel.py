@@ -1,7 +1,6 @@
 """The script-level API (OpenSIPS return codes, docs/operations.md) over any engine's raising API.
 
-A backend mixes this in; the shared-memory Arena keeps its own copy of the same methods
-(its `mq_fetch` is part of a measured path).
+Each backend mixes this in (the shared-memory Arena and the Redis engine).
 """
 
 from __future__ import annotations

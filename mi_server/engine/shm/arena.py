@@ -25,7 +25,8 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 
-from ..errors import ArenaFull, UnknownQueue
+from ..errors import UnknownQueue
+from ..scriptlevel import ScriptLevel
 from ..spec import QueueSpec
 from ..stats import MemoryStats, QueueStats
 from . import speedups
@@ -132,7 +133,7 @@ def _stats_of(r: list[int]) -> QueueStats:
     return QueueStats(a - f - ds - dm, a - r[9], f - r[10], ds - r[11], dm - r[12])
 
 
-class Arena(ArenaFile):
+class Arena(ArenaFile, ScriptLevel):
     """Queues in a shared-memory file; see docs/ARCHITECTURE.md section 2.
 
     One Arena object per process (a forked child may keep using its parent's: a flock
@@ -731,56 +732,6 @@ class Arena(ArenaFile):
         from .invariants import check_invariants
 
         check_invariants(self)
-
-    # ---- script-level API (OpenSIPS return codes, docs/operations.md) ---------------------------
-
-    def mq_add(self, q: str, key: str, value: str) -> bool:
-        try:
-            self.add(q, key, value)
-        except UnknownQueue:
-            return False
-        except ArenaFull:
-            _log.error(
-                "no more shared memory for an item of queue %r (%d+%d bytes)",
-                q, len(key), len(value),
-            )
-            return False
-        return True
-
-    def mq_fetch(self, q: str) -> int:
-        """1 and this process's last item set / -1 unknown queue / -2 empty."""
-        try:
-            item = self.fetch(q)
-        except UnknownQueue:
-            return -1
-        if item is None:
-            return -2
-        self._last[q] = item
-        return 1
-
-    def mqk(self, q: str) -> str | None:
-        """Key of the last item this process fetched from q (None before any / after free)."""
-        item = self._last.get(q)
-        return item[0] if item is not None else None
-
-    def mqv(self, q: str) -> str | None:
-        item = self._last.get(q)
-        return item[1] if item is not None else None
-
-    def mq_pv_free(self, q: str) -> None:
-        self._last.pop(q, None)
-
-    def mq_size(self, q: str) -> int:
-        """n > 0 / -1 empty / -2 unknown."""
-        try:
-            n = self.size(q)
-        except UnknownQueue:
-            return -2
-        return n if n > 0 else -1
-
-    def pv_mq_size(self, q: str) -> int:
-        """$mq_size: 0 for an empty queue; UnknownQueue for an unknown one."""
-        return self.size(q)
 
     # ---- introspection used by benchmarks and checks ----------------------------------
 
