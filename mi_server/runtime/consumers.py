@@ -46,7 +46,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,10 +168,23 @@ def run_consumer(engine: Engine, queue: str, handler: Handler, interval: float, 
         _claim_loop(engine, queue, handler, interval, batch, name, at_least_once, stop)
         log.debug("%s: stopped", name)
         return
+    for items in _batches(lambda: engine.fetch_many(queue, batch), name, interval, stop):
+        for i, (key, value) in enumerate(items):
+            if stop.stopping:
+                _put_back(engine, queue, items[i:], name)
+                break
+            _handle_one(handler, queue, key, value, name)
+    log.debug("%s: stopped", name)
+
+
+def _batches(take: Callable[[], Sequence[Any]], name: str, interval: float,
+             stop: _StopFlag) -> Iterator[Sequence[Any]]:
+    """The non-empty batches take() gives until the stop, sleeping `interval` after an
+    empty one; an engine outage is logged once (and its end), and retried."""
     down = False
     while not stop.stopping:
         try:
-            items = engine.fetch_many(queue, batch)  # config: batch >= 1
+            items = take()
         except EngineUnavailable as exc:
             if not down:
                 log.warning("%s: %s; retrying", name, exc)
@@ -184,12 +197,7 @@ def run_consumer(engine: Engine, queue: str, handler: Handler, interval: float, 
         if not items:
             stop.sleep(interval)
             continue
-        for i, (key, value) in enumerate(items):
-            if stop.stopping:
-                _put_back(engine, queue, items[i:], name)
-                break
-            _handle_one(handler, queue, key, value, name)
-    log.debug("%s: stopped", name)
+        yield items
 
 
 def _handle_one(handler: Handler, queue: str, key: str, value: str, name: str) -> bool:
@@ -207,22 +215,8 @@ def _handle_one(handler: Handler, queue: str, key: str, value: str, name: str) -
 def _claim_loop(engine: Claiming, queue: str, handler: Handler, interval: float, batch: int,
                 name: str, opts: AtLeastOnce, stop: _StopFlag) -> None:
     """At-least-once: claim a batch, handle each item, ack it (or have it retried)."""
-    down = False
-    while not stop.stopping:
-        try:
-            claims = engine.claim(queue, batch, opts.lease)
-        except EngineUnavailable as exc:
-            if not down:
-                log.warning("%s: %s; retrying", name, exc)
-                down = True
-            stop.sleep(max(interval, UNAVAILABLE_RETRY))
-            continue
-        if down:
-            log.info("%s: the queue engine is back", name)
-            down = False
-        if not claims:
-            stop.sleep(interval)
-            continue
+    for claims in _batches(lambda: engine.claim(queue, batch, opts.lease), name, interval,
+                           stop):
         try:
             _work_through(engine, queue, handler, name, opts, stop, claims)
         except EngineUnavailable as exc:
