@@ -79,6 +79,17 @@ local function pop_heads(K, mode, h, limit, out)
   return h
 end
 
+-- After items were taken from the head: h the new head (nil: the queue is empty), n the
+-- count and f the fetched counter, written in one command where the head stays.
+local function set_head(K, h, n, f)
+  if h then
+    redis.call('HSET', K[1], 'h', h, 'n', n, 'f', f)
+  else
+    redis.call('HDEL', K[1], 'h', 't')
+    redis.call('HSET', K[1], 'n', n, 'f', f)
+  end
+end
+
 -- Evict from the head while the queue is over its limit; the new count.
 local function evict(K, mode, lim, n)
   if lim == 0 or n <= lim then return n end
@@ -189,13 +200,7 @@ local function mq_fetch(K, A)
   local out = {}
   local h = pop_heads(K, mode, m[5], tonumber(A[1]), out)
   if #out == 0 then return out end
-  local n, f = tonumber(m[3]) - #out, tonumber(m[4]) + #out
-  if h then
-    redis.call('HSET', K[1], 'h', h, 'n', n, 'f', f)
-  else
-    redis.call('HDEL', K[1], 'h', 't')
-    redis.call('HSET', K[1], 'n', n, 'f', f)
-  end
+  set_head(K, h, tonumber(m[3]) - #out, tonumber(m[4]) + #out)
   return out
 end
 
@@ -289,13 +294,7 @@ local function mq_claim(K, A)
     taken = taken + 1
     h = nx
   end
-  local n, f = tonumber(m[2]) - taken, tonumber(m[3]) + taken
-  if h then
-    redis.call('HSET', K[1], 'h', h, 'n', n, 'f', f)
-  else
-    redis.call('HDEL', K[1], 'h', 't')
-    redis.call('HSET', K[1], 'n', n, 'f', f)
-  end
+  set_head(K, h, tonumber(m[2]) - taken, tonumber(m[3]) + taken)
   return out
 end
 
