@@ -296,7 +296,12 @@ static PyObject *send_reply(int fd, PyObject *body, int keep_alive, int *nodelay
         set_nodelay(fd);
         *nodelay = 0;
     }
-    ssize_t sent = send(fd, out, (size_t)total, MSG_NOSIGNAL);
+    /* A reply after which the connection closes is held back (MSG_MORE) for the close
+     * that follows at once (here in accept(), or the worker's close): the FIN then goes
+     * in the same segment as the reply, so the client is woken once, for the reply and
+     * its end together, instead of once for each; the bytes are the same.  What the
+     * socket did not take is sent by the worker without the flag, which pushes it. */
+    ssize_t sent = send(fd, out, (size_t)total, MSG_NOSIGNAL | (keep_alive ? 0 : MSG_MORE));
     PyObject *result;
     if (sent == total) {
         result = Py_NewRef(keep_alive ? Py_True : Py_False);
