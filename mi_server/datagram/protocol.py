@@ -28,6 +28,9 @@ Settle = Callable[[bool], None]
 # MICore.stage_held(doc, budget) and MICore.finish(staged); TOO_LARGE is its marker
 StageHeld = Callable[[Any, int], Any]
 Finish = Callable[[Any], "bytes | None"]
+# MICore.stage_checked_held(method, params, id_text, budget): stage_held for a request the
+# compiled fast path has decoded and checked
+StageChecked = Callable[[str, Any, str, int], Any]
 
 
 class DatagramProtocol:
@@ -38,8 +41,9 @@ class DatagramProtocol:
     and whatever happens in between."""
 
     def __init__(self, stage_held: StageHeld, finish: Finish, too_large: object,
-                 buffer_size: int) -> None:
+                 buffer_size: int, checked: StageChecked | None = None) -> None:
         self.stage_held = stage_held
+        self.checked = checked  # for the compiled fast path (server.Listener)
         self.finish = finish
         self.too_large = too_large
         self.budget = buffer_size
@@ -58,7 +62,11 @@ class DatagramProtocol:
         except Exception:  # a bug must still get an answer, never stop the listener
             log.exception("datagram: the MI core failed to parse a request")
             return INTERNAL_ERROR, None
-        work = self.stage_held(doc, self.budget)  # never raises
+        return self.outcome(self.stage_held(doc, self.budget))  # stage_held never raises
+
+    def outcome(self, work: Any) -> tuple[bytes | None, Settle | None]:
+        """What `answer` makes of stage_held's answer (the compiled fast path hands it
+        what MICore.stage_checked_held gave when that was not a reply it sends itself)."""
         kind = type(work)
         if kind is bytes:
             return self._fit(work), None

@@ -9,10 +9,15 @@ sender's address: a unix-socket client that stops reading fills its queue (ten d
 by default) and the next reply to it would block the listener for everyone; instead it
 is dropped, with a log line at most every LOG_INTERVAL seconds.  A held mq_fetch whose
 reply is dropped is undone (its items stay queued).
+
+The common request (one narrow JSON-RPC request per datagram) is served by the compiled
+fast path (fastpath.py, _fastpath.c) when it is built, from the receive to the send; it
+hands every other datagram back to `Listener.serve`, which defines every behaviour.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -20,6 +25,7 @@ import socket
 import time
 from typing import Any
 
+from mi_server.datagram import fastpath
 from mi_server.datagram.protocol import DatagramProtocol
 
 log = logging.getLogger("mi_datagram")
@@ -56,7 +62,12 @@ class Listener:
     descriptor being read, and the retried recvfrom fails at once (ENOTSOCK).  The loop
     reads through its own duplicate of the socket's descriptor, so the socket itself (used
     for sending) is never touched, and a datagram received just before the signal is still
-    answered."""
+    answered.
+
+    The compiled fast path (when the protocol has the MI core's checked stage and the
+    extension is loaded) sleeps in its own blocking recvfrom() on the same duplicate: a
+    signal makes it return (EINTR, after the handler ran, or ENOTSOCK once /dev/null is in
+    place) and the stop flag, set by the handler, ends it after the datagram in hand."""
 
     def __init__(self, sock: socket.socket, protocol: DatagramProtocol,
                  buffer_size: int) -> None:
@@ -64,6 +75,8 @@ class Listener:
         self.protocol = protocol
         self.read_size = buffer_size + 1  # one more: a request over the buffer is seen
         self.drops = DropLog()
+        self.fast = fastpath.load() if protocol.checked is not None else None
+        self.stop_flag = bytearray(1)  # the compiled path's view of `stopping`
         self.stopping = False
         self.reading = False
         self.swapped = False
@@ -74,6 +87,7 @@ class Listener:
 
     def on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
+        self.stop_flag[0] = 1
         if self.reading and not self.swapped:
             os.dup2(self.null_fd, self.read_fd, inheritable=False)
             self.swapped = True
@@ -85,13 +99,31 @@ class Listener:
         recvfrom = self.reader.recvfrom
         serve = self.serve
         size = self.read_size
+        fast = self.fast
+        if fast is not None:
+            p = self.protocol
+            fast_args = (self.read_fd, self.sock.fileno(), size,
+                         (p.checked, p.outcome, self.drop, self.settle_failed),
+                         self.stop_flag)
         try:
             while not self.stopping:
                 self.reading = True
                 if self.stopping:  # the signal came before `reading` was set
                     break
                 try:
-                    data, address = recvfrom(size)
+                    if fast is not None:
+                        # serves the common requests itself; gives back a datagram it
+                        # does not take, None after a signal, or a request's failure
+                        got = fast(*fast_args)
+                        if type(got) is not tuple:
+                            self.reading = False
+                            if got is not None:
+                                log.error("datagram: the compiled fast path failed on a "
+                                          "request", exc_info=got)
+                            continue
+                        data, address = got
+                    else:
+                        data, address = recvfrom(size)
                 except OSError as exc:
                     self.reading = False
                     if self.stopping:
@@ -127,27 +159,43 @@ class Listener:
         try:
             settle(sent)
         except Exception as exc:
-            log.warning("datagram: a held fetch could not be %s: %s",
-                        "committed after its reply was sent" if sent else "undone", exc)
+            Listener.settle_failed(sent, exc)
+
+    @staticmethod
+    def settle_failed(sent: bool, exc: Exception) -> None:
+        log.warning("datagram: a held fetch could not be %s: %s",
+                    "committed after its reply was sent" if sent else "undone", exc)
 
     def send(self, reply: bytes, address: Any) -> bool:
         if not address:  # an unbound unix socket: there is no address to answer
-            self.drops.dropped(address, "the sender has no address")
+            self.drop(address, 0)
             return False
         try:
             self.sock.sendto(reply, socket.MSG_DONTWAIT, address)
             return True
-        except BlockingIOError:
-            self.drops.dropped(address, "the sender does not read its replies")
         except OSError as exc:
-            self.drops.dropped(address, exc.strerror or str(exc))
+            self.drop(address, exc.errno or 0, exc.strerror or str(exc))
         return False
+
+    def drop(self, address: Any, err: int, text: str = "") -> None:
+        """A reply not sent: `err` its errno (0: the sender has no address)."""
+        if not err:
+            why = "the sender has no address"
+        elif err in (errno.EAGAIN, errno.EWOULDBLOCK):
+            why = "the sender does not read its replies"
+        else:
+            why = text or os.strerror(err)
+        self.drops.dropped(address, why)
 
 
 def run_listener(sock: socket.socket, core: Any, buffer_size: int, where: str) -> None:
     """Serve `sock` with the MI `core` until SIGTERM or SIGINT, then return."""
     from mi_server.mi.core import TOO_LARGE
 
-    protocol = DatagramProtocol(core.stage_held, core.finish, TOO_LARGE, buffer_size)
-    log.info("datagram listener serving %s (buffer %d bytes)", where, buffer_size)
-    Listener(sock, protocol, buffer_size).run()
+    protocol = DatagramProtocol(core.stage_held, core.finish, TOO_LARGE, buffer_size,
+                                checked=core.stage_checked_held)
+    listener = Listener(sock, protocol, buffer_size)
+    log.info("datagram listener serving %s (buffer %d bytes; compiled fast path %s)", where,
+             buffer_size, "on" if listener.fast is not None else
+             "off" if fastpath.built() else "not built")
+    listener.run()

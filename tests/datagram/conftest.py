@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mi_server.datagram import fastpath
 from tests.datagram.client import free_udp_port
 from tests.serverproc import Server, free_port
 
@@ -31,18 +32,32 @@ def datagram_server(kind: str, queues: list, workdir: Path, engine: dict | None 
     return srv
 
 
+@pytest.fixture(params=["compiled", "python"])
+def datagram_path(request) -> str:
+    """Every test of a whole server runs both ways: with the listener's compiled fast path
+    (mi_server/datagram/_fastpath.c; skipped where it was not built, which
+    test_fastpath_build.py reports) and with it turned off (MQMI_DATAGRAM_FASTPATH=0),
+    the Python path alone."""
+    if request.param == "compiled" and not fastpath.built():
+        pytest.skip("mi_server.datagram._fastpath was not built")
+    return request.param
+
+
 @pytest.fixture
-def dgram_servers() -> Iterator:
+def dgram_servers(datagram_path: str) -> Iterator:
     """dgram_servers(kind, queues, engine, **datagram_keys) -> a started Server (`engine`:
-    the `engine:` section, default shm); all stopped after
-    (each must stop with exit code 0)."""
+    the `engine:` section, default shm) whose listener runs `datagram_path`'s way; all
+    stopped after (each must stop with exit code 0, having said which way it served)."""
     started: list[Server] = []
+    switch = "1" if datagram_path == "compiled" else "0"
+    said = "compiled fast path on" if datagram_path == "compiled" else "compiled fast path off"
 
     def make(kind: str = "udp4", queues: list | None = None, engine: dict | None = None,
              **dgram) -> Server:
         workdir = Path(tempfile.mkdtemp(prefix="mqd", dir="/tmp"))
         srv = datagram_server(kind, queues or ["name=q1", "name=q2"], workdir, engine,
                               **dgram)
+        srv.env[fastpath.ENV] = switch
         started.append(srv)
         return srv.start()
 
@@ -53,3 +68,5 @@ def dgram_servers() -> Iterator:
         srv.kill()
         shutil.rmtree(srv.dir, ignore_errors=True)
         assert rc == 0, log
+        assert f"datagram listener serving {srv.datagram} " in log, log
+        assert said in log.split(f"datagram listener serving {srv.datagram} ")[1].split("\n")[0]
