@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import select
 import signal
@@ -236,6 +237,10 @@ class Worker:
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.conns: dict[int, Connection] = {}
+        # Connections the compiled accept() took before their first bytes had arrived
+        # (a client connects, then sends): just a descriptor in the epoll set, and its
+        # accept time, until that first read; see first_read.
+        self.waiting: dict[int, float] = {}
         self.ep = select.epoll()
         self.now = time.monotonic()
         self.stop_requested = False
@@ -394,29 +399,65 @@ class Worker:
             return  # at the cap (see MAX_CONNECTIONS)
         try:
             taken = self.fast_accept(self.listener.fileno(), self.fast_ctx,  # type: ignore
-                                     self.max_connections - len(self.conns))
+                                     self.max_connections - self.open_count())
         except OSError as exc:  # EMFILE and the like: keep serving what we have
             log.warning("accept failed: %s", exc)
             return
         for fd, got in taken:
-            sock = socket.socket(fileno=fd)
-            try:
-                sock.setblocking(False)
-                peer = sock.getpeername()
-            except OSError:
-                sock.close()  # gone already
-                continue
-            conn = Connection(sock, peer, self)
-            self.conns[fd] = conn
-            self.took(conn, got)
-            if conn.fd in self.conns and conn.mask == 0:
-                self.watch(conn, _EPOLLIN)
-            if len(self.conns) >= self.max_connections:
+            if got is None:  # nothing to read yet: wait for it as a bare descriptor
+                self.ep.register(fd, _EPOLLIN)
+                self.waiting[fd] = self.now
+            else:
+                self.adopt(fd, got, 0)
+            if self.open_count() >= self.max_connections:
                 self.pause_accepting()
                 if self.now - self.cap_warned > CAP_WARN_EVERY:
                     self.cap_warned = self.now
                     log.warning("%d open connections: not accepting more until one "
-                                "closes", len(self.conns))
+                                "closes", self.open_count())
+
+    def adopt(self, fd: int, got: Any, mask: int) -> None:
+        """A descriptor of the compiled path becomes a Connection, given what the
+        compiled path did with its first read (`mask`: its epoll interest so far)."""
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.setblocking(False)
+            peer = sock.getpeername()
+        except OSError:
+            sock.close()  # gone already (closing it leaves the epoll set too)
+            return
+        conn = Connection(sock, peer, self)
+        conn.mask = mask
+        self.conns[fd] = conn
+        self.took(conn, got)
+        if conn.fd in self.conns and conn.mask == 0:
+            self.watch(conn, _EPOLLIN)
+
+    def first_read(self, fd: int) -> None:
+        """The first bytes of a waiting connection (see self.waiting).  A Connection:
+        close exchange the compiled path serves whole is closed here, without the
+        connection becoming a Python object, as accept() does when the request came
+        with the connection; anything else becomes a Connection."""
+        try:
+            got = self.fast_serve(fd, self.fast_ctx)  # type: ignore[misc]
+        except Exception as exc:
+            got = exc
+        if got is None:
+            return  # woken for nothing
+        del self.waiting[fd]
+        if got is False or type(got) is bytes and not got:
+            os.close(fd)  # served and not kept, or end of file (it leaves the epoll set)
+            self.accept_again()
+        else:
+            self.adopt(fd, got, _EPOLLIN)
+
+    def open_count(self) -> int:
+        return len(self.conns) + len(self.waiting)
+
+    def close_waiting(self, fd: int) -> None:
+        del self.waiting[fd]
+        os.close(fd)
+        self.accept_again()
 
     def took(self, conn: Connection, got: Any) -> None:
         """What the compiled path did with one read of conn (see fastpath.Serve)."""
@@ -565,7 +606,11 @@ class Worker:
         if conn.mask:
             self.ep.unregister(conn.fd)
         conn.sock.close()
-        if not self.accepting and not self.stopping and len(self.conns) < self.max_connections:
+        self.accept_again()
+
+    def accept_again(self) -> None:
+        """After a close: take new connections again if the cap had stopped that."""
+        if not self.accepting and not self.stopping and self.open_count() < self.max_connections:
             self.resume_accepting()
 
     def pause_accepting(self) -> None:
@@ -593,6 +638,9 @@ class Worker:
                     self.close(conn)  # stopped moving half-way
             elif now - conn.last > self.idle_timeout or self.stopping:
                 self.close(conn)
+        for fd, since in list(self.waiting.items()):
+            if now - since > self.idle_timeout or self.stopping:
+                self.close_waiting(fd)  # as an idle Connection would be
 
     def begin_stop(self) -> None:
         """Stop accepting; idle connections close now, busy ones after their reply."""
@@ -602,13 +650,15 @@ class Worker:
             conn.closing = True
             if conn.idle() and not conn.linger_until:
                 self.close(conn)
+        for fd in list(self.waiting):
+            self.close_waiting(fd)
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
         self.stop_flag[0] = 1
 
     def serve(self) -> None:
-        ep, conns = self.ep, self.conns
+        ep, conns, waiting = self.ep, self.conns, self.waiting
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -644,6 +694,8 @@ class Worker:
                     else:
                         conn = conns.get(fd)
                         if conn is None:
+                            if fd in waiting:
+                                self.first_read(fd)
                             continue
                         if ev & _EPOLLOUT:
                             self.write(conn)
@@ -655,6 +707,8 @@ class Worker:
         finally:
             for conn in list(conns.values()):
                 self.close(conn)
+            for fd in list(waiting):
+                self.close_waiting(fd)
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)

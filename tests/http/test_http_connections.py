@@ -228,6 +228,52 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(serve):
     assert closed_by_peer(sock)  # within the socket's 10 s timeout
 
 
+def test_a_client_that_waits_before_sending_is_served_and_kept(serve):
+    # accepted before its first bytes (the compiled path: a waiting descriptor, not a
+    # Connection yet), then a keep-alive connection like any other
+    s = serve(workers=1)
+    sock = s.connect()
+    time.sleep(0.2)
+    for rid in ("late", "next"):
+        sock.sendall(post("/mi", size_request(rid)))
+        assert json.loads(read_reply(sock, bytearray()).body)["id"] == rid
+
+
+def test_a_client_that_waits_then_asks_to_close_gets_its_reply_and_the_close(serve):
+    s = serve(workers=1)
+    sock = s.connect()
+    time.sleep(0.2)
+    sock.sendall(post("/mi", size_request("late"), "Connection: close"))
+    reply = read_reply(sock, bytearray())
+    assert json.loads(reply.body)["id"] == "late"
+    assert reply.headers["connection"] == "close"
+    assert closed_by_peer(sock)
+
+
+def test_a_connection_that_never_sends_is_closed_after_the_idle_timeout(serve):
+    s = serve(workers=1, idle_timeout=0.3)
+    sock = s.connect()
+    assert closed_by_peer(sock)  # within the socket's 10 s timeout
+
+
+def test_a_connection_that_never_sends_holds_its_place_under_the_cap(serve):
+    s = serve(workers=1, max_connections=1, idle_timeout=60)
+    silent = s.connect()
+    time.sleep(0.2)  # taken by the worker, nothing read
+    extra = s.connect()
+    extra.sendall(post("/mi", size_request("extra")))
+    extra.settimeout(0.5)
+    try:
+        early = extra.recv(1)
+    except TimeoutError:
+        early = None
+    assert early is None  # the silent connection is the worker's one
+    silent.close()  # its end of file frees the place
+    extra.settimeout(10)
+    assert json.loads(read_reply(extra, bytearray()).body)["id"] == "extra"
+    extra.close()
+
+
 def test_a_stalled_client_does_not_block_the_worker(serve):
     s = serve(workers=1)
     stalled = s.connect()
