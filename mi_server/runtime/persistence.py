@@ -68,8 +68,11 @@ def prepare_state_dir(cfg: Any) -> None:
         os.close(open_state_dir(state_dir(cfg)))
 
 
-def open_for(cfg: Any) -> Any:
-    return open_storage(cfg.db_url, state_dir(cfg))
+PROBE_TIMEOUT = 5.0  # seconds the status probe waits for the database's answer
+
+
+def open_for(cfg: Any, io_timeout: float | None = None) -> Any:
+    return open_storage(cfg.db_url, state_dir(cfg), io_timeout)
 
 
 class LoadFailed(Exception):
@@ -153,7 +156,7 @@ def check_save_tables(cfg: Any) -> None:
     names = [s.name for s in cfg.queues if s.saves_at_stop and not s.loads_at_start]
     if not names:
         return
-    storage = open_for(cfg)
+    storage = open_for(cfg, PROBE_TIMEOUT)  # MySQL only looks; SQLite (local) creates
     try:
         for name in names:
             if storage.creates_tables_at_start:
@@ -179,7 +182,7 @@ def probe_save_tables(cfg: Any) -> dict[str, str | None]:
     if not names:
         return {}
     try:
-        storage = open_for(cfg)
+        storage = open_for(cfg, PROBE_TIMEOUT)
     except Exception as exc:
         return dict.fromkeys(names, _reason(exc))
     out: dict[str, str | None] = {}

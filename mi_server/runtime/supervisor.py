@@ -43,6 +43,7 @@ from mi_server.runtime.consumers import (
     resolve_handler,
     run_consumer,
 )
+from mi_server.runtime.dbprobe import DatabaseProbe
 from mi_server.runtime.osproc import set_parent_death_signal, set_process_title
 from mi_server.runtime.pidfile import PidFile, claim_pid_file
 from mi_server.runtime.proctable import ProcessEntry, read_table, write_table
@@ -65,8 +66,8 @@ WAITED_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 STOP_GRACE = 5.0  # seconds each group of children gets to finish before SIGKILL
 IDLE_WAKEUP = 1.0  # the supervise loop looks around at least this often
 # how often the database of the queues that save at stop is probed for the status report
-# (a probe of a dead server waits up to the storage's connect timeout, 5 s for MySQL)
-DB_CHECK_INTERVAL = 30.0
+# (in a child process: runtime/dbprobe.py)
+DB_CHECK_INTERVAL = float(os.environ.get("MQMI_DB_CHECK_INTERVAL", "30"))
 
 
 class StartupError(Exception):
@@ -137,6 +138,7 @@ class Supervisor:
         self.board: StatusBoard | None = None
         self.board_path: Path | None = None
         self.db_checked_at = 0.0  # monotonic time of the last database probe
+        self.db_probe: DatabaseProbe | None = None  # the periodic one, in a child process
         self.readiness: Readiness | None = None  # systemd's READY=1 / STOPPING=1
 
     # ---- the whole life --------------------------------------------------------------
@@ -165,6 +167,8 @@ class Supervisor:
         self._set_core(STATE_RUNNING, "running", "initialization completed, ready now")
         why = self._supervise()
         log.info("stopping (%s)", why)
+        if self.db_probe is not None:
+            self.db_probe.stop()
         # Not ready from the first moment of the stop: probes see it while the transports
         # finish their requests (no report, as OpenSIPS's shutdown adds none).
         self._set_core(STATE_TERMINATING, "shutting down")
@@ -377,11 +381,28 @@ class Supervisor:
         return [q.name for q in self.cfg.queues if q.saves_at_stop]
 
     def _check_database(self) -> None:
-        """Probe the database of the queues that save at stop; each identifier says
-        whether its table answers."""
-        assert self.board is not None
+        """Probe the database of the queues that save at stop, here and now (at set-up,
+        before any child runs); each identifier says whether its table answers."""
         self.db_checked_at = time.monotonic()
-        for name, problem in persistence.probe_save_tables(self.cfg).items():
+        self._show_database(persistence.probe_save_tables(self.cfg))
+
+    def _probe_database(self, now: float) -> None:
+        """The periodic probe, forked (runtime/dbprobe.py): a database host that never
+        answers must not hold up the loop.  Its result is shown once it is in."""
+        if self.db_probe is None:
+            cfg = self.cfg
+            self.db_probe = DatabaseProbe(lambda: persistence.probe_save_tables(cfg),
+                                          self._db_queues())
+        result = self.db_probe.poll()
+        if result is not None:
+            self._show_database(result)
+        if not self.db_probe.running and now - self.db_checked_at >= DB_CHECK_INTERVAL:
+            self.db_checked_at = now
+            self.db_probe.start()
+
+    def _show_database(self, problems: dict[str, str | None]) -> None:
+        assert self.board is not None
+        for name, problem in problems.items():
             if problem is None:
                 self.board.set_status("mqueue", name, SR_READY, "database reachable")
             else:
@@ -465,8 +486,8 @@ class Supervisor:
                     log.info("restarting %s", slot.spec.type)
                     self._spawn(slot)
             self._update_transports()
-            if self._db_queues() and now - self.db_checked_at >= DB_CHECK_INTERVAL:
-                self._check_database()
+            if self._db_queues():
+                self._probe_database(now)
             due = [s.restart_at for s in self.slots if s.restart_at is not None]
             timeout = max(0.0, min([IDLE_WAKEUP, *(t - now for t in due)]))
             if self.readiness is not None:

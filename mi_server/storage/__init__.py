@@ -29,9 +29,12 @@ DEFAULT_MYSQL_FALLBACK_DIR = Path("/var/tmp/mqueue-mi")
 log = logging.getLogger("mqueue.storage")
 
 
-def open_storage(db_url: str, fallback_dir: str | Path | None = None) -> Storage:
+def open_storage(db_url: str, fallback_dir: str | Path | None = None,
+                 io_timeout: float | None = None) -> Storage:
     """The Storage for `db_url` (BadDbUrl when malformed). Nothing is connected yet:
-    each operation connects, so an unreachable database fails that operation only."""
+    each operation connects, so an unreachable database fails that operation only.
+    `io_timeout`: the seconds a MySQL server may take to answer (default
+    mysql.IO_TIMEOUT); SQLite is local and has none."""
     parsed = parse_db_url(db_url)
     if isinstance(parsed, SqliteUrl):
         from mi_server.storage.sqlite import SqliteStorage
@@ -39,10 +42,11 @@ def open_storage(db_url: str, fallback_dir: str | Path | None = None) -> Storage
         path = parsed.path.resolve()
         return SqliteStorage(path, Path(fallback_dir) if fallback_dir else path.parent)
     assert isinstance(parsed, MysqlUrl)
-    from mi_server.storage.mysql import MysqlStorage
+    from mi_server.storage.mysql import IO_TIMEOUT, MysqlStorage
 
     return MysqlStorage(parsed, Path(fallback_dir) if fallback_dir
-                        else DEFAULT_MYSQL_FALLBACK_DIR)
+                        else DEFAULT_MYSQL_FALLBACK_DIR,
+                        IO_TIMEOUT if io_timeout is None else io_timeout)
 
 
 def save_with_fallback(storage: Storage, queue: str, items: list[tuple[str, str]],

@@ -20,6 +20,11 @@ from mi_server.storage.base import Storage
 from mi_server.storage.url import MysqlUrl
 
 CONNECT_TIMEOUT = 5  # seconds; a dead server must not hang start-up or shutdown for long
+# seconds one read or write of a connection may wait (the greeting included): a server
+# that accepts connections but never answers would otherwise hang the load at start or
+# the save at stop forever (PyMySQL waits without limit by default); MySQL's own
+# net_read_timeout is 30 s
+IO_TIMEOUT = 30.0
 
 
 class MysqlStorage(Storage):
@@ -27,9 +32,10 @@ class MysqlStorage(Storage):
     db_errors = (pymysql.err.Error,)
     select_suffix = " FOR UPDATE"
 
-    def __init__(self, url: MysqlUrl, fallback_dir: Path) -> None:
+    def __init__(self, url: MysqlUrl, fallback_dir: Path, io_timeout: float = IO_TIMEOUT) -> None:
         super().__init__(fallback_dir)
         self.url = url
+        self.io_timeout = io_timeout
 
     def describe(self) -> str:
         where = self.url.unix_socket or f"{self.url.host}:{self.url.port}"
@@ -41,6 +47,7 @@ class MysqlStorage(Storage):
             host=u.host, port=u.port, user=u.user, password=u.password, database=u.database,
             unix_socket=u.unix_socket, charset="utf8mb4", autocommit=False,
             connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=self.io_timeout, write_timeout=self.io_timeout,
             # Our own sql_mode: strict (errors, not truncation) and no ANSI_QUOTES surprises.
             init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
         )
