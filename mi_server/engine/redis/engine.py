@@ -54,7 +54,8 @@ _ENC = "utf-8"
 _ERR = "surrogatepass"  # any JSON string, lone surrogates included, round-trips
 _COUNTERS = ("a", "f", "ds", "dm")
 _COUNTER_NAMES = ("added", "fetched", "dropped_size", "dropped_addmode")
-_STATS_FIELDS = ("n", "a", "f", "ds", "dm", "ba", "bf", "bds", "bdm")
+_STATS_FIELDS = ("n", "f", "ds", "dm", "ba", "bf", "bds", "bdm")  # added: n + f + ds + dm
+_PAD = (b"z", b"\xff")  # mqueue.lua's pad fields (items and meta, index)
 
 
 def queue_keys(prefix: str, queue: str) -> list[bytes]:
@@ -386,8 +387,8 @@ class RedisEngine(ScriptLevel):
     def stats(self) -> dict[str, QueueStats]:
         out = {}
         for q, r in zip(self._names, self._pipelined("HMGET", *_STATS_FIELDS), strict=True):
-            n, a, f, ds, dm, ba, bf, bds, bdm = (int(x or 0) for x in r)
-            out[q] = QueueStats(n, a - ba, f - bf, ds - bds, dm - bdm)
+            n, f, ds, dm, ba, bf, bds, bdm = (int(x or 0) for x in r)
+            out[q] = QueueStats(n, n + f + ds + dm - ba, f - bf, ds - bds, dm - bdm)
         return out
 
     def snapshot(self, q: str) -> list[tuple[str, str]]:
@@ -427,7 +428,7 @@ def _unavailable(exc: Exception) -> EngineUnavailable:
 
 def _check_queue(q: str, mode: int, hashes: list[dict[bytes, bytes]],
                  held: list[bytes]) -> list[str]:
-    meta, fields, index = hashes
+    meta, fields, index = ({k: v for k, v in h.items() if k not in _PAD} for h in hashes)
     items = {k: v for k, v in fields.items() if k.isdigit()}
     nxt = {k[1:]: v for k, v in fields.items() if k.startswith(b"n")}
     prv = {k[1:]: v for k, v in fields.items() if k.startswith(b"p")}
@@ -450,8 +451,8 @@ def _check_queue(q: str, mode: int, hashes: list[dict[bytes, bytes]],
         prev, seq = seq, nxt.get(seq)
     if meta.get(b"t") != prev:
         bad.append(f"{q}: tail is {meta.get(b't')!r}, the list ends at {prev!r}")
-    c = {k: int(meta.get(k.encode(), 0)) for k in ("n", "a", "f", "ds", "dm")}
-    if c["n"] != len(seen) or c["n"] != c["a"] - c["f"] - c["ds"] - c["dm"]:
+    c = {k: int(meta.get(k.encode(), 0)) for k in ("n", "f", "ds", "dm")}
+    if c["n"] != len(seen) or min(c.values()) < 0:
         bad.append(f"{q}: count {c} against {len(seen)} listed")
     if set(items) != set(seen) | set(held) or set(seen) & set(held):
         bad.append(f"{q}: records {sorted(items)} against listed {seen} + held {list(held)}")
