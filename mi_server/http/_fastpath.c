@@ -32,6 +32,12 @@
  * accept(listen_fd, ctx) accepts up to 16 connections and serves each one's first read
  * the same way; a served `Connection: close` exchange is closed here, so that it never
  * becomes a Python object.  The rest come back to the worker as (fd, result of serve).
+ *
+ * poll(epoll_fd, ctx, fast, seen, timeout, maxevents) is the worker's epoll_wait: the read
+ * events of the connections the worker lists in `fast` (between requests) are served
+ * here, and while each leaves its connection as it was (answered and kept), the wait goes
+ * on without returning to Python; a keep-alive client's requests then cost no Python
+ * bytecode but the MI command's.  Everything else is returned to the worker's loop.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -41,6 +47,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -472,9 +479,135 @@ static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return left;
 }
 
+
+PyDoc_STRVAR(poll_doc,
+"poll(epoll_fd, ctx, fast, seen, timeout, maxevents) -> list of (fd, events) | (fd, events, result)\n\n"
+"The worker's epoll_wait, for up to `timeout` seconds.  A read event of a connection in\n"
+"the set `fast` (one the worker holds between requests, see Worker.settle) is served here\n"
+"as serve() does; when that leaves the connection as it was (a request answered whole and\n"
+"kept: its fd goes into the set `seen`; or nothing to read) the wait goes on, without\n"
+"returning.  Everything else is returned: (fd, events) for an event not read here, as\n"
+"epoll.poll gives it, and (fd, events, result) with serve()'s result (or the exception a\n"
+"callback raised) for a connection whose read needs the worker; that fd leaves `fast`.\n"
+"Returns at the end of `timeout` (an empty list then), after a signal, or at once while\n"
+"the stop flag is set (every event returned unread).");
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define POLL_MAX 64
+
+static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    context c;
+    if (nargs != 6 || !PyAnySet_CheckExact(args[2]) || !PyAnySet_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "poll(epoll_fd, ctx, fast: set, seen: set, timeout, maxevents)");
+        return NULL;
+    }
+    long epfd = PyLong_AsLong(args[0]);
+    double timeout = PyFloat_AsDouble(args[4]);
+    long maxevents = PyLong_AsLong(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (unpack(args[1], &c) < 0)
+        return NULL;
+    PyObject *fast = args[2], *seen = args[3];
+    if (maxevents < 1 || maxevents > POLL_MAX)
+        maxevents = POLL_MAX;
+    struct epoll_event evs[POLL_MAX];
+    double deadline = monotonic() + (timeout > 0 ? timeout : 0);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (;;) {
+        double left = deadline - monotonic();
+        int ms = left > 0 ? (int)(left * 1000.0 + 0.999) : 0;
+        int n;
+        Py_BEGIN_ALLOW_THREADS
+        n = epoll_wait((int)epfd, evs, (int)maxevents, ms);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (errno == EINTR) {  /* a signal: its handler runs, the worker looks */
+                if (PyErr_CheckSignals() < 0) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                return out;
+            }
+            Py_DECREF(out);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        for (int k = 0; k < n; k++) {
+            int fd = evs[k].data.fd;
+            uint32_t ev = evs[k].events;
+            PyObject *key = PyLong_FromLong(fd);
+            if (key == NULL)
+                goto fail;
+            int is_fast = 0;
+            if (!c.stop[0] && !(ev & EPOLLOUT)) {
+                is_fast = PySet_Contains(fast, key);
+                if (is_fast < 0) {
+                    Py_DECREF(key);
+                    goto fail;
+                }
+            }
+            PyObject *item;
+            if (!is_fast) {
+                item = Py_BuildValue("(iI)", fd, (unsigned int)ev);
+            } else {
+                int nodelay = 0;  /* the worker's connections have it */
+                PyObject *res = serve_fd(fd, &c, &nodelay);
+                if (res == Py_True || res == Py_None) {  /* as it was: the wait goes on */
+                    int bad = res == Py_True ? PySet_Add(seen, key) : 0;
+                    Py_DECREF(res);
+                    Py_DECREF(key);
+                    if (bad < 0)
+                        goto fail;
+                    continue;
+                }
+                if (res == NULL) {
+                    if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt */
+                        Py_DECREF(key);
+                        goto fail;
+                    }
+                    PyObject *type, *value, *tb;
+                    PyErr_Fetch(&type, &value, &tb);
+                    PyErr_NormalizeException(&type, &value, &tb);
+                    if (tb != NULL)
+                        PyException_SetTraceback(value, tb);
+                    Py_XDECREF(type);
+                    Py_XDECREF(tb);
+                    res = value;
+                }
+                if (PySet_Discard(fast, key) < 0) {
+                    Py_DECREF(res);
+                    Py_DECREF(key);
+                    goto fail;
+                }
+                item = Py_BuildValue("(iIN)", fd, (unsigned int)ev, res);
+            }
+            Py_DECREF(key);
+            if (item == NULL || PyList_Append(out, item) < 0) {
+                Py_XDECREF(item);
+                goto fail;
+            }
+            Py_DECREF(item);
+        }
+        if (PyList_GET_SIZE(out) > 0 || c.stop[0] || n == 0 || monotonic() >= deadline)
+            return out;
+    }
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"serve", (PyCFunction)(void (*)(void))serve, METH_FASTCALL, serve_doc},
     {"accept", (PyCFunction)(void (*)(void))accept_, METH_FASTCALL, accept_doc},
+    {"poll", (PyCFunction)(void (*)(void))poll_, METH_FASTCALL, poll_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,15 +19,18 @@ ENV = "MQMI_HTTP_FASTPATH"
 
 try:
     from mi_server.http._fastpath import accept as _accept
+    from mi_server.http._fastpath import poll as _poll
     from mi_server.http._fastpath import serve as _serve
 except ImportError:  # not built: no compiler at install time
-    _serve = _accept = None
+    _serve = _accept = _poll = None
 
 # serve(fd, ctx) -> None | bytes | bool | (bool, bytes); accept(listen_fd, ctx, room) ->
 # [(fd, serve's result or an exception)]; ctx: (root, limit, max_head, checked, guard,
-# hosts, stop), see server.Worker
+# hosts, stop), see server.Worker; poll(epoll_fd, ctx, fast, seen, timeout, maxevents) ->
+# [(fd, events) | (fd, events, serve's result or an exception)]
 Serve = Callable[[int, tuple], Any]
 Accept = Callable[[int, tuple, int], list]
+Poll = Callable[[int, tuple, set, set, float, int], list]
 
 
 def built() -> bool:
@@ -35,8 +38,9 @@ def built() -> bool:
     return _serve is not None
 
 
-def load() -> tuple[Serve, Accept] | None:
-    """(serve, accept), unless it was not built or the environment turns it off."""
-    if os.environ.get(ENV, "1").strip() == "0" or _serve is None or _accept is None:
+def load() -> tuple[Serve, Accept, Poll] | None:
+    """(serve, accept, poll), unless it was not built or the environment turns it off."""
+    if os.environ.get(ENV, "1").strip() == "0" or _serve is None or _accept is None \
+            or _poll is None:
         return None
-    return _serve, _accept
+    return _serve, _accept, _poll

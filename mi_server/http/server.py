@@ -20,8 +20,10 @@ shape, whole in one read) is answered by the compiled fast path where it is buil
 (fastpath.py, _fastpath.c), which calls the MI core's checked stage (`checked`,
 MICore.run_checked) itself and writes the same bytes this loop and the app would; every
 other request, and every other byte on a connection, still goes through httptools and
-the app, which define the behaviour.  Off when `auth` is configured, or with
-MQMI_HTTP_FASTPATH=0.
+the app, which define the behaviour.  With it, the compiled path's poll is the loop's
+epoll_wait too, and answers there the requests of connections between requests
+(Worker.fast, Worker.settle), returning to this loop only what needs it.  Off when `auth`
+is configured, or with MQMI_HTTP_FASTPATH=0.
 """
 
 from __future__ import annotations
@@ -259,11 +261,18 @@ class Worker:
         self.stop_flag = bytearray(1)
         self.fast_serve: fastpath.Serve | None = None
         self.fast_accept: fastpath.Accept | None = None
+        self.fast_poll: fastpath.Poll | None = None
+        # the connections the compiled poll may read (between requests: see settle), and
+        # those it answered since the last sweep (their idle clocks restart there)
+        self.fast: set[int] = set()
+        self.seen: set[int] = set()
+        self.listen_fd = sock.fileno()
+        self.wake_r: socket.socket | None = None
         compiled = fastpath.load() if checked is not None and cfg.auth is None else None
         root = ("/" + cfg.root.strip("/")).encode("latin-1", "replace")
         # a root the app can never match as written ("?"), or matches only %-decoded
         if compiled is not None and b"?" not in root and b"%" not in root:
-            self.fast_serve, self.fast_accept = compiled
+            self.fast_serve, self.fast_accept, self.fast_poll = compiled
             # the answers of this guard for the Host values seen are kept in the dict
             self.fast_ctx = (root, self.limit, MAX_HEAD, checked, make_guard(cfg), {},
                              self.stop_flag)
@@ -432,6 +441,20 @@ class Worker:
         self.took(conn, got)
         if conn.fd in self.conns and conn.mask == 0:
             self.watch(conn, _EPOLLIN)
+        self.settle(conn)
+
+    def settle(self, conn: Connection) -> None:
+        """After the worker handled an event of conn: whether the compiled poll may read
+        it from now on (a connection between requests, watched for input alone, no reply
+        queued, not closing), or must hand its events to the worker."""
+        if self.fast_poll is None or self.conns.get(conn.fd) is not conn:
+            return
+        if (conn.mask == _EPOLLIN and not self.stopping and not (
+                conn.in_message or conn.closing or conn.linger_until or conn.out
+                or conn.requests or conn.broken)):
+            self.fast.add(conn.fd)
+        else:
+            self.fast.discard(conn.fd)
 
     def first_read(self, fd: int) -> None:
         """The first bytes of a waiting connection (see self.waiting).  A Connection:
@@ -603,6 +626,7 @@ class Worker:
     def close(self, conn: Connection) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
+        self.fast.discard(conn.fd)
         if conn.mask:
             self.ep.unregister(conn.fd)
         conn.sock.close()
@@ -627,6 +651,11 @@ class Worker:
     def sweep(self) -> None:
         """Close connections idle too long, stuck half-way, or done lingering."""
         now = self.now
+        for fd in self.seen:  # answered by the compiled poll since the last sweep
+            conn = self.conns.get(fd)
+            if conn is not None:
+                conn.last = now
+        self.seen.clear()
         for conn in list(self.conns.values()):
             if conn.linger_until:
                 if now > conn.linger_until:
@@ -646,6 +675,7 @@ class Worker:
         """Stop accepting; idle connections close now, busy ones after their reply."""
         self.stopping = True
         self.pause_accepting()  # for good: close() resumes only while not stopping
+        self.fast.clear()  # every event to the loop now (the compiled poll stops too)
         for conn in list(self.conns.values()):
             conn.closing = True
             if conn.idle() and not conn.linger_until:
@@ -657,12 +687,50 @@ class Worker:
         self.stop_requested = True
         self.stop_flag[0] = 1
 
+    def poll_once(self, timeout: float) -> None:
+        """Wait for events up to `timeout` seconds, and handle them.  With the compiled
+        path, its poll waits and answers the requests of the connections in self.fast
+        itself, returning only what needs the worker (see fastpath.Poll)."""
+        if self.fast_poll is not None:
+            events = self.fast_poll(self.ep.fileno(), self.fast_ctx, self.fast, self.seen,
+                                    timeout, POLL_EVENTS)
+        else:
+            events = self.ep.poll(timeout, POLL_EVENTS)
+        self.now = time.monotonic()
+        conns = self.conns
+        for event in events:
+            fd = event[0]
+            if len(event) == 3:  # read by the compiled poll: what it did with the read
+                conn = conns.get(fd)
+                if conn is not None:
+                    self.took(conn, event[2])
+                    self.settle(conn)
+            elif fd == self.listen_fd:
+                self.accept()  # returns at once when not accepting (stopping)
+            elif self.wake_r is not None and fd == self.wake_r.fileno():
+                try:
+                    self.wake_r.recv(64)
+                except BlockingIOError:
+                    pass
+            else:
+                conn = conns.get(fd)
+                if conn is None:
+                    if fd in self.waiting:
+                        self.first_read(fd)
+                    continue
+                ev = event[1]
+                if ev & _EPOLLOUT:
+                    self.write(conn)
+                elif ev & (_EPOLLIN | _EPOLLERR):
+                    self.read(conn)
+                self.settle(conn)
+
     def serve(self) -> None:
-        ep, conns, waiting = self.ep, self.conns, self.waiting
+        conns, waiting = self.conns, self.waiting
+        ep = self.ep
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
-        listen_fd = self.listener.fileno()
         self.resume_accepting()
         ep.register(wake_r.fileno(), _EPOLLIN)
         # The wake-up fd makes epoll return at once when a signal arrives.
@@ -671,7 +739,7 @@ class Worker:
         # A parent may fork us with these blocked (prefork.fork_workers does) so that a
         # signal sent before this point waits for the handlers instead of killing us.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        wake_fd = wake_r.fileno()
+        self.wake_r = wake_r
         next_sweep = time.monotonic() + SWEEP_EVERY
         deadline = 0.0
         try:
@@ -681,26 +749,8 @@ class Worker:
                     deadline = time.monotonic() + DRAIN_TIMEOUT
                 if self.stopping and (not conns or time.monotonic() > deadline):
                     break
-                events = ep.poll(SWEEP_EVERY, POLL_EVENTS)
-                self.now = now = time.monotonic()
-                for fd, ev in events:
-                    if fd == listen_fd:
-                        self.accept()  # returns at once when not accepting (stopping)
-                    elif fd == wake_fd:
-                        try:
-                            wake_r.recv(64)
-                        except BlockingIOError:
-                            pass
-                    else:
-                        conn = conns.get(fd)
-                        if conn is None:
-                            if fd in waiting:
-                                self.first_read(fd)
-                            continue
-                        if ev & _EPOLLOUT:
-                            self.write(conn)
-                        elif ev & (_EPOLLIN | _EPOLLERR):
-                            self.read(conn)
+                self.poll_once(max(0.0, next_sweep - time.monotonic()))
+                now = self.now
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_EVERY
                     self.sweep()
@@ -713,6 +763,7 @@ class Worker:
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             ep.close()
+            self.wake_r = None
             wake_r.close()
             wake_w.close()
 

@@ -77,11 +77,13 @@ class Side:
         self.worker.resume_accepting()
         self.worker.now = time.monotonic()
 
-    def exchange(self, data: bytes, accepted: bool, then: bytes = b"") -> tuple:
-        """data sent on a new connection (taken by accept()) or on one the worker holds
-        already; then `then`, once the first answer is in: (replies, the Date values,
-        closed by the worker, connection state)."""
-        if accepted:
+    def exchange(self, data: bytes, way: str, then: bytes = b"") -> tuple:
+        """data sent on a new connection (`way` "accepted": taken by accept()) or on one
+        the worker holds already ("held": read by Worker.read; "polled": waited for and
+        read by Worker.poll_once, in the compiled poll on the compiled side); then
+        `then`, once the first answer is in: (replies, the Date values, closed by the
+        worker, connection state)."""
+        if way == "accepted":
             client = socket.create_connection(self.listener.getsockname())
             client.sendall(data)
             self.worker.accept()
@@ -93,11 +95,11 @@ class Side:
             self.worker.conns[conn.fd] = conn
             self.worker.watch(conn, select.EPOLLIN)
             client.sendall(data)
-            self.worker.read(conn)
+            self.take(conn, way)
         out, dates = self.drain(client, conn)
         if then and conn is not None and conn.fd in self.worker.conns:
             client.sendall(then)
-            self.worker.read(conn)
+            self.take(conn, way)
             more, more_dates = self.drain(client, conn)
             out += more
             dates += more_dates
@@ -114,6 +116,14 @@ class Side:
             self.worker.close(conn)
         client.close()
         return _DATE.sub(b"\r\nDate: -\r\n", out), dates, eof, state
+
+    def take(self, conn: Connection, way: str) -> None:
+        """The worker reads what came on conn, as `way` says (see exchange)."""
+        if way == "polled":
+            self.worker.settle(conn)  # as after any event the loop handled
+            self.worker.poll_once(0.0)
+        else:
+            self.worker.read(conn)
 
     def drain(self, client: socket.socket, conn) -> tuple[bytes, list[bytes]]:
         client.setblocking(False)
@@ -218,8 +228,9 @@ _benign = st.sampled_from([
 
 
 @st.composite
-def requests(draw, port: int) -> tuple[bytes, bool, bytes]:
-    """(bytes, through accept(), bytes sent after the first answer): half of them the
+def requests(draw, port: int) -> tuple[bytes, str, bytes]:
+    """(bytes, the way they reach the worker, bytes sent after the first answer; see
+    Side.exchange): half of them the
     common request with only its body varied, the others varied everywhere."""
     body = draw(bodies())
     common = draw(st.booleans())
@@ -250,7 +261,7 @@ def requests(draw, port: int) -> tuple[bytes, bool, bytes]:
             data += other
         else:
             then = other
-    return data, draw(st.booleans()), then
+    return data, draw(st.sampled_from(["accepted", "held", "polled"])), then
 
 
 @pytest.fixture(scope="module")
@@ -263,9 +274,9 @@ def guard_port(sides) -> int:
 @given(data=st.data())
 def test_the_compiled_path_answers_as_the_python_path(sides, data):
     compiled, python = sides
-    request, accepted, then = data.draw(requests(compiled.cfg.port))
-    a = compiled.exchange(request, accepted, then)
-    b = python.exchange(request, accepted, then)
+    request, way, then = data.draw(requests(compiled.cfg.port))
+    a = compiled.exchange(request, way, then)
+    b = python.exchange(request, way, then)
     assert a[0] == b[0], request
     assert a[2:] == b[2:], request
     assert len(a[1]) == len(b[1])
@@ -281,14 +292,43 @@ def test_the_generated_requests_reach_the_compiled_path(sides):
     compiled, python = sides
     before = compiled.calls
     body = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":"1"}'
-    for accepted in (True, False):
+    for way in ("accepted", "held", "polled"):
         for extra in ((), ("Connection: close",), (f"Host: 127.0.0.1:{compiled.cfg.port}",)):
             request = post("/mi", body, *extra)
-            a, b = compiled.exchange(request, accepted), python.exchange(request, accepted)
+            a, b = compiled.exchange(request, way), python.exchange(request, way)
             assert a[0] == b[0] and a[0].startswith(b"HTTP/1.1 200 OK\r\n")
             assert a[2:] == b[2:]
-    assert compiled.calls - before == 6
+    assert compiled.calls - before == 9
     assert python.calls == 0
+
+
+def test_the_compiled_poll_answers_a_kept_connection_itself(sides):
+    """A keep-alive request on a connection between requests is answered inside the
+    compiled poll: nothing comes back to the loop, the connection stays in `fast`, and
+    the sweep restarts its idle clock from `seen`."""
+    compiled, _ = sides
+    worker = compiled.worker
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    conn = Connection(server, ("127.0.0.1", 40000), worker)
+    worker.conns[conn.fd] = conn
+    worker.watch(conn, select.EPOLLIN)
+    worker.settle(conn)
+    assert conn.fd in worker.fast
+    before, conn.last = compiled.calls, 0.0
+    client.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],'
+                               b'"id":3}'))
+    events = worker.fast_poll(worker.ep.fileno(), worker.fast_ctx, worker.fast,  # type: ignore
+                              worker.seen, 0.0, 64)
+    assert events == [] and compiled.calls == before + 1
+    assert read_reply(client, bytearray()).status == 200
+    assert conn.fd in worker.fast and conn.fd in worker.seen
+    worker.now = time.monotonic()
+    worker.sweep()
+    assert conn.last == worker.now and not worker.seen and conn.fd in worker.conns
+    worker.close(conn)
+    assert conn.fd not in worker.fast
+    client.close()
 
 
 def test_a_guarded_request_is_never_served_by_the_compiled_path(sides):
@@ -298,7 +338,7 @@ def test_a_guarded_request_is_never_served_by_the_compiled_path(sides):
     size = compiled.arena.size("q1")
     for extra in ("Host: evil.example", "Origin: http://evil.example",
                   "Sec-Fetch-Site: cross-site", "Host: 127.0.0.1:1"):
-        out = compiled.exchange(post("/mi", body, extra), False)[0]
+        out = compiled.exchange(post("/mi", body, extra), "held")[0]
         assert out.startswith(b"HTTP/1.1 403 Forbidden\r\n")
     assert compiled.calls == before
     assert compiled.arena.size("q1") == size

@@ -24,13 +24,14 @@ def test_the_environment_turns_it_off(monkeypatch):
     monkeypatch.setenv(fastpath.ENV, "0")
     assert fastpath.load() is None
     monkeypatch.setenv(fastpath.ENV, "1")
-    assert fastpath.load() == (fastpath._serve, fastpath._accept)
+    assert fastpath.load() == (fastpath._serve, fastpath._accept, fastpath._poll)
 
 
 def test_without_the_extension_the_python_path_serves(monkeypatch, core, http_path):
     # as the import fails where it was not built
     monkeypatch.setattr(fastpath, "_serve", None)
     monkeypatch.setattr(fastpath, "_accept", None)
+    monkeypatch.setattr(fastpath, "_poll", None)
     monkeypatch.delenv(fastpath.ENV, raising=False)
     assert fastpath.load() is None
     listener = socket.socket()
