@@ -413,6 +413,8 @@ PyDoc_STRVAR(accept_doc,
 "TCP_NODELAY and is listed with serve()'s result (or the exception a callback raised)\n"
 "for the worker to take over.");
 
+static PyObject *accept_batch(long lfd, context c, Py_ssize_t room);
+
 static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     context c;
     if (nargs != 3) {
@@ -425,6 +427,10 @@ static PyObject *accept_(PyObject *module, PyObject *const *args, Py_ssize_t nar
         return NULL;
     if (unpack(args[1], &c) < 0)
         return NULL;
+    return accept_batch(lfd, c, room);
+}
+
+static PyObject *accept_batch(long lfd, context c, Py_ssize_t room) {
     PyObject *left = PyList_New(0);
     if (left == NULL)
         return NULL;
@@ -489,6 +495,8 @@ PyDoc_STRVAR(poll_doc,
 "returning.  Everything else is returned: (fd, events) for an event not read here, as\n"
 "epoll.poll gives it, and (fd, events, result) with serve()'s result (or the exception a\n"
 "callback raised) for a connection whose read needs the worker; that fd leaves `fast`.\n"
+"An event of `listen_fd` is accepted here as accept(listen_fd, ctx, room) does; the\n"
+"connections it hands over come back as (listen_fd, events, that list).\n"
 "Returns at the end of `timeout` (an empty list then), after a signal, or at once while\n"
 "the stop flag is set (every event returned unread).");
 
@@ -502,14 +510,16 @@ static double monotonic(void) {
 
 static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     context c;
-    if (nargs != 6 || !PyAnySet_CheckExact(args[2]) || !PyAnySet_CheckExact(args[3])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "poll(epoll_fd, ctx, fast: set, seen: set, timeout, maxevents)");
+    if (nargs != 8 || !PyAnySet_CheckExact(args[2]) || !PyAnySet_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "poll(epoll_fd, ctx, fast: set, seen: set, timeout, "
+                        "maxevents, listen_fd, room)");
         return NULL;
     }
     long epfd = PyLong_AsLong(args[0]);
     double timeout = PyFloat_AsDouble(args[4]);
     long maxevents = PyLong_AsLong(args[5]);
+    long lfd = PyLong_AsLong(args[6]);
+    Py_ssize_t room = PyLong_AsSsize_t(args[7]);
     if (PyErr_Occurred())
         return NULL;
     if (unpack(args[1], &c) < 0)
@@ -547,7 +557,7 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             if (key == NULL)
                 goto fail;
             int is_fast = 0;
-            if (!c.stop[0] && !(ev & EPOLLOUT)) {
+            if (!c.stop[0] && !(ev & EPOLLOUT) && fd != lfd) {
                 is_fast = PySet_Contains(fast, key);
                 if (is_fast < 0) {
                     Py_DECREF(key);
@@ -555,7 +565,23 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                 }
             }
             PyObject *item;
-            if (!is_fast) {
+            if (fd == lfd && !c.stop[0]) {  /* new connections: accept() here */
+                PyObject *taken = accept_batch(lfd, c, room);
+                if (taken == NULL && PyErr_ExceptionMatches(PyExc_OSError)) {
+                    PyErr_Clear();  /* EMFILE and the like: the worker's accept logs it */
+                    item = Py_BuildValue("(iI)", fd, (unsigned int)ev);
+                } else if (taken == NULL) {
+                    Py_DECREF(key);
+                    goto fail;
+                } else if (PyList_GET_SIZE(taken) == 0) {  /* all served and closed */
+                    Py_DECREF(taken);
+                    Py_DECREF(key);
+                    continue;
+                } else {
+                    room -= PyList_GET_SIZE(taken);
+                    item = Py_BuildValue("(iIN)", fd, (unsigned int)ev, taken);
+                }
+            } else if (!is_fast) {
                 item = Py_BuildValue("(iI)", fd, (unsigned int)ev);
             } else {
                 int nodelay = 0;  /* the worker's connections have it */

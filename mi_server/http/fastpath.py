@@ -26,11 +26,12 @@ except ImportError:  # not built: no compiler at install time
 
 # serve(fd, ctx) -> None | bytes | bool | (bool, bytes); accept(listen_fd, ctx, room) ->
 # [(fd, serve's result or an exception)]; ctx: (root, limit, max_head, checked, guard,
-# hosts, stop), see server.Worker; poll(epoll_fd, ctx, fast, seen, timeout, maxevents) ->
-# [(fd, events) | (fd, events, serve's result or an exception)]
+# hosts, stop), see server.Worker; poll(epoll_fd, ctx, fast, seen, timeout, maxevents,
+# listen_fd, room) -> [(fd, events) | (fd, events, serve's result or an exception) |
+# (listen_fd, events, accept's list)]
 Serve = Callable[[int, tuple], Any]
 Accept = Callable[[int, tuple, int], list]
-Poll = Callable[[int, tuple, set, set, float, int], list]
+Poll = Callable[[int, tuple, set, set, float, int, int, int], list]
 
 
 def built() -> bool:

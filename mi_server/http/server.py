@@ -412,6 +412,10 @@ class Worker:
         except OSError as exc:  # EMFILE and the like: keep serving what we have
             log.warning("accept failed: %s", exc)
             return
+        self.took_accepted(taken)
+
+    def took_accepted(self, taken: list) -> None:
+        """The connections the compiled accept handed over (see fastpath.Accept)."""
         for fd, got in taken:
             if got is None:  # nothing to read yet: wait for it as a bare descriptor
                 self.ep.register(fd, _EPOLLIN)
@@ -693,14 +697,17 @@ class Worker:
         itself, returning only what needs the worker (see fastpath.Poll)."""
         if self.fast_poll is not None:
             events = self.fast_poll(self.ep.fileno(), self.fast_ctx, self.fast, self.seen,
-                                    timeout, POLL_EVENTS)
+                                    timeout, POLL_EVENTS, self.listen_fd,
+                                    self.max_connections - self.open_count())
         else:
             events = self.ep.poll(timeout, POLL_EVENTS)
         self.now = time.monotonic()
         conns = self.conns
         for event in events:
             fd = event[0]
-            if len(event) == 3:  # read by the compiled poll: what it did with the read
+            if len(event) == 3 and fd == self.listen_fd:  # accepted by the compiled poll
+                self.took_accepted(event[2])
+            elif len(event) == 3:  # read by the compiled poll: what it did with the read
                 conn = conns.get(fd)
                 if conn is not None:
                     self.took(conn, event[2])

@@ -78,15 +78,19 @@ class Side:
         self.worker.now = time.monotonic()
 
     def exchange(self, data: bytes, way: str, then: bytes = b"") -> tuple:
-        """data sent on a new connection (`way` "accepted": taken by accept()) or on one
+        """data sent on a new connection (`way` "accepted": taken by accept(); "accepted
+        by poll": by Worker.poll_once) or on one
         the worker holds already ("held": read by Worker.read; "polled": waited for and
         read by Worker.poll_once, in the compiled poll on the compiled side); then
         `then`, once the first answer is in: (replies, the Date values, closed by the
         worker, connection state)."""
-        if way == "accepted":
+        if way in ("accepted", "accepted by poll"):
             client = socket.create_connection(self.listener.getsockname())
             client.sendall(data)
-            self.worker.accept()
+            if way == "accepted":
+                self.worker.accept()
+            else:  # the listener's event, in the compiled poll on the compiled side
+                self.worker.poll_once(0.0)
             conn = next((c for c in self.worker.conns.values()), None)
         else:
             server, client = socket.socketpair()
@@ -261,7 +265,7 @@ def requests(draw, port: int) -> tuple[bytes, str, bytes]:
             data += other
         else:
             then = other
-    return data, draw(st.sampled_from(["accepted", "held", "polled"])), then
+    return data, draw(st.sampled_from(["accepted", "accepted by poll", "held", "polled"])), then
 
 
 @pytest.fixture(scope="module")
@@ -292,13 +296,13 @@ def test_the_generated_requests_reach_the_compiled_path(sides):
     compiled, python = sides
     before = compiled.calls
     body = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":"1"}'
-    for way in ("accepted", "held", "polled"):
+    for way in ("accepted", "accepted by poll", "held", "polled"):
         for extra in ((), ("Connection: close",), (f"Host: 127.0.0.1:{compiled.cfg.port}",)):
             request = post("/mi", body, *extra)
             a, b = compiled.exchange(request, way), python.exchange(request, way)
             assert a[0] == b[0] and a[0].startswith(b"HTTP/1.1 200 OK\r\n")
             assert a[2:] == b[2:]
-    assert compiled.calls - before == 9
+    assert compiled.calls - before == 12
     assert python.calls == 0
 
 
@@ -319,7 +323,7 @@ def test_the_compiled_poll_answers_a_kept_connection_itself(sides):
     client.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],'
                                b'"id":3}'))
     events = worker.fast_poll(worker.ep.fileno(), worker.fast_ctx, worker.fast,  # type: ignore
-                              worker.seen, 0.0, 64)
+                              worker.seen, 0.0, 64, -1, 0)
     assert events == [] and compiled.calls == before + 1
     assert read_reply(client, bytearray()).status == 200
     assert conn.fd in worker.fast and conn.fd in worker.seen
