@@ -6,7 +6,11 @@ Run: .venv/bin/python benchmarks/engine_redis.py [--url redis://HOST:PORT/0] [--
 Without --url it starts a private redis-server (no persistence) on a free port, so other
 clients' commands neither slow it nor blur its command statistics.  The floor is an
 EVALSHA of `return 1` with the same four keys and the same arguments as an add (so the
-same request bytes), through the same client; a PING is shown too.  Round trips per
+same request bytes), through the same client (redis-py's generic execute_command); a
+PING is shown too.  The engine does not use that path on a single Redis: it sends on a
+connection of its own (mi_server/engine/redis/direct.py), so each row also shows a second
+floor, the same EVALSHA sent on the engine's path, which leaves only what the operation
+itself costs (its function's Redis time, its encoding and decoding).  Round trips per
 operation are counted on the client (every request written to a connection); "server us"
 is Redis's own time per call (INFO commandstats) for the same calls.  Target: one round
 trip per MI operation (a bulk fetch included) and each operation within 1.3x the floor.
@@ -58,19 +62,21 @@ def per_op(fn: Callable[[int], object], n: int) -> tuple[float, float]:
     return (t1 - t0) / n * 1e6, (_sent[0] - sent) / n
 
 
-def interleaved(op: Callable[[int], object], floor: Callable[[int], object], n: int,
-                rounds: int = 7) -> tuple[float, float, float]:
-    """(op us, floor us, op round trips) per call: `rounds` alternating batches of n//rounds
-    calls each, the quickest batch of each kept, so that both see the same machine (a
-    loaded host drifts by more than the difference being measured)."""
+def interleaved(op: Callable[[int], object], floor: Callable[[int], object],
+                direct: Callable[[int], object], n: int,
+                rounds: int = 7) -> tuple[float, float, float, float]:
+    """(op us, floor us, direct floor us, op round trips) per call: `rounds` alternating
+    batches of n//rounds calls each, the quickest batch of each kept, so that all three
+    see the same machine (a loaded host drifts by more than the difference measured)."""
     m = max(n // rounds, 1)
-    best_op = best_floor = float("inf")
+    best_op = best_floor = best_direct = float("inf")
     trips = 0.0
     for r in range(rounds):
         us, trips = per_op(lambda i, base=r * m: op(base + i), m)
         best_op = min(best_op, us)
         best_floor = min(best_floor, per_op(floor, m)[0])
-    return best_op, best_floor, trips
+        best_direct = min(best_direct, per_op(direct, m)[0])
+    return best_op, best_floor, best_direct, trips
 
 
 def server_time(client: redis.Redis, command: str) -> tuple[int, int]:
@@ -79,9 +85,12 @@ def server_time(client: redis.Redis, command: str) -> tuple[int, int]:
     return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
-def one_process(url: str, n: int) -> list[tuple[str, float, float, float, float]]:
-    """(operation, us per call, floor us in the same batches, round trips per call, Redis's
-    own us per call)."""
+Row = tuple[str, float, float, float, float, float]
+
+
+def one_process(url: str, n: int) -> list[Row]:
+    """(operation, us per call, floor us and direct floor us in the same batches, round
+    trips per call, Redis's own us per call)."""
     prefix = f"mqbench-{uuid.uuid4().hex[:8]}"
     engine = RedisEngine.open(url, prefix, [QueueSpec("q"), QueueSpec("k", addmode=2)])
     client = engine._client
@@ -93,16 +102,20 @@ def one_process(url: str, n: int) -> list[tuple[str, float, float, float, float]
         def floor(i: int) -> object:
             return client.execute_command("EVALSHA", sha, NKEYS, *keys, kb, vb)
 
+        def direct(i: int) -> object:
+            return engine._exec("EVALSHA", sha, NKEYS, *keys, kb, vb)
+
         def row(name: str, op: Callable[[int], object], calls: int = n,
                 command: str = "fcall") -> None:
             before = server_time(client, command)
-            us, fl, trips = interleaved(op, floor, calls)
+            us, fl, dfl, trips = interleaved(op, floor, direct, calls)
             after = server_time(client, command)
             served = (after[1] - before[1]) / max(after[0] - before[0], 1)
-            rows.append((name, us, fl, trips, served))
+            rows.append((name, us, fl, dfl, trips, served))
 
-        rows: list[tuple[str, float, float, float, float]] = []
+        rows: list[Row] = []
         row("PING", lambda i: client.ping(), command="ping")
+        row("the floor itself (EVALSHA return 1)", floor, command="evalsha")
         row("add (addmode 0)", lambda i: engine.add("q", f"key{i:06d}", VALUE))
         row("fetch", lambda i: engine.fetch("q"))
         row("add (addmode 2, key replaced)", lambda i: engine.add("k", f"key{i % 100}", VALUE))
@@ -126,9 +139,10 @@ def one_process(url: str, n: int) -> list[tuple[str, float, float, float, float]
         cleanup.close()
 
 
-def four_processes(url: str, procs: int, seconds: float) -> tuple[float, float]:
-    """(add+fetch pairs per second, bare round trips per second), all processes together,
-    on one queue (one slot: the worst case for contention)."""
+def four_processes(url: str, procs: int, seconds: float) -> tuple[float, float, float]:
+    """(add+fetch pairs per second, bare round trips per second through redis-py's generic
+    path and through the engine's), all processes together, on one queue (one slot: the
+    worst case for contention)."""
     prefix = f"mqbench-{uuid.uuid4().hex[:8]}"
     RedisEngine.open(url, prefix, [QueueSpec("q")]).close()
 
@@ -152,6 +166,9 @@ def four_processes(url: str, procs: int, seconds: float) -> tuple[float, float]:
                     if kind == "engine":
                         engine.add("q", "k", VALUE)
                         engine.fetch("q")
+                    elif kind == "direct":
+                        engine._exec("EVALSHA", sha, NKEYS, *keys, b"k", b"v")
+                        engine._exec("EVALSHA", sha, NKEYS, *keys, b"k", b"v")
                     else:
                         client.execute_command("EVALSHA", sha, NKEYS, *keys, b"k", b"v")
                         client.execute_command("EVALSHA", sha, NKEYS, *keys, b"k", b"v")
@@ -167,7 +184,7 @@ def four_processes(url: str, procs: int, seconds: float) -> tuple[float, float]:
         return total / seconds
 
     try:
-        return run("engine"), run("bare")
+        return run("engine"), run("bare"), run("direct")
     finally:
         cleanup = redis.Redis.from_url(url)
         cleanup.delete(*cleanup.keys(f"{prefix}:*") or [b"-"])
@@ -215,20 +232,22 @@ def start_private_redis() -> tuple[subprocess.Popen, str]:
 def report(args: argparse.Namespace) -> None:
     rows = one_process(args.url, args.n)
     print(f"Redis engine, 1 process, {args.n} calls each (quickest of 7 batches, each next "
-          f"to a batch of the floor), {args.url}")
-    print(f"{'operation':34} {'us/call':>8} {'floor us':>9} {'x floor':>8} {'trips':>6} "
-          f"{'server us':>10}")
-    for name, us, fl, trips, served in rows:
+          f"to a batch of each floor), {args.url}")
+    print(f"{'operation':37} {'us/call':>8} {'floor us':>9} {'x floor':>8} "
+          f"{'direct us':>10} {'x direct':>9} {'trips':>6} {'server us':>10}")
+    for name, us, fl, dfl, trips, served in rows:
         mark = ""
-        if name != "PING" and "per call" not in name:
+        if name != "PING" and "per call" not in name and "floor" not in name:
             mark = "  ok" if us <= TARGET * fl else "  OVER 1.3x"
-        print(f"{name:34} {us:8.1f} {fl:9.1f} {us / fl:8.2f} {trips:6.2f} {served:10.2f}{mark}")
-    pairs, bare = four_processes(args.url, args.procs, args.seconds)
+        print(f"{name:37} {us:8.1f} {fl:9.1f} {us / fl:8.2f} {dfl:10.1f} {us / dfl:9.2f} "
+              f"{trips:6.2f} {served:10.2f}{mark}")
+    pairs, bare, direct = four_processes(args.url, args.procs, args.seconds)
     print(f"\n{args.procs} processes on one queue, {args.seconds} s each:")
-    print(f"  add+fetch pairs/s {pairs:10.0f}  ({1e6 / (2 * pairs / args.procs):.1f} us/op "
-          f"per process)")
-    print(f"  bare EVALSHA pairs/s {bare:7.0f}  ({1e6 / (2 * bare / args.procs):.1f} us/op "
-          f"per process)  ratio {bare / pairs:.2f}x")
+    for label, rate in (("add+fetch pairs/s", pairs), ("bare EVALSHA pairs/s", bare),
+                        ("direct EVALSHA pairs/s", direct)):
+        ratio = "" if rate is pairs else f"  ratio {rate / pairs:.2f}x"
+        print(f"  {label:22} {rate:8.0f}  ({1e6 / (2 * rate / args.procs):.1f} us/op per "
+              f"process){ratio}")
 
 
 if __name__ == "__main__":

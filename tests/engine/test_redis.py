@@ -317,3 +317,56 @@ def test_a_full_redis_is_arena_full_and_changes_nothing(redis_server):  # noqa: 
     finally:
         engine.close()
         client.close()
+
+
+def _client_id(engine: RedisEngine) -> int:
+    return int(engine._exec("CLIENT", "ID"))
+
+
+def test_a_killed_connection_is_replaced_by_one_retry(make_redis):
+    """The engine's own connection (direct.py) cut by Redis between two operations: the
+    next operation fails once on it, and runs on a fresh connection, once."""
+    engine = make_redis(SPECS)
+    engine.add("plain", "k", "v")
+    first = _client_id(engine)
+    redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=first)
+    engine.add("plain", "k2", "v2")
+    assert _client_id(engine) != first
+    assert engine.snapshot("plain") == [("k", "v"), ("k2", "v2")]  # added once each
+    engine.check_invariants()
+
+
+def test_every_operation_of_a_process_uses_one_connection(make_redis):
+    engine = make_redis(SPECS)
+    fill(engine)
+    own = _client_id(engine)
+    engine.fetch("plain")
+    engine.sizes()
+    engine.stats()
+    engine.size("plain")
+    assert _client_id(engine) == own
+    clients = redis.Redis.from_url(REDIS_URL).client_list()
+    assert [c for c in clients if int(c["id"]) == own]
+    assert len(engine._client.connection_pool._in_use_connections) == 1
+
+
+def test_a_forked_child_keeps_the_parents_engine_on_a_connection_of_its_own(make_redis):
+    engine = make_redis(SPECS)
+    fill(engine)
+    parent = _client_id(engine)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            item = engine.fetch("plain")
+            os.write(w, f"{_client_id(engine)} {item[0]}".encode())
+        finally:
+            os._exit(0)  # the parent's connection is not touched on the way out
+    os.close(w)
+    with os.fdopen(r) as f:
+        child, key = f.read().split()
+    os.waitpid(pid, 0)
+    assert key == "k0" and int(child) != parent
+    assert _client_id(engine) == parent  # the parent's connection still works
+    assert engine.fetch("plain") == ("k1", "v1")

@@ -34,6 +34,7 @@ from ..errors import ArenaCorrupt, ArenaFull, DefinitionMismatch, EngineUnavaila
 from ..scriptlevel import ScriptLevel
 from ..spec import QueueSpec
 from ..stats import QueueStats
+from .direct import DirectLink
 
 _log = logging.getLogger("mqueue.engine")
 
@@ -129,6 +130,8 @@ def _forget_in_child() -> None:
     for engine in list(_instances):
         engine._last = {}  # "the last item fetched by this process"
         engine._pending = None  # the parent's hold is the parent's to settle
+        if engine._direct is not None:
+            engine._direct.forget()  # the parent's connection
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -145,7 +148,10 @@ class RedisEngine(ScriptLevel):
         if len(set(names)) != len(names):
             raise ValueError("queue defined twice")
         self._client = client
-        self._exec = client.execute_command
+        # a single Redis: the engine's own connection (direct.py); a cluster: redis-py's
+        # cluster client, which routes each command to its slot's node
+        self._direct = DirectLink(client) if isinstance(client, redis.Redis) else None
+        self._exec = client.execute_command if self._direct is None else self._direct.execute
         self.prefix = prefix
         self.name = f"{where} prefix {prefix!r}"
         self._specs = list(queues)
@@ -184,6 +190,8 @@ class RedisEngine(ScriptLevel):
             except (EngineUnavailable, RuntimeError):
                 pass  # given back anyway when its lease ends
         try:
+            if self._direct is not None:
+                self._direct.close()
             self._client.close()
         except RedisError:
             pass
@@ -249,7 +257,10 @@ class RedisEngine(ScriptLevel):
 
     def _load_library(self) -> None:
         try:
-            self._client.function_load(LIBRARY, replace=True)
+            if self._direct is None:  # the cluster client loads it on every primary
+                self._client.function_load(LIBRARY, replace=True)
+            else:
+                self._exec("FUNCTION", "LOAD", "REPLACE", LIBRARY)
         except ResponseError as exc:
             raise self._failure(exc) from None
         except RedisError as exc:
@@ -366,10 +377,14 @@ class RedisEngine(ScriptLevel):
         """`command meta *fields` for every queue in definition order: one round trip per
         node (a cluster pipeline groups the queues by node)."""
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for q in self._names:
-                pipe.execute_command(command, self._meta[q], *fields)
-            replies = pipe.execute()
+            if self._direct is not None:
+                replies = self._direct.pipeline([(command, self._meta[q], *fields)
+                                                 for q in self._names])
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for q in self._names:
+                    pipe.execute_command(command, self._meta[q], *fields)
+                replies = pipe.execute()
         except RedisError as exc:
             raise _unavailable(exc) from None
         missing = [q for q, r in zip(self._names, replies, strict=True)
