@@ -255,9 +255,9 @@ local function mq_add(K, A)
   return 1
 end
 
--- mq_fetch(limit): up to limit items from the head, oldest first.  One item: four
+-- mq_fetch(limit): up to limit items from the head, oldest first.  One item: five
 -- commands (read meta, the held set's size, the record and its link; delete them; write
--- meta), five with an index.
+-- meta), six with an index.
 local function mq_fetch(K, A)
   local m = redis.call('HMGET', K[1], 'mode', 'h', 'n', 'f')
   if not m[1] then return redis.error_reply('UNDEFINED') end
