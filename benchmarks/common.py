@@ -376,7 +376,59 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-# read()'s system call number, as /proc/<pid>/syscall shows it
+def tree_runtime(root: int) -> float | None:
+    """CPU seconds run so far by every thread of `root` and its descendants, from the
+    scheduler's own clock (/proc/<pid>/task/<tid>/schedstat, first field, nanoseconds).
+
+    /proc/<pid>/stat's utime+stime, which the peer's bench_client reports, is sampled at
+    the timer tick (every 4-10 ms, a whole tick charged to whoever runs then): a server
+    that runs a few microseconds per wake-up, thousands of times a second, is charged by
+    where its runs fall against the tick, not by how long they are.  The scheduler adds up
+    every run's exact length, so both figures are printed.  None where the kernel has no
+    schedstat (CONFIG_SCHED_INFO off)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(c for c, pp in parents.items() if pp == pid)
+    total = 0
+    for pid in tree:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                continue
+            except (OSError, IndexError, ValueError):
+                return None
+    return total / 1e9
+
+
+def with_runtime(s: dict, root: int, before: float | None) -> dict:
+    """`s` (a run's summary) with server_runtime_us_per_req: tree_runtime's CPU since
+    `before`, per request as server_cpu_us_per_req counts them (warm-up included)."""
+    after = tree_runtime(root) if before is not None else None
+    cpu_s, per_req = s.get("server_cpu_s"), s.get("server_cpu_us_per_req")
+    if after is not None and cpu_s and per_req:
+        requests = cpu_s * 1e6 / per_req
+        s["server_runtime_s"] = round(after - before, 4)
+        s["server_runtime_us_per_req"] = round((after - before) * 1e6 / requests, 1)
+    return s
+
+
 READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
 
 
@@ -747,14 +799,37 @@ class Results:
         unit = "items/s" if "items_per_s" in s else "req/s"
         print(f"#   {case:<34} {server:<8} {rate:>9.0f} {unit}  "
               f"med {s['lat_us']['median']} us  p99 {s['lat_us']['p99']} us  "
-              f"cpu {s.get('server_cpu_us_per_req')} us/req  {json.dumps(s.get('outcomes'))}",
+              f"cpu {s.get('server_cpu_us_per_req')} us/req"
+              + (f" (sched {s['server_runtime_us_per_req']})"
+                 if s.get("server_runtime_us_per_req") is not None else "")
+              + f"  {json.dumps(s.get('outcomes'))}",
               flush=True)
 
-    def median_cpu(self, case: str, server: str) -> float | None:
+    def median_cpu(self, case: str, server: str,
+                   key: str = "server_cpu_us_per_req") -> float | None:
         """Median server CPU us/request of a case's runs on `server` (None: no figure)."""
-        cpus = [r["server_cpu_us_per_req"] for r in self.runs[case].get(server, [])
-                if r.get("server_cpu_us_per_req") is not None]
+        cpus = [r[key] for r in self.runs[case].get(server, []) if r.get(key) is not None]
         return statistics.median(cpus) if cpus else None
+
+    def runtime_table(self, servers=("ours", "kamailio")) -> str | None:
+        """Server CPU per request by the scheduler's clock (tree_runtime), where the runs
+        have it: the median and the ratio of each case."""
+        a, b = servers
+        key = "server_runtime_us_per_req"
+        rows = []
+        for case in self.order:
+            ma, mb = self.median_cpu(case, a, key), self.median_cpu(case, b, key)
+            if ma is None or mb is None:
+                continue
+            ratios = sorted(x[key] / y[key] for x, y in zip(
+                self.runs[case].get(a, []), self.runs[case].get(b, []), strict=False)
+                if x.get(key) and y.get(key))
+            spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}" if ratios else "-"
+            rows.append(f"| {case} | {ma:.1f} | {mb:.1f} | {ma / mb:.2f}x | {spread} |")
+        if not rows:
+            return None
+        return "\n".join([f"| case | {a} CPU us/req | {b} CPU us/req | CPU {a}/{b} | "
+                          f"per repetition |", "|---|---|---|---|---|", *rows])
 
     def table(self, servers=("ours", "kamailio")) -> str:
         a, b = servers
@@ -793,6 +868,13 @@ class Results:
         print()
         print(self.table())
         print()
+        runtime = self.runtime_table()
+        if runtime is not None:
+            print("Server CPU per request by the scheduler's clock (/proc/<pid>/task/<tid>/"
+                  "schedstat; the table above: /proc/<pid>/stat's tick-sampled utime+stime):")
+            print()
+            print(runtime)
+            print()
         for n in notes:
             print(f"* {n}")
         if self.problems:

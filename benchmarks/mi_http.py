@@ -34,6 +34,8 @@ from common import (  # noqa: E402
     run_bench_client,
     set_exact,
     shared_dir,
+    tree_runtime,
+    with_runtime,
 )
 
 OPS = ("fetch", "get_size", "get_sizes")
@@ -76,14 +78,17 @@ def run_case(shared, srv, impl, op, c, args):
     n = args.n_close if impl == "close" else args.n
     if op == "fetch":
         srv.refill("q1", max(args.prefill, n + c * args.warmup + 10))
+    pid = srv.pid()
+    before = tree_runtime(pid)
     if impl == "close":
-        return close_bench(shared, srv.url, method, params, n, c, args.warmup, srv.pid())
+        s = close_bench(shared, srv.url, method, params, n, c, args.warmup, pid)
+        return with_runtime(s, pid, before)
     flags = ["--transport", "http", "--url", srv.url, "--http-impl", impl,
              "--method", method, "-n", str(n), "-c", str(c), "--warmup", str(args.warmup),
              "--server-pidfile", srv.pidfile]
     if params is not None:
         flags += ["--params", json.dumps(params)]
-    return run_bench_client(shared, flags)
+    return with_runtime(run_bench_client(shared, flags), pid, before)
 
 
 def run_drain(shared, srv, args):
