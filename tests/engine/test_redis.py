@@ -370,3 +370,97 @@ def test_a_forked_child_keeps_the_parents_engine_on_a_connection_of_its_own(make
     assert key == "k0" and int(child) != parent
     assert _client_id(engine) == parent  # the parent's connection still works
     assert engine.fetch("plain") == ("k1", "v1")
+
+
+class ReplyCutter:
+    """A TCP proxy in front of the test Redis that, when armed, resets the client's
+    connection as the next reply arrives from Redis: the command has run, its reply is
+    lost (a proxy or firewall reset, a CLIENT KILL at the wrong instant)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.armed = threading.Event()
+        upstream = redis.Redis.from_url(REDIS_URL).connection_pool.connection_kwargs
+        self.upstream = (upstream.get("host", "127.0.0.1"), upstream.get("port", 6379))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True),
+                             daemon=True).start()
+
+    def _pump(self, src, dst, replies: bool) -> None:
+        import socket
+        import struct
+
+        try:
+            while data := src.recv(65536):
+                if replies and self.armed.is_set():
+                    self.armed.clear()
+                    dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))
+                    # now, though the other thread is still reading from it
+                    dst.shutdown(socket.SHUT_RDWR)
+                    return  # the reply is not passed on
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def cutter():
+    proxy = ReplyCutter()
+    yield proxy
+    proxy.close()
+
+
+def test_a_command_whose_reply_is_lost_is_not_sent_again(cutter):
+    """It ran: sent again, a fetch would take the next item too (and deliver one of the
+    two), an add would queue its item twice.  The failure is the in-doubt answer, and
+    the next operation runs on a new connection."""
+    prefix = unique_prefix()
+    engine = RedisEngine.open(cutter.url, prefix, SPECS)
+    try:
+        fill(engine)
+        cutter.armed.set()
+        with pytest.raises(EngineUnavailable):
+            engine.fetch("plain")
+        assert engine.snapshot("plain") == [("k1", "v1"), ("k2", "v2")]  # k0 taken, once
+        cutter.armed.set()
+        with pytest.raises(EngineUnavailable):
+            engine.add("plain", "kX", "vX")
+        assert engine.snapshot("plain") == [("k1", "v1"), ("k2", "v2"), ("kX", "vX")]
+        assert engine.fetch("plain") == ("k1", "v1")
+        engine.check_invariants()
+    finally:
+        engine.close()
+        from .conftest import delete_prefix
+
+        delete_prefix(REDIS_URL, prefix)

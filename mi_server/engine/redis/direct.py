@@ -8,9 +8,16 @@ observability metrics: on a 2-CPU host about a third of a bare round trip's clie
 time.  Here a command is packed by hiredis in one C call, written and its reply read
 with the connection's own methods, which keep redis-py's behaviour: a time-out or a
 broken link disconnects the connection and raises TimeoutError or ConnectionError, and
-an error reply raises its ResponseError (OutOfMemoryError for OOM).  The retry policy is
-make_client's: one more attempt, on a fresh connection, after a ConnectionError only
-(never after a time-out, which may have run the command).
+an error reply raises its ResponseError (OutOfMemoryError for OOM).
+
+A command is sent at most once.  A command whose bytes were written may have run even
+when its reply never comes (Redis ran it, then the connection was reset: a proxy, a
+CLIENT KILL, a crash), so it is never sent again: a fetch sent twice would take the next
+item too and deliver one of them, an add would queue its item twice.  Only a command that
+could not be written (its send raised) is sent again, once, on a new connection.  A
+stale connection (Redis restarted or closed it while idle) is found before the send
+instead: a connection with anything to read between two commands (its end of file, an
+error, stray bytes) is closed and a new one opened.
 
 One engine per process uses it from one thread (the engine contract); a forked child
 drops the parent's connection without closing it (forget) and takes its own.
@@ -18,6 +25,7 @@ drops the parent's connection without closing it (forget) and takes its own.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,27 +51,46 @@ class DirectLink:
 
     def send(self, packed: bytes) -> Any:
         """The reply to one command already packed."""
-        conn = self._conn or self._take()
+        conn = self._ready()
         try:
-            conn.send_packed_command((packed,), False)
-            return conn.read_response()
-        except RedisConnectionError:
-            conn.disconnect()  # done already by the connection on most errors
-        conn.send_packed_command((packed,), False)  # reconnects
-        return conn.read_response()
+            self._write(conn, packed)
+            return conn.read_response()  # a failure here is in doubt: never sent again
+        except ResponseError:  # a whole error reply was read: the connection is in step
+            raise
+        except BaseException:
+            conn.disconnect()  # a reply left unread must not answer the next command
+            raise
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies to `commands`, sent together (one round trip); an error reply
         raises once every reply is read, so the connection stays in step."""
         packed = b"".join(_pack(tuple(c)) for c in commands)
-        conn = self._conn or self._take()
+        conn = self._ready()
+        try:
+            self._write(conn, packed)
+            return self._replies(conn, len(commands))
+        except ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
+
+    @staticmethod
+    def _write(conn: Any, packed: bytes) -> None:
         try:
             conn.send_packed_command((packed,), False)
-            return self._replies(conn, len(commands))
-        except RedisConnectionError:
+        except RedisConnectionError:  # not written whole, so not run: once more
             conn.disconnect()
-        conn.send_packed_command((packed,), False)
-        return self._replies(conn, len(commands))
+            conn.send_packed_command((packed,), False)  # reconnects
+
+    def _ready(self) -> Any:
+        """The connection, checked: one with anything to read before a command is sent
+        (end of file, an error, stray bytes) is stale and reconnects on the send."""
+        conn = self._conn or self._take()
+        sock = conn._sock
+        if sock is not None and select.select((sock,), (), (), 0)[0]:
+            conn.disconnect()
+        return conn
 
     @staticmethod
     def _replies(conn: Any, n: int) -> list[Any]:

@@ -96,15 +96,19 @@ class _AbortOnClose(redis.connection.Connection):
 
 def make_client(url: str | Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> Any:
     """A redis-py client (hiredis parses replies when installed) that gives up within
-    `timeout` seconds per attempt, and makes one more attempt only after a connection
-    error (a stale pooled connection after a Redis restart), never after a time-out,
-    which may have run the command.  A list of URLs names Redis Cluster nodes."""
-    common = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
-                  retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+    `timeout` seconds per attempt.  A list of URLs names Redis Cluster nodes.
+
+    No command is sent twice (direct.py says why): on a single Redis the engine sends
+    its commands itself (direct.py), and the client's retry, one more attempt after a
+    connection error, applies only to opening a connection; a cluster client retries
+    nothing, as its retry would send a command again after any connection error."""
+    common = dict(socket_timeout=timeout, socket_connect_timeout=timeout)
     if isinstance(url, str):
         if url.startswith("redis://"):  # TCP without TLS (rediss:// and unix:// as they are)
             common["connection_class"] = _AbortOnClose
-        return redis.Redis.from_url(url, health_check_interval=0, **common)
+        return redis.Redis.from_url(
+            url, health_check_interval=0,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), **common)
     from redis.cluster import ClusterNode, RedisCluster
 
     nodes = []
@@ -113,7 +117,7 @@ def make_client(url: str | Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> A
         nodes.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
     first = urlsplit(url[0] if "//" in url[0] else f"redis://{url[0]}")
     return RedisCluster(startup_nodes=nodes, password=first.password,
-                        username=first.username, **common)
+                        username=first.username, retry=Retry(NoBackoff(), 0), **common)
 
 
 def _decode(item: bytes) -> tuple[str, str]:
