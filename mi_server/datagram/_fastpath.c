@@ -169,7 +169,9 @@ static int send_reply(const server *s, PyObject *reply, const peer *from) {
 /* settle(sent) for a held change, at once.  The engine stays locked until its body has
  * run, so pending signal handlers run first, here, so that none runs (and raises) as its
  * frame begins.  An Exception from settle goes to settle_failed (one warning, as
- * server.Listener.settle); anything else propagates, after settle(False) was tried. */
+ * server.Listener.settle); anything else (a signal handler that raised) propagates, after
+ * settle(sent) was tried: a reply that went out is committed whatever comes next, as an
+ * item both delivered and put back would be delivered twice. */
 static int settle_held(const server *s, PyObject *settle, int sent) {
     if (PyErr_CheckSignals() == 0) {
         PyObject *r = PyObject_CallOneArg(settle, sent ? Py_True : Py_False);
@@ -189,7 +191,7 @@ static int settle_held(const server *s, PyObject *settle, int sent) {
         }
     }
     PyObject *exc = take_exception();
-    PyObject *r = PyObject_CallOneArg(settle, Py_False);
+    PyObject *r = PyObject_CallOneArg(settle, sent ? Py_True : Py_False);
     if (r == NULL)
         PyErr_Clear();
     Py_XDECREF(r);

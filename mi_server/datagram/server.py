@@ -174,11 +174,14 @@ class Listener:
             self.sock.sendto(reply, socket.MSG_DONTWAIT, address)
             return True
         except OSError as exc:
-            self.drop(address, exc.errno or 0, exc.strerror or str(exc))
+            # -1: an error without an errno (e.g. Python's "AF_UNIX path too long"),
+            # told by its text, not taken for 0, "no address"
+            self.drop(address, exc.errno or -1, exc.strerror or str(exc))
         return False
 
     def drop(self, address: Any, err: int, text: str = "") -> None:
-        """A reply not sent: `err` its errno (0: the sender has no address)."""
+        """A reply not sent: `err` its errno (0: the sender has no address; -1: an
+        error without an errno, `text` says which)."""
         if not err:
             why = "the sender has no address"
         elif err in (errno.EAGAIN, errno.EWOULDBLOCK):

@@ -271,6 +271,19 @@ def test_a_fetch_whose_reply_cannot_be_sent_is_undone(short_tmp, caplog):
         side.close()
 
 
+def test_a_send_error_without_an_errno_is_logged_by_its_text(short_tmp, caplog):
+    """Python refuses a 108-byte AF_UNIX path itself ("AF_UNIX path too long", no errno):
+    that is what the line says, not "no address" (the meaning of errno 0 here)."""
+    side = _UnixSide(short_tmp)
+    try:
+        with caplog.at_level(logging.WARNING, logger="mi_datagram"):
+            assert side.listener.send(b"reply", "/" + "a" * 107) is False
+        assert caplog.messages == [f"datagram reply to {'/' + 'a' * 107!r} dropped: AF_UNIX "
+                                   "path too long"]
+    finally:
+        side.close()
+
+
 class _UnixSide(Side):
     """A compiled-path listener on a unix datagram socket."""
 
