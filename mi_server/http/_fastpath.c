@@ -20,10 +20,13 @@
  * kept in the `hosts` dict).  For those the Python path would build the environ, pass
  * the guard, the root, auth (the worker turns this path off when auth is configured),
  * the method and the body checks, call the MI core's handle, and answer 200 with the
- * JSON reply; here the MI core's checked stage (MICore.run_checked) is called with the
- * decoded method, params and id, exactly as mi_fifo._fastpath does, and the same reply
- * bytes are written: status line, Content-Type, Content-Length, Date, and
- * "Connection: close" when the connection is not kept.
+ * JSON reply; here the MI's compiled commands (mi_server/mi/compiled.h, when the worker
+ * has them) answer mq_get_size, mq_get_sizes and mq_fetch of their common shapes without
+ * Python, and every other request goes to the MI core's checked stage
+ * (MICore.run_checked), called with the decoded method, params and id exactly as
+ * mi_fifo._fastpath does; the same reply bytes are written either way: status line,
+ * Content-Type, Content-Length, Date, and "Connection: close" when the connection is not
+ * kept.
  *
  * Anything else -- another method, path, version or field, a request split over reads or
  * followed by another (pipelining), a body not of the narrow shape -- comes back as the
@@ -58,6 +61,8 @@
 
 /* the body: the FIFO fast path's narrow JSON-RPC request */
 #include "../../mi_fifo/jsonrpc_request.h"
+/* the MI's compiled commands, asked before the MI core */
+#include "../mi/compiled.h"
 
 /* ---- the head ---- */
 
@@ -211,22 +216,24 @@ static void refresh_date(void) {
 /* ---- serving ---- */
 
 /* ctx: (root: bytes, limit: int, max_head: int, checked, guard, hosts: dict,
- *       stop: bytearray) */
+ *       stop: bytearray, commands: the MI's compiled commands' capsule or None) */
 typedef struct {
     const char *root;
     Py_ssize_t root_len, limit, max_head;
     PyObject *checked, *guard, *hosts;
     const char *stop;
+    mqmi_commands *commands;
 } context;
 
 static int unpack(PyObject *ctx, context *c) {
-    if (!PyTuple_CheckExact(ctx) || PyTuple_GET_SIZE(ctx) != 7
+    if (!PyTuple_CheckExact(ctx) || PyTuple_GET_SIZE(ctx) != 8
             || !PyBytes_CheckExact(PyTuple_GET_ITEM(ctx, 0))
             || !PyDict_CheckExact(PyTuple_GET_ITEM(ctx, 5))
             || !PyByteArray_CheckExact(PyTuple_GET_ITEM(ctx, 6))
             || PyByteArray_GET_SIZE(PyTuple_GET_ITEM(ctx, 6)) < 1) {
         PyErr_SetString(PyExc_TypeError,
-                        "ctx: (root, limit, max_head, checked, guard, hosts, stop)");
+                        "ctx: (root, limit, max_head, checked, guard, hosts, stop, "
+                        "commands)");
         return -1;
     }
     c->root = PyBytes_AS_STRING(PyTuple_GET_ITEM(ctx, 0));
@@ -239,6 +246,11 @@ static int unpack(PyObject *ctx, context *c) {
     c->guard = PyTuple_GET_ITEM(ctx, 4);
     c->hosts = PyTuple_GET_ITEM(ctx, 5);
     c->stop = PyByteArray_AS_STRING(PyTuple_GET_ITEM(ctx, 6));
+    PyObject *commands = PyTuple_GET_ITEM(ctx, 7);
+    c->commands = NULL;
+    if (commands != Py_None
+            && (c->commands = PyCapsule_GetPointer(commands, MQMI_COMMANDS_CAPSULE)) == NULL)
+        return -1;
     return 0;
 }
 
@@ -270,6 +282,10 @@ static int host_allowed(const context *c, span host) {
 }
 
 static char buf[RECV_SIZE];
+/* a compiled command's reply: apart from buf, which holds the request it reads; small
+ * enough that the head and it fit in buf, where send_reply puts them together */
+#define ANSWER_MAX (RECV_SIZE - 256)
+static char answer_buf[ANSWER_MAX];
 
 /* The served request's answer: True / False (kept open or not, all sent), or
  * (keep_alive, the bytes the socket did not take). */
@@ -285,10 +301,10 @@ static void set_nodelay(int fd) {
  * segments; a small last reply, the whole exchange of a Connection: close client, goes
  * in one segment whatever the flag (Nagle holds back only data sent while earlier data
  * is unacknowledged), so that exchange saves the system call. */
-static PyObject *send_reply(int fd, PyObject *body, int keep_alive, int *nodelay) {
+static PyObject *send_reply(int fd, const char *body, Py_ssize_t blen, int keep_alive,
+                            int *nodelay) {
     refresh_date();
     char headbuf[256];
-    Py_ssize_t blen = PyBytes_GET_SIZE(body);
     int hlen = snprintf(headbuf, sizeof(headbuf),
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zd\r\n%.*s%s\r\n", blen, date_len, date_line,
@@ -298,7 +314,7 @@ static PyObject *send_reply(int fd, PyObject *body, int keep_alive, int *nodelay
     if (out == NULL)
         return PyErr_NoMemory();
     memcpy(out, headbuf, (size_t)hlen);
-    memcpy(out + hlen, PyBytes_AS_STRING(body), (size_t)blen);
+    memcpy(out + hlen, body, (size_t)blen);
     if (*nodelay && (keep_alive || total > NODELAY_ABOVE)) {
         set_nodelay(fd);
         *nodelay = 0;
@@ -352,6 +368,16 @@ static PyObject *serve_fd(int fd, const context *c, int *nodelay) {
         if (!ok)
             return PyBytes_FromStringAndSize(buf, n);  /* the Python path's 403 */
     }
+    if (c->commands != NULL) {
+        /* the common commands, compiled: answered there (the same bytes as the MI core's)
+         * or left to the core with nothing run */
+        Py_ssize_t len = c->commands->answer(c->commands, &r, answer_buf, ANSWER_MAX);
+        if (len > 0) {
+            if (PyErr_CheckSignals() < 0)  /* as below */
+                return NULL;
+            return send_reply(fd, answer_buf, len, h.keep_alive && !c->stop[0], nodelay);
+        }
+    }
     PyObject *method = str_of(r.method);
     PyObject *params = method ? params_object(&r) : NULL;
     PyObject *id_text = params ? str_of(r.id) : NULL;
@@ -377,7 +403,8 @@ static PyObject *serve_fd(int fd, const context *c, int *nodelay) {
         Py_DECREF(reply);
         return NULL;
     }
-    PyObject *result = send_reply(fd, reply, h.keep_alive && !c->stop[0], nodelay);
+    PyObject *result = send_reply(fd, PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply),
+                                  h.keep_alive && !c->stop[0], nodelay);
     Py_DECREF(reply);
     return result;
 }
@@ -388,7 +415,7 @@ PyDoc_STRVAR(serve_doc,
 "file or a socket error (close it); other bytes: what was read, not served (feed them\n"
 "to the parser); True / False: one request served and its reply sent whole, the\n"
 "connection kept or to be closed; (keep, rest): served, `rest` not sent yet.\n"
-"ctx: (root, limit, max_head, checked, guard, hosts, stop), see server.Worker.");
+"ctx: (root, limit, max_head, checked, guard, hosts, stop, commands), see server.Worker.");
 
 static PyObject *serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     context c;

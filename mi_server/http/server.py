@@ -17,7 +17,8 @@ Connection.head_bytes counts it, and the body limit.)
 
 The common MI request (`POST <root>` with a Content-Length body of the usual JSON-RPC
 shape, whole in one read) is answered by the compiled fast path where it is built
-(fastpath.py, _fastpath.c), which calls the MI core's checked stage (`checked`,
+(fastpath.py, _fastpath.c), which asks the MI's compiled commands (`commands`,
+mi_server/mi/compiled.py) and then the MI core's checked stage (`checked`,
 MICore.run_checked) itself and writes the same bytes this loop and the app would; every
 other request, and every other byte on a connection, still goes through httptools and
 the app, which define the behaviour.  With it, the compiled path's poll is the loop's
@@ -229,7 +230,7 @@ class Worker:
                  idle_timeout: float = IDLE_TIMEOUT,
                  request_timeout: float = REQUEST_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS, web: Any = None,
-                 checked: Checked | None = None) -> None:
+                 checked: Checked | None = None, commands: Any = None) -> None:
         self.listener = sock
         self.max_connections = max_connections
         self.accepting = False  # the listening socket is in the epoll set
@@ -275,7 +276,7 @@ class Worker:
             self.fast_serve, self.fast_accept, self.fast_poll = compiled
             # the answers of this guard for the Host values seen are kept in the dict
             self.fast_ctx = (root, self.limit, MAX_HEAD, checked, make_guard(cfg), {},
-                             self.stop_flag)
+                             self.stop_flag, commands)
 
     # -- requests -> environ -> app -> bytes --------------------------------------------
     def environ(self, conn: Connection) -> dict[str, Any]:
@@ -779,7 +780,8 @@ def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
                idle_timeout: float = IDLE_TIMEOUT,
                request_timeout: float = REQUEST_TIMEOUT,
                max_connections: int = MAX_CONNECTIONS, web: Any = None,
-               monitor: Any = None, checked: Checked | None = None) -> None:
+               monitor: Any = None, checked: Checked | None = None,
+               commands: Any = None) -> None:
     """Serve MI requests on the shared listening socket until SIGTERM/SIGINT (and the web
     page, `web`, and the monitoring pages, `monitor`: see app.make_wsgi_app).
 
@@ -788,6 +790,8 @@ def run_worker(sock: socket.socket, handle: Handle, cfg: HttpSettings, *,
 
     `checked`: the MI core's checked stage (MICore.run_checked, which `handle` must be the
     same core's handle for), for the compiled fast path; None serves everything in Python.
+    `commands`: that core's compiled commands (mi_server.mi.compiled.load), which the fast
+    path asks first; None: every request it serves goes to `checked`.
     """
     Worker(sock, make_wsgi_app(handle, cfg, web, monitor), cfg, idle_timeout, request_timeout,
-           max_connections, checked=checked).serve()
+           max_connections, checked=checked, commands=commands).serve()

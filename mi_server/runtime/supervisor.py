@@ -312,10 +312,12 @@ class Supervisor:
 
     def _http_worker(self) -> None:
         from mi_server.http import run_worker
+        from mi_server.mi import compiled
 
         core = self._core()
         run_worker(self.sock, core.handle, self.cfg.http, web=self._web_page(core),
-                   monitor=self._monitor_pages(), checked=core.run_checked)
+                   monitor=self._monitor_pages(), checked=core.run_checked,
+                   commands=compiled.load(core))
 
     def _monitor_pages(self) -> Any:
         """GET /metrics and /health (mi_server.monitoring), or None where both are off."""

@@ -8,8 +8,10 @@ value aside, which is checked on its own), close or keep the connection alike, a
 their queues alike.  The generated requests are mostly of the shape the compiled path
 takes, and variations of it that it must hand to the Python path (another method, path,
 version or field, a guarded Host or Origin, a body not of the narrow shape, over the
-limit, split or pipelined).  (Whole servers both ways: tests/http/conftest.py runs every
-HTTP test twice.)
+limit, split or pipelined).  Every test here runs twice: the compiled side with the MI's
+compiled commands (mi_server/mi/compiled.py, as servers run it) and without them (every
+request it serves goes to MICore.run_checked).  (Whole servers both ways:
+tests/http/conftest.py runs every HTTP test twice.)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mi_server.http import bind, fastpath
 from mi_server.http.app import make_wsgi_app
 from mi_server.http.prefork import fork_workers, stop_workers
 from mi_server.http.server import Connection, Worker
-from mi_server.mi import build_core
+from mi_server.mi import build_core, compiled
 from mi_server.mi.context import MIContext
 from tests.http.rawhttp import post, read_reply
 
@@ -53,8 +55,9 @@ def http_path(request) -> str:  # this module compares both paths itself
 class Side:
     """One worker (compiled or not) with its own core, engine and listening socket."""
 
-    def __init__(self, compiled: bool, port: int) -> None:
-        self.arena = Arena.create(f"mqhttpfp{os.getpid()}_{compiled:d}_{time.monotonic_ns()}",
+    def __init__(self, fast: bool, port: int, commands: bool = False) -> None:
+        compiled_side = fast
+        self.arena = Arena.create(f"mqhttpfp{os.getpid()}_{compiled_side:d}_{time.monotonic_ns()}",
                                   1 << 22, [QueueSpec("q1"), QueueSpec("q2")])
         for i in range(PREFILL):
             self.arena.add("q1", f"k{i}", f"v{i}")
@@ -65,15 +68,23 @@ class Side:
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.listener.setblocking(False)
-        self.calls = 0
+        self.calls = 0  # requests the compiled path handed to the MI core
+        self.handled = 0  # requests the Python path served
 
         def counted(method, params, id_text):
             self.calls += 1
             return self.core.run_checked(method, params, id_text)
 
-        self.worker = Worker(self.listener, make_wsgi_app(self.core.handle, self.cfg),
-                             self.cfg, checked=counted if compiled else None)
-        assert (self.worker.fast_serve is not None) == compiled
+        def handle(body):
+            self.handled += 1
+            return self.core.handle(body)
+
+        self.commands = compiled.load(self.core) if commands else None
+        assert (self.commands is not None) == commands
+        self.worker = Worker(self.listener, make_wsgi_app(handle, self.cfg),
+                             self.cfg, checked=counted if compiled_side else None,
+                             commands=self.commands)
+        assert (self.worker.fast_serve is not None) == compiled_side
         self.worker.resume_accepting()
         self.worker.now = time.monotonic()
 
@@ -156,12 +167,14 @@ class Side:
         self.arena.unlink()
 
 
-@pytest.fixture(scope="module")
-def sides():
+@pytest.fixture(scope="module", params=["commands", "core"])
+def sides(request):
+    """(compiled side, Python side); the compiled side with the MI's compiled commands or
+    with every request going to the MI core."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    pair = Side(True, port), Side(False, port)
+    pair = Side(True, port, request.param == "commands"), Side(False, port)
     yield pair
     for side in pair:
         side.close()
@@ -294,7 +307,7 @@ def test_the_generated_requests_reach_the_compiled_path(sides):
     """The comparison above is worth something only if the compiled path served many of
     its requests, and this is the request clients send (opensips-cli, the probes)."""
     compiled, python = sides
-    before = compiled.calls
+    before, handled = compiled.calls, compiled.handled
     body = b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],"id":"1"}'
     for way in ("accepted", "accepted by poll", "held", "polled"):
         for extra in ((), ("Connection: close",), (f"Host: 127.0.0.1:{compiled.cfg.port}",)):
@@ -302,7 +315,9 @@ def test_the_generated_requests_reach_the_compiled_path(sides):
             a, b = compiled.exchange(request, way), python.exchange(request, way)
             assert a[0] == b[0] and a[0].startswith(b"HTTP/1.1 200 OK\r\n")
             assert a[2:] == b[2:]
-    assert compiled.calls - before == 12
+    # answered by the compiled commands, or by the MI core the compiled path called
+    assert compiled.calls - before == (0 if compiled.commands else 12)
+    assert compiled.handled == handled
     assert python.calls == 0
 
 
@@ -319,12 +334,13 @@ def test_the_compiled_poll_answers_a_kept_connection_itself(sides):
     worker.watch(conn, select.EPOLLIN)
     worker.settle(conn)
     assert conn.fd in worker.fast
-    before, conn.last = compiled.calls, 0.0
+    before, handled, conn.last = compiled.calls, compiled.handled, 0.0
     client.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],'
                                b'"id":3}'))
     events = worker.fast_poll(worker.ep.fileno(), worker.fast_ctx, worker.fast,  # type: ignore
                               worker.seen, 0.0, 64, -1, 0)
-    assert events == [] and compiled.calls == before + 1
+    assert events == [] and compiled.handled == handled
+    assert compiled.calls == before + (0 if compiled.commands else 1)
     assert read_reply(client, bytearray()).status == 200
     assert conn.fd in worker.fast and conn.fd in worker.seen
     worker.now = time.monotonic()

@@ -26,21 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* word indices, as arena.py / layout.py write them out (see _pop_plain_py) */
-#define H_LARGE 12       /* the list of free blocks too large for a size class */
-#define H_LOGCNT 13      /* undo log count: nonzero while an operation is uncommitted */
-#define H_LOG 16         /* undo log entries: (word index, old value) pairs */
-#define H_FREE 272       /* free-list heads by size class (block words / 2) */
-#define SIZE_CLASSES 4096
-#define Q_HEAD 0
-#define Q_TAIL 1
-#define Q_FETCHED 3
-#define I_NEXT 0
-#define I_PREV 1
-#define I_LENS 3
-#define I_BWORDS 5
-#define I_PAYLOAD 7
-#define LOGGED 10        /* log words this operation writes */
+#include "native.h"  /* the word indices, the pop's plan and stores */
 
 /* Tests only (see _count_stores): the stores pop_plain made, and the one after which the
  * process exits, without cleanup, as tests/engine/faults.py DieAtWrite makes the Python
@@ -78,46 +64,30 @@ static PyObject *pop_plain(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
         return NULL;
     PyObject *result = NULL;
-    volatile uint64_t *W = (volatile uint64_t *)view.buf;
+    words_t *W = (words_t *)view.buf;
     uint64_t n = (uint64_t)view.len / 8;
     if (view.itemsize != 8 || view.len % 8) {
         PyErr_SetString(PyExc_TypeError, "pop_plain: words must be a cast('Q') view");
         goto out;
     }
-    if (base < 0 || (uint64_t)base + Q_FETCHED >= n || H_FREE + SIZE_CLASSES > n) {
+    pop_plan pl;
+    int found = base < 0 ? -1 : pop_plain_plan(W, n, (uint64_t)base, &pl);
+    if (found < 0) {
         out_of_range();
         goto out;
     }
-    uint64_t p = W[base + Q_HEAD];
-    if (!p) {
+    if (!found) {
         result = Py_NewRef(Py_None);
-        goto out;
-    }
-    if (p + I_PAYLOAD > n) {
-        out_of_range();
-        goto out;
-    }
-    uint64_t lens = W[p + I_LENS];
-    uint64_t kl = lens & 0xFFFFFFFFu, vl = lens >> 32;
-    uint64_t o = (p + I_PAYLOAD) * 8;
-    uint64_t nx = W[p + I_NEXT];
-    uint64_t c = W[p + I_BWORDS] >> 1;
-    uint64_t fh = c < SIZE_CLASSES ? H_FREE + c : H_LARGE;
-    uint64_t f = W[base + Q_FETCHED];
-    uint64_t fold = W[fh];
-    uint64_t succ_prev = nx ? nx + I_PREV : (uint64_t)base + Q_TAIL;
-    if (o + kl + vl > (uint64_t)view.len || succ_prev >= n) {
-        out_of_range();
         goto out;
     }
     /* the payload is copied out before anything is written (the Python version slices
      * the mapping first too); the block is only freed, never overwritten, by this */
-    PyObject *key = PyUnicode_DecodeUTF8((const char *)view.buf + o, (Py_ssize_t)kl,
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)view.buf + pl.o, (Py_ssize_t)pl.kl,
                                          "surrogatepass");
     PyObject *value = NULL;
     if (key != NULL)
-        value = PyUnicode_DecodeUTF8((const char *)view.buf + o + kl, (Py_ssize_t)vl,
-                                     "surrogatepass");
+        value = PyUnicode_DecodeUTF8((const char *)view.buf + pl.o + pl.kl,
+                                     (Py_ssize_t)pl.vl, "surrogatepass");
     if (value == NULL) {
         /* undecodable: the Python version raises too, after its writes, and its callers
          * then roll those back; raising before any is the same end state */
@@ -132,23 +102,7 @@ static PyObject *pop_plain(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     PyTuple_SET_ITEM(result, 0, key);
     PyTuple_SET_ITEM(result, 1, value);
-
-    STORE(H_LOG + 0, base);
-    STORE(H_LOG + 1, p);
-    STORE(H_LOG + 2, succ_prev);  /* the next item's prev, or the tail: both were p */
-    STORE(H_LOG + 3, p);
-    STORE(H_LOG + 4, base + Q_FETCHED);
-    STORE(H_LOG + 5, f);
-    STORE(H_LOG + 6, p);           /* the freed block's first word becomes its list link */
-    STORE(H_LOG + 7, nx);
-    STORE(H_LOG + 8, fh);
-    STORE(H_LOG + 9, fold);
-    STORE(H_LOGCNT, LOGGED);
-    STORE(base + Q_HEAD, nx);
-    STORE(succ_prev, 0);
-    STORE(base + Q_FETCHED, f + 1);
-    STORE(p + I_NEXT, fold);
-    STORE(fh, p);
+    POP_PLAIN_STORES(STORE, (uint64_t)base, &pl);
 out:
     PyBuffer_Release(&view);
     return result;
@@ -338,11 +292,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    /* the word indices this file assumes, for tests/engine/test_speedups_build.py to hold
-     * against layout.py */
+    /* the word indices this file and native.h's other users assume, for
+     * tests/engine/test_speedups_build.py to hold against layout.py */
     PyObject *words = Py_BuildValue(
-        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
-        "H_LARGE", H_LARGE, "H_LOGCNT", H_LOGCNT, "H_LOG", H_LOG, "H_FREE", H_FREE,
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "H_LARGE", H_LARGE, "H_LOGCNT", H_LOGCNT, "H_ROLLBACKS", H_ROLLBACKS,
+        "Q_ADDED", Q_ADDED, "H_LOG", H_LOG, "H_FREE", H_FREE,
         "MAX_CLASS", SIZE_CLASSES, "Q_HEAD", Q_HEAD, "Q_TAIL", Q_TAIL,
         "Q_FETCHED", Q_FETCHED, "I_NEXT", I_NEXT, "I_PREV", I_PREV, "I_LENS", I_LENS,
         "I_BWORDS", I_BWORDS, "I_PAYLOAD", I_PAYLOAD, "MUTEX_WORDS", MUTEX_BYTES / 8);

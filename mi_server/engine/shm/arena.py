@@ -42,6 +42,7 @@ from .layout import (
     H_LOG,
     H_LOGCNT,
     H_MAGIC,
+    H_MUTEX,
     H_QTAB,
     H_ROLLBACKS,
     H_VERSION,
@@ -54,6 +55,7 @@ from .layout import (
     I_PAYLOAD,
     I_PREV,
     ITEM_HEADER_BYTES,
+    LOCK_MUTEX,
     M32,
     MAGIC,
     MAX_CLASS,
@@ -732,6 +734,22 @@ class Arena(ArenaFile, ScriptLevel):
         from .invariants import check_invariants
 
         check_invariants(self)
+
+    # ---- for compiled readers (mi_server/mi/compiled.py) --------------------------------
+
+    def native_view(self) -> tuple[memoryview, list[tuple[bytes, int, int]], int, bool] | None:
+        """What code that works on this arena's words directly needs, in this process: the
+        words (released when the arena closes), each queue's (name as UTF-8, record base,
+        addmode) in definition order, the word index of the arena mutex (-1 under flock,
+        which only this object can take) and whether sizes may be read without the lock
+        (_LOCK_FREE_READS).  Such code must make exactly the reads and writes this class
+        makes (engine/shm/native.h).  None when the arena is closed in this process."""
+        if self.closed:
+            return None
+        queues = [(name.encode(_ENC, _ERR), base, mode)
+                  for name, (base, _i, _limit, mode, _seed) in self._queues.items()]
+        mutex = H_MUTEX if self._lock_kind == LOCK_MUTEX else -1
+        return self._w, queues, mutex, _LOCK_FREE_READS
 
     # ---- introspection used by benchmarks and checks ----------------------------------
 
