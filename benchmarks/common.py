@@ -498,17 +498,19 @@ def tree_memory(root: int) -> tuple[int, int, int]:
 class Servers:
     """Context manager: both servers up, both stopped on exit, Ctrl-C or SIGTERM."""
 
-    def __init__(self, args, fifo: bool):
+    def __init__(self, args, fifo: bool, extras: tuple[Server, ...] = ()):
         self.args = args
+        self.extras = list(extras)  # more servers measured after these two (mi_http.py)
         shared = shared_dir(args.shared)
         self.ours = Ours(args.workers, args.prefill, args.shm,
                          args.server_cmd.split() if args.server_cmd else None, args.keep_tmp,
                          fifo)
         self.kam = Kamailio(shared, args.prefill)
         self.which = [x.strip() for x in args.servers.split(",") if x.strip()]
-        bad = set(self.which) - {"ours", "kamailio"}
+        known = ["ours", "kamailio", *(s.label for s in self.extras)]
+        bad = set(self.which) - set(known)
         if bad or not self.which:
-            raise SystemExit(f"--servers: ours and/or kamailio, not {args.servers!r}")
+            raise SystemExit(f"--servers: some of {', '.join(known)}, not {args.servers!r}")
         self._old_term = None
 
     def __enter__(self):
@@ -527,6 +529,11 @@ class Servers:
                       + (f", fifo {self.ours.fifo}" if self.ours.with_fifo else "")
                       + f" (pid {self.ours.pid()}, prefill {time.monotonic() - t:.1f} s)",
                       flush=True)
+            for srv in self.extras:
+                if srv.label in self.which:
+                    print(f"# starting {srv.label}", flush=True)
+                    srv.start()
+                    print(f"# {srv.label} up at {srv.url} (pid {srv.pid()})", flush=True)
         except BaseException:
             self.stop()
             raise
@@ -544,11 +551,11 @@ class Servers:
 
     @property
     def active(self) -> list[Server]:
-        """The servers in run order: ours first, then kamailio."""
-        return [s for s in (self.ours, self.kam) if s.label in self.which]
+        """The servers in run order: ours first, then kamailio, then the extras."""
+        return [s for s in (self.ours, self.kam, *self.extras) if s.label in self.which]
 
     def stop(self):
-        for s in (self.ours, self.kam):
+        for s in (self.ours, self.kam, *self.extras):
             try:
                 s.stop()
             except Exception as e:     # keep stopping the other one
@@ -831,6 +838,38 @@ class Results:
         return "\n".join([f"| case | {a} CPU us/req | {b} CPU us/req | CPU {a}/{b} | "
                           f"per repetition |", "|---|---|---|---|---|", *rows])
 
+    def cpu_table(self, labels: list[str]) -> str | None:
+        """Every server's CPU per request by the scheduler's clock (the tick-sampled figure
+        where a run has no other), medians, and the ratios that say what each adds: ours
+        and the floor to Kamailio (the floor's is the least any server can reach on this
+        machine), ours to OpenSIPS, and ours above the floor."""
+        def cpu(case: str, label: str) -> float | None:
+            got = self.median_cpu(case, label, "server_runtime_us_per_req")
+            return got if got is not None else self.median_cpu(case, label)
+
+        ratios = [(a, b) for a, b in (("ours", "kamailio"), ("floor", "kamailio"),
+                                      ("ours", "opensips"), ("opensips", "kamailio"))
+                  if a in labels and b in labels]
+        head = ["case", *(f"{x} us/req" for x in labels), *(f"{a}/{b}" for a, b in ratios)]
+        if "floor" in labels and "ours" in labels:
+            head.append("ours - floor us")
+        rows = []
+        for case in self.order:
+            got = {x: cpu(case, x) or None for x in labels}  # 0: under one clock tick
+            if all(v is None for v in got.values()):
+                continue
+            row = [case, *("-" if got[x] is None else f"{got[x]:.1f}" for x in labels)]
+            row += ["-" if not got[a] or not got[b] else f"{got[a] / got[b]:.2f}"
+                    for a, b in ratios]
+            if "floor" in labels and "ours" in labels:
+                row.append("-" if got["ours"] is None or got["floor"] is None
+                           else f"{got['ours'] - got['floor']:+.1f}")
+            rows.append("| " + " | ".join(row) + " |")
+        if not rows:
+            return None
+        return "\n".join(["| " + " | ".join(head) + " |",
+                          "|" + "---|" * len(head), *rows])
+
     def table(self, servers=("ours", "kamailio")) -> str:
         a, b = servers
         out = [
@@ -862,7 +901,7 @@ class Results:
                        f"{cols[1][1]} | {cols[0][2]} | {cols[1][2]} | {cr} |")
         return "\n".join(out)
 
-    def finish(self, title: str, notes: list[str]) -> int:
+    def finish(self, title: str, notes: list[str], labels: list[str] | None = None) -> int:
         print()
         print(f"## {title}")
         print()
@@ -874,6 +913,12 @@ class Results:
                   "schedstat; the table above: /proc/<pid>/stat's tick-sampled utime+stime):")
             print()
             print(runtime)
+            print()
+        every = self.cpu_table(labels) if labels and len(labels) > 2 else None
+        if every is not None:
+            print("Every server's CPU per request (medians, the scheduler's clock):")
+            print()
+            print(every)
             print()
         for n in notes:
             print(f"* {n}")

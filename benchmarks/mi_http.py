@@ -3,7 +3,10 @@
 One command: starts both servers (ours on a free port from a temp config, the peer with
 <shared>/peers/kamailio/start.sh, see --shared), prefills them, runs every case REPS times
 in the order ours, kamailio, ours, kamailio..., prints one table, stops both (also on
-Ctrl-C / errors).
+Ctrl-C / errors).  Measured beside them in the same rounds: the floor
+(benchmarks/http_floor.c, a C server that answers canned replies: what a request costs
+the kernel whatever the server does), and, with --opensips PREFIX, a real OpenSIPS you
+built (benchmarks/http_peers.py); a third table then has every server's CPU per request.
 
 Cases: fetch / get_size / get_sizes of q1 with bench_client.py keep-alive clients
 (`--http-impl raw` and `httpclient`) and with a `Connection: close` client (one TCP
@@ -37,6 +40,7 @@ from common import (  # noqa: E402
     tree_runtime,
     with_runtime,
 )
+from http_peers import Floor, OpenSIPS  # noqa: E402
 
 OPS = ("fetch", "get_size", "get_sizes")
 
@@ -45,6 +49,11 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(ap)
+    ap.set_defaults(servers="ours,kamailio,floor")
+    ap.add_argument("--opensips", default=None, metavar="PREFIX",
+                    help="also measure a real OpenSIPS installed under PREFIX "
+                         "(PREFIX/sbin/opensips and its modules; not part of this "
+                         "repository: build it from its source yourself)")
     ap.add_argument("-n", type=int, default=10_000,
                     help="requests per keep-alive run (default %(default)s)")
     ap.add_argument("--n-close", type=int, default=3_000,
@@ -62,6 +71,8 @@ def parse_args(argv):
     ap.add_argument("--with-fifo", action="store_true",
                     help="also enable our FIFO transport (idle) during the HTTP runs")
     args = ap.parse_args(argv)
+    if args.opensips and "opensips" not in args.servers.split(","):
+        args.servers += ",opensips"
     apply_quick(args)
     if args.quick:
         args.n, args.n_close, args.warmup = 300, 300, 10
@@ -129,7 +140,10 @@ def main(argv=None):
     res = Results(args.json_out)
     t0 = time.monotonic()
     try:
-        with Servers(args, fifo=args.with_fifo) as sv:
+        extras = [Floor(args.workers)]
+        if args.opensips:
+            extras.append(OpenSIPS(Path(args.opensips), args.prefill))
+        with Servers(args, fifo=args.with_fifo, extras=tuple(extras)) as sv:
             servers = sv.active
             for rep in range(1, args.reps + 1):
                 print(f"# repetition {rep}/{args.reps}", flush=True)
@@ -141,11 +155,14 @@ def main(argv=None):
                 if do_drain:
                     name = drain_name
                     for srv in servers:
+                        if srv.label == "floor":  # canned replies drain nothing
+                            continue
                         s = run_drain(shared, srv, args)
                         res.add(name, srv.label, rep, s)
                         res.line(name, srv.label, s)
                     for srv in servers:      # back to the usual level for the next block
-                        srv.refill("q1", args.prefill)
+                        if srv.label != "floor":
+                            srv.refill("q1", args.prefill)
             memory = sv.memory_note()
     except KeyboardInterrupt:
         print("# interrupted; both servers stopped", file=sys.stderr)
@@ -183,7 +200,8 @@ def main(argv=None):
                          f"**{a / b:.1f}x** ({'meets' if a >= 20 * b else 'BELOW'} the 20x "
                          "target)")
     notes.append(f"total time {time.monotonic() - t0:.0f} s")
-    return res.finish("MI over HTTP: ours vs Kamailio 5.6", notes)
+    return res.finish("MI over HTTP: ours vs Kamailio 5.6", notes,
+                      [srv.label for srv in servers])
 
 
 if __name__ == "__main__":
