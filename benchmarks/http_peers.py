@@ -128,7 +128,7 @@ loadmodule "mqueue.so"
 # a MESSAGE with X-Queue and X-Count adds that many items (OpenSIPS has no mq_add MI
 # command): how the benchmark fills and tops up the queues
 route {{
-    if (is_method("MESSAGE")) {{
+    if ($rm == "MESSAGE") {{
         $var(i) = 0;
         $var(n) = $(hdr(X-Count){{s.int}});
         while ($var(i) < $var(n)) {{
