@@ -514,7 +514,7 @@ static PyObject *accept_batch(long lfd, context c, Py_ssize_t room) {
 
 
 PyDoc_STRVAR(poll_doc,
-"poll(epoll_fd, ctx, fast, seen, timeout, maxevents) -> list of (fd, events) | (fd, events, result)\n\n"
+"poll(epoll_fd, ctx, fast, seen, timeout, maxevents, listen_fd, room[, waiting]) -> list of (fd, events) | (fd, events, result)\n\n"
 "The worker's epoll_wait, for up to `timeout` seconds.  A read event of a connection in\n"
 "the set `fast` (one the worker holds between requests, see Worker.settle) is served here\n"
 "as serve() does; when that leaves the connection as it was (a request answered whole and\n"
@@ -523,7 +523,11 @@ PyDoc_STRVAR(poll_doc,
 "epoll.poll gives it, and (fd, events, result) with serve()'s result (or the exception a\n"
 "callback raised) for a connection whose read needs the worker; that fd leaves `fast`.\n"
 "An event of `listen_fd` is accepted here as accept(listen_fd, ctx, room) does; the\n"
-"connections it hands over come back as (listen_fd, events, that list).\n"
+"connections it hands over come back as (listen_fd, events, that list).  A read event of\n"
+"a descriptor in the dict `waiting` (accepted, its request not come yet) is served as\n"
+"accept() serves one: an exchange that ends is closed here (and leaves `waiting`),\n"
+"returned as (fd, events, False) only when `room` was 0; any other result leaves\n"
+"`waiting` and comes back as (fd, events, result) for the worker to adopt.\n"
 "Returns at the end of `timeout` (an empty list then), after a signal, or at once while\n"
 "the stop flag is set (every event returned unread).");
 
@@ -537,11 +541,13 @@ static double monotonic(void) {
 
 static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     context c;
-    if (nargs != 8 || !PyAnySet_CheckExact(args[2]) || !PyAnySet_CheckExact(args[3])) {
+    if ((nargs != 8 && nargs != 9) || !PyAnySet_CheckExact(args[2])
+            || !PyAnySet_CheckExact(args[3]) || (nargs == 9 && !PyDict_CheckExact(args[8]))) {
         PyErr_SetString(PyExc_TypeError, "poll(epoll_fd, ctx, fast: set, seen: set, timeout, "
-                        "maxevents, listen_fd, room)");
+                        "maxevents, listen_fd, room[, waiting: dict])");
         return NULL;
     }
+    PyObject *waiting = nargs == 9 ? args[8] : NULL;
     long epfd = PyLong_AsLong(args[0]);
     double timeout = PyFloat_AsDouble(args[4]);
     long maxevents = PyLong_AsLong(args[5]);
@@ -552,6 +558,7 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     if (unpack(args[1], &c) < 0)
         return NULL;
     PyObject *fast = args[2], *seen = args[3];
+    int paused = room <= 0;  /* the worker took the listener out of the set: the cap */
     if (maxevents < 1 || maxevents > POLL_MAX)
         maxevents = POLL_MAX;
     struct epoll_event evs[POLL_MAX];
@@ -583,15 +590,67 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             PyObject *key = PyLong_FromLong(fd);
             if (key == NULL)
                 goto fail;
-            int is_fast = 0;
+            int is_fast = 0, is_waiting = 0;
             if (!c.stop[0] && !(ev & EPOLLOUT) && fd != lfd) {
                 is_fast = PySet_Contains(fast, key);
-                if (is_fast < 0) {
+                if (is_fast == 0 && waiting != NULL)
+                    is_waiting = PyDict_Contains(waiting, key);
+                if (is_fast < 0 || is_waiting < 0) {
                     Py_DECREF(key);
                     goto fail;
                 }
             }
             PyObject *item;
+            if (is_waiting) {
+                /* the first read of a connection accepted before its request had come
+                 * (Worker.waiting, Worker.first_read): served here as accept() serves
+                 * one; an exchange that ends (served and not kept, or end of file) is
+                 * closed here too, and the wait goes on.  Anything else goes back as
+                 * (fd, events, result) for the worker to adopt, and so does a close while
+                 * the worker is not accepting (the cap), for it to accept again. */
+                int nodelay = 0;  /* accept() gave it TCP_NODELAY */
+                PyObject *res = serve_fd(fd, &c, &nodelay);
+                if (res == Py_None) {  /* woken for nothing */
+                    Py_DECREF(res);
+                    Py_DECREF(key);
+                    continue;
+                }
+                if (res == NULL) {
+                    if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt */
+                        Py_DECREF(key);
+                        goto fail;
+                    }
+                    PyObject *type, *value, *tb;
+                    PyErr_Fetch(&type, &value, &tb);
+                    PyErr_NormalizeException(&type, &value, &tb);
+                    if (tb != NULL)
+                        PyException_SetTraceback(value, tb);
+                    Py_XDECREF(type);
+                    Py_XDECREF(tb);
+                    res = value;
+                }
+                if (PyDict_DelItem(waiting, key) < 0) {
+                    Py_DECREF(res);
+                    Py_DECREF(key);
+                    goto fail;
+                }
+                Py_DECREF(key);
+                if (res == Py_False || (PyBytes_CheckExact(res) && PyBytes_GET_SIZE(res) == 0)) {
+                    Py_DECREF(res);
+                    close(fd);  /* it leaves the epoll set */
+                    room++;
+                    if (!paused)
+                        continue;
+                    res = Py_NewRef(Py_False);
+                }
+                item = Py_BuildValue("(iIN)", fd, (unsigned int)ev, res);
+                if (item == NULL || PyList_Append(out, item) < 0) {
+                    Py_XDECREF(item);
+                    goto fail;
+                }
+                Py_DECREF(item);
+                continue;
+            }
             if (fd == lfd && !c.stop[0]) {  /* new connections: accept() here */
                 PyObject *taken = accept_batch(lfd, c, room);
                 if (taken == NULL && PyErr_ExceptionMatches(PyExc_OSError)) {

@@ -27,11 +27,11 @@ except ImportError:  # not built: no compiler at install time
 # serve(fd, ctx) -> None | bytes | bool | (bool, bytes); accept(listen_fd, ctx, room) ->
 # [(fd, serve's result or an exception)]; ctx: (root, limit, max_head, checked, guard,
 # hosts, stop, commands), see server.Worker; poll(epoll_fd, ctx, fast, seen, timeout, maxevents,
-# listen_fd, room) -> [(fd, events) | (fd, events, serve's result or an exception) |
-# (listen_fd, events, accept's list)]
+# listen_fd, room[, waiting]) -> [(fd, events) | (fd, events, serve's result or an
+# exception) | (listen_fd, events, accept's list)]
 Serve = Callable[[int, tuple], Any]
 Accept = Callable[[int, tuple, int], list]
-Poll = Callable[[int, tuple, set, set, float, int, int, int], list]
+Poll = Callable[..., list]
 
 
 def built() -> bool:

@@ -479,6 +479,15 @@ class Worker:
         else:
             self.adopt(fd, got, _EPOLLIN)
 
+    def first_took(self, fd: int, got: Any) -> None:
+        """What the compiled poll did with a waiting connection's first read: False, it
+        closed the exchange it served (and returns it only while the cap holds the
+        listener back); anything else, as first_read takes it."""
+        if got is False:
+            self.accept_again()
+        else:
+            self.adopt(fd, got, _EPOLLIN)
+
     def open_count(self) -> int:
         return len(self.conns) + len(self.waiting)
 
@@ -699,7 +708,7 @@ class Worker:
         if self.fast_poll is not None:
             events = self.fast_poll(self.ep.fileno(), self.fast_ctx, self.fast, self.seen,
                                     timeout, POLL_EVENTS, self.listen_fd,
-                                    self.max_connections - self.open_count())
+                                    self.max_connections - self.open_count(), self.waiting)
         else:
             events = self.ep.poll(timeout, POLL_EVENTS)
         self.now = time.monotonic()
@@ -713,6 +722,8 @@ class Worker:
                 if conn is not None:
                     self.took(conn, event[2])
                     self.settle(conn)
+                else:  # a waiting descriptor's first read (it has left self.waiting)
+                    self.first_took(fd, event[2])
             elif fd == self.listen_fd:
                 self.accept()  # returns at once when not accepting (stopping)
             elif self.wake_r is not None and fd == self.wake_r.fileno():

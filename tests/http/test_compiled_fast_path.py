@@ -426,3 +426,55 @@ def test_a_stop_signal_during_the_command_closes_after_its_reply(port):
         arena.unlink()
     assert all(os.waitstatus_to_exitcode(v) == 0 for v in statuses.values())
 
+
+
+def test_the_compiled_poll_serves_and_closes_a_waiting_connection_itself(sides):
+    """A connection accepted before its request came waits as a bare descriptor; its
+    Connection: close exchange is then answered and closed inside the compiled poll,
+    which returns nothing and takes the descriptor out of `waiting`."""
+    compiled, _ = sides
+    worker = compiled.worker
+    client = socket.create_connection(compiled.listener.getsockname())
+    worker.accept()  # nothing to read yet
+    (fd,) = list(worker.waiting)
+    handled, calls = compiled.handled, compiled.calls
+    client.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],'
+                               b'"id":5}', "Connection: close"))
+    time.sleep(0.05)
+    events = worker.fast_poll(worker.ep.fileno(), worker.fast_ctx, worker.fast,
+                              worker.seen, 0.0, 64, -1, 1, worker.waiting)
+    assert events == [] and fd not in worker.waiting and compiled.handled == handled
+    assert compiled.calls == calls + (0 if compiled.commands else 1)
+    reply = read_reply(client, bytearray())
+    assert reply.status == 200 and json.loads(reply.body)["id"] == 5
+    assert client.recv(1) == b""  # and closed
+    client.close()
+
+
+def test_a_waiting_connection_closed_under_the_cap_is_handed_back(sides):
+    """With no room left (the listener out of the set), the close is reported, so that
+    the worker takes new connections again; a kept connection is handed over to adopt."""
+    compiled, _ = sides
+    worker = compiled.worker
+    gone = socket.create_connection(compiled.listener.getsockname())
+    kept = socket.create_connection(compiled.listener.getsockname())
+    worker.accept()
+    time.sleep(0.05)
+    worker.accept()
+    assert len(worker.waiting) == 2
+    gone.close()  # end of file
+    kept.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size","params":["q1"],'
+                             b'"id":6}'))
+    time.sleep(0.05)
+    events = worker.fast_poll(worker.ep.fileno(), worker.fast_ctx, worker.fast,
+                              worker.seen, 0.0, 64, -1, 0, worker.waiting)
+    assert not worker.waiting
+    assert sorted(type(e[2]).__name__ for e in events) == ["bool", "bool"]
+    assert {e[2] for e in events} == {False, True}
+    for event in events:
+        worker.first_took(event[0], event[2])
+    assert json.loads(read_reply(kept, bytearray()).body)["id"] == 6
+    assert len(worker.conns) == 1
+    for conn in list(worker.conns.values()):
+        worker.close(conn)
+    kept.close()
