@@ -409,6 +409,18 @@ static PyObject *serve_fd(int fd, const context *c, int *nodelay) {
     return result;
 }
 
+/* The exception set now, taken out as a value (with its traceback) for the worker. */
+static PyObject *raised(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
 PyDoc_STRVAR(serve_doc,
 "serve(fd, ctx) -> None | bytes | bool | (bool, bytes)\n\n"
 "One read of the connected non-blocking socket fd.  None: nothing to read; b'': end of\n"
@@ -482,7 +494,6 @@ static PyObject *accept_batch(long lfd, context c, Py_ssize_t room) {
         if (nodelay)  /* the worker's connection, as Worker.accept makes it */
             set_nodelay(fd);
         if (res == NULL) {
-            PyObject *type, *value, *tb;
             if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt, ... */
                 close(fd);
                 for (Py_ssize_t t = 0; t < PyList_GET_SIZE(left); t++)  /* taken before */
@@ -490,13 +501,7 @@ static PyObject *accept_batch(long lfd, context c, Py_ssize_t room) {
                 Py_DECREF(left);
                 return NULL;
             }
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL)
-                PyException_SetTraceback(value, tb);
-            Py_XDECREF(type);
-            Py_XDECREF(tb);
-            res = value;
+            res = raised();
         }
         PyObject *item = Py_BuildValue("(iN)", fd, res);
         if (item == NULL || PyList_Append(left, item) < 0) {
@@ -620,14 +625,7 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                         Py_DECREF(key);
                         goto fail;
                     }
-                    PyObject *type, *value, *tb;
-                    PyErr_Fetch(&type, &value, &tb);
-                    PyErr_NormalizeException(&type, &value, &tb);
-                    if (tb != NULL)
-                        PyException_SetTraceback(value, tb);
-                    Py_XDECREF(type);
-                    Py_XDECREF(tb);
-                    res = value;
+                    res = raised();
                 }
                 if (PyDict_DelItem(waiting, key) < 0) {
                     Py_DECREF(res);
@@ -685,14 +683,7 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                         Py_DECREF(key);
                         goto fail;
                     }
-                    PyObject *type, *value, *tb;
-                    PyErr_Fetch(&type, &value, &tb);
-                    PyErr_NormalizeException(&type, &value, &tb);
-                    if (tb != NULL)
-                        PyException_SetTraceback(value, tb);
-                    Py_XDECREF(type);
-                    Py_XDECREF(tb);
-                    res = value;
+                    res = raised();
                 }
                 if (PySet_Discard(fast, key) < 0) {
                     Py_DECREF(res);
