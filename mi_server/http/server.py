@@ -439,6 +439,8 @@ class Worker:
             peer = sock.getpeername()
         except OSError:
             sock.close()  # gone already (closing it leaves the epoll set too)
+            # a waiting descriptor (first_read) held a place under the cap until now
+            self.accept_again()
             return
         conn = Connection(sock, peer, self)
         conn.mask = mask

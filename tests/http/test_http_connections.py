@@ -5,10 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 import time
 
 import pytest
 
+from mi_server.config import HttpConfig
+from mi_server.http.app import make_wsgi_app
+from mi_server.http.server import Worker
 from tests.http.rawhttp import closed_by_peer, post, read_reply
 
 
@@ -342,3 +346,54 @@ def test_a_worker_at_its_connection_cap_accepts_again_when_one_closes(serve):
     assert reply.status == 200 and b'"extra"' in reply.body
     for sock in (held[0], held[2], extra):
         sock.close()
+
+
+def test_a_client_reset_after_its_late_request_frees_its_place_under_the_cap(core):
+    """A client that connects, waits (the compiled path: a waiting descriptor), sends its
+    request and resets the connection: the worker, at its cap of one with it, takes new
+    connections again once it is gone, as after any other close."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    cfg = HttpConfig(port=listener.getsockname()[1])
+    worker = Worker(listener, make_wsgi_app(core.handle, cfg), cfg, max_connections=1,
+                    checked=core.run_checked)
+    worker.resume_accepting()
+    try:
+        silent = socket.create_connection(listener.getsockname())
+        for _ in range(100):
+            worker.poll_once(0.05)
+            if worker.open_count():
+                break
+        assert worker.open_count() == 1 and not worker.accepting  # at the cap
+        silent.sendall(post("/mi", size_request("gone")))
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        silent.close()  # a reset: the reply cannot be sent, the peer name is gone
+        for _ in range(100):
+            worker.poll_once(0.05)
+            if not worker.open_count():
+                break
+        assert worker.open_count() == 0
+        assert worker.accepting  # the place is free again
+        extra = socket.create_connection(listener.getsockname())
+        extra.sendall(post("/mi", size_request("extra")))
+        extra.setblocking(False)
+        out = b""
+        for _ in range(100):
+            worker.poll_once(0.05)
+            try:
+                out += extra.recv(65536)
+            except BlockingIOError:
+                continue
+            if b'"extra"' in out:
+                break
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b'"extra"' in out
+        extra.close()
+    finally:
+        for conn in list(worker.conns.values()):
+            worker.close(conn)
+        for fd in list(worker.waiting):
+            worker.close_waiting(fd)
+        worker.ep.close()
+        listener.close()
