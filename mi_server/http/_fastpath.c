@@ -703,6 +703,21 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             return out;
     }
 fail:
+    /* the connections an accept of this wait took are the worker's only through `out`:
+     * close them, as accept_batch closes those it took before such an error */
+    if (PyList_GET_SIZE(out) > 0) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        for (Py_ssize_t t = 0; t < PyList_GET_SIZE(out); t++) {
+            PyObject *item = PyList_GET_ITEM(out, t);
+            if (PyTuple_GET_SIZE(item) != 3 || PyLong_AsLong(PyTuple_GET_ITEM(item, 0)) != lfd)
+                continue;
+            PyObject *taken = PyTuple_GET_ITEM(item, 2);
+            for (Py_ssize_t u = 0; u < PyList_GET_SIZE(taken); u++)
+                close((int)PyLong_AsLong(PyTuple_GET_ITEM(PyList_GET_ITEM(taken, u), 0)));
+        }
+        PyErr_Restore(type, value, tb);
+    }
     Py_DECREF(out);
     return NULL;
 }

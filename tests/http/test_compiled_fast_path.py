@@ -478,3 +478,49 @@ def test_a_waiting_connection_closed_under_the_cap_is_handed_back(sides):
     for conn in list(worker.conns.values()):
         worker.close(conn)
     kept.close()
+
+
+class _Fatal(BaseException):
+    """Not an Exception: the compiled path lets it through (as KeyboardInterrupt)."""
+
+
+def test_connections_the_compiled_poll_took_are_closed_when_it_fails():
+    """A callback raising a BaseException ends the compiled poll with it; a connection its
+    accept took earlier in that wait is then no one's: it is closed (as accept() closes
+    those it took before such an error), not left open for the client to wait on."""
+    def fatal(method, params, id_text):
+        raise _Fatal
+
+    ctx = (b"/mi", LIMIT, 16384, fatal, lambda host, origin, site: True, {}, bytearray(1), None)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    ep = select.epoll()
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    try:
+        ep.register(listener.fileno(), select.EPOLLIN)
+        ep.register(server.fileno(), select.EPOLLIN)
+        # ready in this order: the new connection (nothing sent yet, so handed over), then
+        # the held one's request, whose command raises
+        taken = socket.create_connection(listener.getsockname(), timeout=2)
+        time.sleep(0.05)
+        client.sendall(post("/mi", b'{"jsonrpc":"2.0","method":"mq_get_size",'
+                                   b'"params":["q1"],"id":1}'))
+        with pytest.raises(_Fatal):
+            fastpath._poll(ep.fileno(), ctx, {server.fileno()}, set(),  # type: ignore
+                           1.0, 64, listener.fileno(), 10)
+        try:
+            closed = taken.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            closed = False
+        assert closed, "the accepted connection was left open"
+        taken.close()
+    finally:
+        ep.close()
+        server.close()
+        client.close()
+        listener.close()
