@@ -42,6 +42,7 @@ environment:
   MQMI_FIFO_FASTPATH=0     serve the FIFO without its compiled fast path
   MQMI_HTTP_FASTPATH=0     serve HTTP without its compiled fast path
   MQMI_DATAGRAM_FASTPATH=0 serve the datagram socket without its compiled fast path
+  MQMI_MI_COMPILED=0       answer mq_get_size, mq_get_sizes and mq_fetch in Python only
   MQMI_ENGINE_SPEEDUPS=0   create the arena without the engine's C part (flock, Python)
   NOTIFY_SOCKET            set by systemd (Type=notify): READY=1 once every transport
                            answers, STOPPING=1 at the stop
