@@ -42,17 +42,7 @@
 
 #include "../../mi_fifo/jsonrpc_request.h"
 
-/* The exception set, as one object (PyErr_GetRaisedException is Python 3.12+). */
-static PyObject *take_exception(void) {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
+#include "../../mi_fifo/exception_value.h"  /* take_exception() */
 
 /* Set `exc` (from take_exception) again; the reference is taken. */
 static void restore_exception(PyObject *exc) {

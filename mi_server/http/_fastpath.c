@@ -63,6 +63,7 @@
 #include "../../mi_fifo/jsonrpc_request.h"
 /* the MI's compiled commands, asked before the MI core */
 #include "../mi/compiled.h"
+#include "../../mi_fifo/exception_value.h"  /* take_exception() */
 
 /* ---- the head ---- */
 
@@ -409,18 +410,6 @@ static PyObject *serve_fd(int fd, const context *c, int *nodelay) {
     return result;
 }
 
-/* The exception set now, taken out as a value (with its traceback) for the worker. */
-static PyObject *raised(void) {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
-
 PyDoc_STRVAR(serve_doc,
 "serve(fd, ctx) -> None | bytes | bool | (bool, bytes)\n\n"
 "One read of the connected non-blocking socket fd.  None: nothing to read; b'': end of\n"
@@ -501,7 +490,7 @@ static PyObject *accept_batch(long lfd, context c, Py_ssize_t room) {
                 Py_DECREF(left);
                 return NULL;
             }
-            res = raised();
+            res = take_exception();
         }
         PyObject *item = Py_BuildValue("(iN)", fd, res);
         if (item == NULL || PyList_Append(left, item) < 0) {
@@ -605,51 +594,47 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                     goto fail;
                 }
             }
-            PyObject *item;
-            if (is_waiting) {
-                /* the first read of a connection accepted before its request had come
-                 * (Worker.waiting, Worker.first_read): served here as accept() serves
-                 * one; an exchange that ends (served and not kept, or end of file) is
-                 * closed here too, and the wait goes on.  Anything else goes back as
-                 * (fd, events, result) for the worker to adopt, and so does a close while
-                 * the worker is not accepting (the cap), for it to accept again. */
-                int nodelay = 0;  /* accept() gave it TCP_NODELAY */
-                PyObject *res = serve_fd(fd, &c, &nodelay);
-                if (res == Py_None) {  /* woken for nothing */
-                    Py_DECREF(res);
-                    Py_DECREF(key);
-                    continue;
-                }
+            PyObject *item, *res = NULL;
+            if (is_fast || is_waiting) {  /* read here: what serve() does with it */
+                int nodelay = 0;  /* the worker's connections and accept()'s have it */
+                res = serve_fd(fd, &c, &nodelay);
                 if (res == NULL) {
                     if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt */
                         Py_DECREF(key);
                         goto fail;
                     }
-                    res = raised();
+                    res = take_exception();
+                }
+            }
+            if (is_waiting) {
+                /* the first read of a connection accepted before its request had come
+                 * (Worker.waiting, Worker.first_read), served as accept() serves one: an
+                 * exchange that ends (served and not kept, or end of file) is closed here
+                 * too, and the wait goes on.  Anything else goes back as (fd, events,
+                 * result) for the worker to adopt, and so does a close while the worker is
+                 * not accepting (the cap), for it to accept again. */
+                if (res == Py_None) {  /* woken for nothing */
+                    Py_DECREF(res);
+                    Py_DECREF(key);
+                    continue;
                 }
                 if (PyDict_DelItem(waiting, key) < 0) {
                     Py_DECREF(res);
                     Py_DECREF(key);
                     goto fail;
                 }
-                Py_DECREF(key);
                 if (res == Py_False || (PyBytes_CheckExact(res) && PyBytes_GET_SIZE(res) == 0)) {
                     Py_DECREF(res);
                     close(fd);  /* it leaves the epoll set */
                     room++;
-                    if (!paused)
+                    if (!paused) {
+                        Py_DECREF(key);
                         continue;
+                    }
                     res = Py_NewRef(Py_False);
                 }
                 item = Py_BuildValue("(iIN)", fd, (unsigned int)ev, res);
-                if (item == NULL || PyList_Append(out, item) < 0) {
-                    Py_XDECREF(item);
-                    goto fail;
-                }
-                Py_DECREF(item);
-                continue;
-            }
-            if (fd == lfd && !c.stop[0]) {  /* new connections: accept() here */
+            } else if (fd == lfd && !c.stop[0]) {  /* new connections: accept() here */
                 PyObject *taken = accept_batch(lfd, c, room);
                 if (taken == NULL && PyErr_ExceptionMatches(PyExc_OSError)) {
                     PyErr_Clear();  /* EMFILE and the like: the worker's accept logs it */
@@ -668,8 +653,6 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
             } else if (!is_fast) {
                 item = Py_BuildValue("(iI)", fd, (unsigned int)ev);
             } else {
-                int nodelay = 0;  /* the worker's connections have it */
-                PyObject *res = serve_fd(fd, &c, &nodelay);
                 if (res == Py_True || res == Py_None) {  /* as it was: the wait goes on */
                     int bad = res == Py_True ? PySet_Add(seen, key) : 0;
                     Py_DECREF(res);
@@ -677,13 +660,6 @@ static PyObject *poll_(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                     if (bad < 0)
                         goto fail;
                     continue;
-                }
-                if (res == NULL) {
-                    if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt */
-                        Py_DECREF(key);
-                        goto fail;
-                    }
-                    res = raised();
                 }
                 if (PySet_Discard(fast, key) < 0) {
                     Py_DECREF(res);
